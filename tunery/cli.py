@@ -1,0 +1,65 @@
+"""The `tunery` command: a thin table of verbs, each a module in `tunery.commands`.
+
+Each command module exposes `HELP`, `EXAMPLES`, `configure(parser)` and `run(args) -> int`, and
+imports nothing heavy at module level, so `tunery validate --help` never loads torch.
+Exit codes: 0 success, 1 the data or the run failed a check, 2 usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tunery import __version__
+from tunery.errors import TuneryError
+
+# verb -> module under tunery.commands; the order is the order of `tunery --help`.
+VERBS = {
+    "validate": "validate",
+    "estimate": "estimate",
+    "models": "models",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunery",
+        description="Fine-tune open language models on your own hardware: "
+        "validate data, train (SFT/LoRA/DPO), evaluate, serve.",
+        epilog="Run `tunery VERB --help` for a verb's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"tunery {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, module_name in VERBS.items():
+        module = importlib.import_module(f"tunery.commands.{module_name}")
+        sub = verbs.add_parser(
+            verb,
+            help=module.HELP,
+            description=module.HELP,
+            epilog="examples:\n" + module.EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except TuneryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""`tunery models`: list and resolve model references."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "List the available models, or resolve one reference to a local directory."
+EXAMPLES = """\
+  tunery models list
+  tunery models resolve smollm2-135m-instruct
+  tunery models resolve ./my-model.gguf --json
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="the embedded default and every cached model")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    resolve = actions.add_parser("resolve", help="resolve MODEL (hub id, directory, .gguf, embedded name)")
+    resolve.add_argument("model")
+    resolve.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunery.models import describe_model, list_models, resolve_model
+
+    if args.action == "resolve":
+        infos = [describe_model(args.model, resolve_model(args.model))]
+    else:
+        infos = list_models()
+    if args.json:
+        print(json.dumps([{**vars(i), "path": str(i.path)} for i in infos], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "parameters", "context", "chat template", "path")
+    for i in infos:
+        table.add_row(
+            i.name,
+            f"{i.parameters / 1e6:.1f}M",
+            str(i.context_length or "?"),
+            "yes" if i.has_chat_template else "no",
+            str(i.path),
+        )
+    Console().print(table)
+    return 0

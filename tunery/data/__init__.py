@@ -1,0 +1,1 @@
+"""The data pipeline: formats → validate → render (tokens + loss mask) → pack → estimate."""

@@ -1,0 +1,126 @@
+"""Packing: many rendered examples per row, with no example attending to another.
+
+Examples are placed into rows of `capacity` tokens by best-fit decreasing. Each example keeps its
+own position ids (0, 1, 2, … restarting at every example). The model builds its attention mask
+from those position ids: a position that does not follow its predecessor by one starts a new
+block, so attention is block-diagonal causal rather than one long causal sequence (transformers'
+`find_packed_sequence_indices`, used when no 2-D attention mask is passed). The packing
+invariant test holds this to the unpacked per-token loss.
+
+Pure Python, no torch: `tunery estimate` uses it for padding statistics too.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunery.data.render import Rendered
+
+
+def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Group example indices into bins whose total length is at most `capacity`.
+
+    Longest first, each into the fullest bin it still fits (O(n log n) with a sorted list of free
+    space). An example longer than `capacity` gets a bin of its own; the caller truncates it.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (free space, bin index)
+    for i in order:
+        size = min(lengths[i], capacity)
+        at = bisect.bisect_left(free, (size, -1))
+        if at < len(free):
+            space, b = free.pop(at)
+            bins[b].append(i)
+            bisect.insort(free, (space - size, b))
+        else:
+            bins.append([i])
+            bisect.insort(free, (capacity - size, len(bins) - 1))
+    return bins
+
+
+@dataclass(frozen=True)
+class Row:
+    """One packed row: concatenated examples, their position ids and training targets."""
+
+    input_ids: list[int]
+    position_ids: list[int]
+    loss_mask: list[int]
+    examples: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def pack_rows(rendered: Sequence[Rendered], capacity: int, *, packing: bool = True) -> list[Row]:
+    """Turn examples into rows: packed by best-fit decreasing, or one example per row."""
+    groups = (
+        best_fit_decreasing([len(r.input_ids) for r in rendered], capacity)
+        if packing
+        else [[i] for i in range(len(rendered))]
+    )
+    rows = []
+    for group in groups:
+        ids, pos, mask = [], [], []
+        for i in group:
+            example = rendered[i]
+            n = min(len(example.input_ids), capacity)
+            ids += example.input_ids[:n]
+            pos += range(n)
+            # A target never crosses an example boundary: the first token of each is untrained.
+            mask += [0, *example.loss_mask[1:n]]
+        rows.append(Row(ids, pos, mask, len(group)))
+    return rows
+
+
+def micro_batches(rows: Sequence[Row], max_tokens: int) -> list[list[Row]]:
+    """Split rows into micro-batches of at most `max_tokens` padded tokens each.
+
+    Rows are sorted by length first so that rows padded together have similar lengths.
+    """
+    batches: list[list[Row]] = []
+    current: list[Row] = []
+    for row in sorted(rows, key=len, reverse=True):
+        width = max([len(r) for r in current] + [len(row)])
+        if current and width * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(row)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padded(batch: Sequence[Row], pad_id: int) -> dict[str, list[list[int]]]:
+    """Pad a micro-batch to its longest row.
+
+    Padding gets positions 0, 1, … of its own, so it forms a separate block that no real token
+    attends to, and it is never a target.
+    """
+    width = max(len(r) for r in batch)
+    out: dict[str, list[list[int]]] = {"input_ids": [], "position_ids": [], "loss_mask": []}
+    for r in batch:
+        extra = width - len(r)
+        out["input_ids"].append(r.input_ids + [pad_id] * extra)
+        out["position_ids"].append(r.position_ids + list(range(extra)))
+        out["loss_mask"].append(r.loss_mask + [0] * extra)
+    return out
+
+
+def padding_fraction(lengths: Sequence[int], capacity: int, rows_per_batch: int, *, packing: bool) -> float:
+    """Share of computed tokens that are padding, with or without packing."""
+    lengths = [min(n, capacity) for n in lengths]
+    if not lengths:
+        return 0.0
+    if packing:
+        row_lengths = [sum(lengths[i] for i in b) for b in best_fit_decreasing(lengths, capacity)]
+    else:
+        row_lengths = list(lengths)
+    row_lengths.sort(reverse=True)
+    computed = sum(
+        max(row_lengths[i : i + rows_per_batch]) * len(row_lengths[i : i + rows_per_batch])
+        for i in range(0, len(row_lengths), rows_per_batch)
+    )
+    return 1.0 - sum(lengths) / computed

@@ -1,0 +1,202 @@
+"""Chat template → (input_ids, loss_mask): exactly which tokens are trained.
+
+The mask is derived from the template's own rendering of each prefix, never from hard-coded
+markers, so any template that renders conversations prefix-stably works:
+
+    text(messages[:i], add_generation_prompt=True)  ends where assistant turn i begins
+    text(messages[:i+1])                             ends where that turn (and its EOS) ends
+
+Every assistant turn with weight 1 is trained, including its end-of-turn token, so tuned models
+learn to stop. System, user and tool turns, and the template's role headers, are never trained.
+
+Torch-free on purpose: `tunery validate --model` renders with `tokenizers` and jinja2 alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+from tunery.data.formats import ChatExample
+from tunery.errors import TuneryError
+from tunery.models import read_chat_template
+
+# Used when a model ships no chat template (base models): plain ChatML.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class TemplateError(TuneryError):
+    """The chat template cannot render this conversation in a way we can mask."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One example as the trainer sees it.
+
+    `loss_mask[i] == 1` means token i is a training target (predicted from tokens before it).
+    """
+
+    input_ids: list[int]
+    loss_mask: list[int]
+    truncated: int = 0  # tokens cut off the end by max_seq_len
+    eos_trained: bool = True  # every trained turn ends in a stop token
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+
+class ChatTokenizer:
+    """A `tokenizers.Tokenizer` plus the model's chat template and its special tokens."""
+
+    def __init__(self, tokenizer, chat_template: str, special_tokens: dict[str, str], stop_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.special_tokens = special_tokens
+        self.stop_ids = frozenset(stop_ids)
+        eos = special_tokens.get("eos_token")
+        self.eos_id = tokenizer.token_to_id(eos) if eos else None
+        pad = special_tokens.get("pad_token") or eos
+        self.pad_id = tokenizer.token_to_id(pad) if pad else 0
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> ChatTokenizer:
+        """Load `tokenizer.json`, `tokenizer_config.json` and the chat template from a model directory."""
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        if not (path / "tokenizer.json").is_file():
+            raise TuneryError(f"{path} has no tokenizer.json (a fast tokenizer is required)")
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        config = _read_json(path / "tokenizer_config.json")
+        special = {k: _token_text(v) for k, v in config.items() if k.endswith("_token") and v}
+        stop_ids = set()
+        for source in (_read_json(path / "generation_config.json"), _read_json(path / "config.json")):
+            eos = source.get("eos_token_id")
+            stop_ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if special.get("eos_token") and tokenizer.token_to_id(special["eos_token"]) is not None:
+            stop_ids.add(tokenizer.token_to_id(special["eos_token"]))
+        template = read_chat_template(path) or CHATML_TEMPLATE
+        return cls(tokenizer, template, special, stop_ids)
+
+    @cached_property
+    def _template(self):
+        # The same environment transformers uses, so templates render identically.
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise TemplateError(f"chat template refused the conversation: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        return env.from_string(self.chat_template)
+
+    def apply_template(self, messages: list[dict], *, tools=None, add_generation_prompt: bool = False) -> str:
+        return self._template.render(
+            messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens
+        )
+
+    def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        # Special tokens come from the template text itself; adding them again would double BOS.
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        return enc.ids, enc.offsets
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _token_text(value) -> str:
+    return value["content"] if isinstance(value, dict) else str(value)
+
+
+def trained_spans(example: ChatExample, tok: ChatTokenizer) -> tuple[str, list[tuple[int, int]]]:
+    """Render the conversation and return it with the character spans that are trained.
+
+    Raises:
+        TemplateError: the template renders a prefix differently from the whole conversation,
+            so the assistant turns cannot be located.
+    """
+    messages = [_for_template(m) for m in example.messages]
+    full = tok.apply_template(messages, tools=example.tools)
+    spans = []
+    for i, message in enumerate(example.messages):
+        if message.get("role") != "assistant" or message.get("weight", 1) == 0:
+            continue
+        start_text = tok.apply_template(messages[:i], tools=example.tools, add_generation_prompt=True)
+        end_text = tok.apply_template(messages[: i + 1], tools=example.tools)
+        if not (full.startswith(start_text) and full.startswith(end_text) and len(end_text) >= len(start_text)):
+            raise TemplateError(
+                f"line {example.line}: the chat template renders assistant turn {i + 1} differently "
+                "inside the whole conversation than on its own, so its tokens cannot be masked",
+                hint="use a template that renders conversations prefix by prefix (ChatML does)",
+            )
+        # Train through the end-of-turn token, but not the whitespace the template puts between turns.
+        end = len(end_text.rstrip()) if end_text.rstrip() else len(end_text)
+        spans.append((len(start_text), max(end, len(start_text))))
+    return full, spans
+
+
+def _for_template(message: dict) -> dict:
+    """Templates expect `content` to be a string; tool-call messages may carry none."""
+    clean = {k: v for k, v in message.items() if k != "weight"}
+    if clean.get("content") is None:
+        clean["content"] = ""
+    return clean
+
+
+def render_chat(example: ChatExample, tok: ChatTokenizer, max_seq_len: int | None = None) -> Rendered:
+    """Tokenise one conversation and mark the tokens that are trained.
+
+    A token is trained when it starts inside a trained span. Truncation keeps the beginning.
+    """
+    text, spans = trained_spans(example, tok)
+    ids, offsets = tok.encode(text)
+    mask = [0] * len(ids)
+    eos_trained = True
+    for start, end in spans:
+        turn = [i for i, (s, _) in enumerate(offsets) if start <= s < end]
+        for i in turn:
+            mask[i] = 1
+        if not turn or ids[turn[-1]] not in tok.stop_ids:
+            eos_trained = False
+    truncated = 0
+    if max_seq_len is not None and len(ids) > max_seq_len:
+        truncated = len(ids) - max_seq_len
+        ids, mask = ids[:max_seq_len], mask[:max_seq_len]
+    # The first token has nothing before it to predict it from.
+    if mask:
+        mask[0] = 0
+    return Rendered(input_ids=ids, loss_mask=mask, truncated=truncated, eos_trained=eos_trained)
+
+
+def render_prompt(messages: list[dict], tok: ChatTokenizer, tools=None) -> list[int]:
+    """Token ids of a conversation followed by the assistant header, ready for generation."""
+    text = tok.apply_template([_for_template(m) for m in messages], tools=tools, add_generation_prompt=True)
+    return tok.encode(text)[0]
+
+
+def show_tokens(rendered: Rendered, tok: ChatTokenizer) -> list[tuple[str, bool]]:
+    """(token text, trained?) pairs, for the token view in the CLI and the dashboard."""
+    pieces = []
+    for token_id, trained in zip(rendered.input_ids, rendered.loss_mask):
+        pieces.append((tok.decode([token_id], skip_special_tokens=False), bool(trained)))
+    return pieces

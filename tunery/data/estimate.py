@@ -1,0 +1,519 @@
+"""Before training: how many tokens a dataset trains, how many FLOPs that takes, how long and what it costs.
+
+Torch-free on purpose (tokenizers, jinja2 and numpy only), so `tunery estimate` starts fast.
+
+The compute model
+-----------------
+Count the multiply-adds of the weight matrices a token passes through; P of them cost 2·P FLOPs
+forward (one multiply, one add each). Backward through a linear layer has two products: the
+gradient with respect to its input (2·P, to carry the signal further down) and the gradient with
+respect to its weight (2·P). So per token:
+
+* **full fine-tuning**: 2·P forward + 4·P backward = **6·P** (Kaplan et al. 2020, §2.1);
+* **LoRA**: the base weights are frozen and need no weight gradient, but the input gradient still
+  has to flow through every frozen layer down to the lowest adapter, which sits in the first
+  block; so 2·P forward + 2·P backward = **4·P**, plus **6·A** for the A adapter parameters,
+  which are trained (forward, input and weight gradients). With rank 16 on every projection A is
+  a few per cent of P;
+* **DPO** (LoRA policy; reference = the base with the adapter off): the policy costs as LoRA on
+  both sequences of every pair (chosen and rejected), and the reference adds one forward pass,
+  **2·P**, over the same sequences. tunery caches the reference log-probs (`dpo.cache_reference`),
+  so that pass runs once, not once per epoch.
+
+Refinements over "k · params · tokens" (what this module chooses):
+
+* P is split. The **LM head** (vocab × hidden weights) runs only on tokens that carry a loss,
+  because tunery computes logits only where the loss mask is set; so it is charged per *trained*
+  token, the transformer body per *computed* token. The input embedding is a table lookup and
+  costs no FLOPs. For a 135M model with a 49k vocabulary the head is a fifth of the weights, so
+  this matters when prompts are long and answers short.
+* **Causal attention** scores and the weighted sum add 2·width·L² FLOPs forward per layer for a
+  sequence of L tokens (each of the two products is L²/2 dot products of the attention width),
+  and twice that backward whatever the method (they involve no weights). It is ~2 % at 100 tokens
+  and ~30 % at 2,000 for SmolLM2. Packed examples never attend to each other, so L is the length
+  of each example, not of the packed row.
+* **Padding** is computed too: tokens through the body are the real tokens divided by
+  (1 − padding fraction with packing).
+
+Not counted: norms, activations, softmax, the optimizer step (all small next to the matmuls), and
+the forward recomputation of gradient checkpointing (+2·P per token when it is on; tunery's auto
+recipe turns it on only on GPUs for sequences of 2,048 tokens and more).
+
+Time = FLOPs / (peak rate × utilisation). GPU peaks are the published dense bf16 tensor-core
+numbers; this CPU's rate is measured with an fp32 matmul. Utilisation (MFU, the share of the
+peak a real training step reaches) is an assumption stated in the output: 40 % is typical of
+well-tuned GPU training of large models; small models reach less, because their matmuls are too
+small to fill the chip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from tunery.data import prices
+from tunery.data.formats import Example, PreferenceExample, iter_jsonl, to_example
+from tunery.data.pack import padding_fraction
+from tunery.data.render import ChatTokenizer, TemplateError, render_chat
+from tunery.errors import TuneryError
+
+Method = Literal["lora", "full", "dpo"]
+
+DEFAULT_UTILISATION = 0.40
+# Dense bf16 tensor-core peaks from the vendor data sheets (SXM parts, without sparsity).
+GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
+DEFAULT_LORA_RANK = 16  # tunery's auto recipe: rank 16 on every attention and MLP projection
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Rows per micro-batch assumed for the padding statistics; rows are sorted by length before
+# batching, so the number matters little.
+ROWS_PER_MICRO_BATCH = 8
+SEQ_LEN_MULTIPLE = 64  # auto max_seq_len rounds the longest example up to this
+
+
+class InvalidDataError(TuneryError):
+    """The file does not hold valid training data (exit 1, like `tunery validate`)."""
+
+    exit_code = 1
+
+
+class EstimateSettings(BaseModel):
+    """What to estimate for. Bad values are rejected, never adjusted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Union[Method, None] = Field(None, description="None: lora for chat data, dpo for preference data")
+    epochs: Union[Literal["auto"], PositiveInt] = Field("auto", description="auto = OpenAI's rule")
+    max_seq_len: Union[Literal["auto"], PositiveInt] = Field(
+        "auto", description="auto = the longest example rounded up to 64, at most the model's context"
+    )
+    gpu_hour_price: float = Field(prices.DEFAULT_GPU_HOUR_PRICE, ge=0, description="USD per GPU-hour")
+    utilisation: float = Field(DEFAULT_UTILISATION, gt=0, le=1, description="share of peak FLOP/s reached")
+    lora_rank: PositiveInt = DEFAULT_LORA_RANK
+    calibration_seconds: float = Field(1.0, gt=0, le=30, description="length of the CPU matmul calibration")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's shape
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The parameter counts the FLOPs model needs, read from the model's files."""
+
+    parameters: int  # every stored weight
+    body_params: int  # weights every token multiplies through: the transformer blocks
+    head_params: int  # the LM head (vocab × hidden): only tokens with a loss
+    adapter_params: int  # LoRA A and B matrices at the assumed rank
+    layers: int
+    attention_width: int  # query heads × head dim: the width of the attention dot products
+    context_length: int | None
+
+
+def model_shape(parameters: int, config: dict, lora_rank: int = DEFAULT_LORA_RANK) -> ModelShape:
+    """Split `parameters` into body and head and size the adapter from a Hugging Face config.
+
+    Assumes a decoder with the usual keys (Llama, Mistral, Qwen, SmolLM…). When a key is missing,
+    every weight counts as body and the attention and adapter terms are left out.
+    """
+    hidden = config.get("hidden_size")
+    vocab = config.get("vocab_size")
+    layers = config.get("num_hidden_layers") or 0
+    heads = config.get("num_attention_heads")
+    if not (hidden and vocab and heads):
+        return ModelShape(parameters, parameters, 0, 0, 0, 0, config.get("max_position_embeddings"))
+    head_dim = config.get("head_dim") or hidden // heads
+    kv_heads = config.get("num_key_value_heads") or heads
+    embedding = vocab * hidden
+    head = vocab * hidden
+    # Tied: one stored matrix serves as both embedding and head. Untied: two.
+    tied = config.get("tie_word_embeddings", False)
+    body = parameters - embedding - (0 if tied else head)
+    intermediate = config.get("intermediate_size") or 0
+    q, kv = heads * head_dim, kv_heads * head_dim
+    # (in, out) of each adapted projection; a rank-r adapter on it has r·(in + out) weights.
+    projections = [(hidden, q), (hidden, kv), (hidden, kv), (q, hidden)]
+    if intermediate:
+        projections += [(hidden, intermediate), (hidden, intermediate), (intermediate, hidden)]
+    adapter = layers * lora_rank * sum(i + o for i, o in projections)
+    return ModelShape(
+        parameters=parameters,
+        body_params=max(body, 0),
+        head_params=head,
+        adapter_params=adapter,
+        layers=layers,
+        attention_width=q,
+        context_length=config.get("max_position_embeddings"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The FLOPs model (pure functions; see the module docstring for the derivation)
+
+
+@dataclass(frozen=True)
+class EpochTokens:
+    """What one epoch pushes through the model."""
+
+    computed: float  # tokens through the transformer body, padding included
+    trained: int  # tokens with a loss: where the LM head runs
+    sum_squared_lengths: int  # Σ L² over the epoch's sequences, for the attention term
+
+
+@dataclass(frozen=True)
+class Flops:
+    policy: float  # forward and backward of the model being trained, all epochs
+    reference: float  # DPO's frozen reference forward passes
+
+    @property
+    def total(self) -> float:
+        return self.policy + self.reference
+
+
+# FLOPs per weight per token: forward 2, input gradient 2, weight gradient 2 (trained weights only).
+WEIGHT_FLOPS_PER_TOKEN = {"full": 6, "lora": 4, "dpo": 4}
+ADAPTER_FLOPS_PER_TOKEN = 6  # adapters are trained: all three products
+ATTENTION_TRAIN_FACTOR = 3  # backward through the scores costs twice the forward, for every method
+
+
+def _weight_multiply_adds(shape: ModelShape, epoch: EpochTokens) -> float:
+    """Multiply-adds of the weight matrices in one epoch: the body on every token, the head on trained ones."""
+    return shape.body_params * epoch.computed + shape.head_params * epoch.trained
+
+
+def _attention_multiply_adds(shape: ModelShape, epoch: EpochTokens) -> float:
+    """Multiply-adds of causal attention in one epoch: per layer, two products of L²/2 dot products each."""
+    return shape.layers * shape.attention_width * epoch.sum_squared_lengths
+
+
+def forward_flops(shape: ModelShape, epoch: EpochTokens) -> float:
+    """One forward pass of the base model (no adapter) over one epoch's tokens."""
+    return 2 * (_weight_multiply_adds(shape, epoch) + _attention_multiply_adds(shape, epoch))
+
+
+def training_flops(
+    method: Method, shape: ModelShape, epoch: EpochTokens, epochs: int, *, reference_cached: bool = True
+) -> Flops:
+    """FLOPs of a whole training run.
+
+    Args:
+        method: full fine-tuning, LoRA, or DPO with a LoRA policy.
+        shape: the model's parameter split (`model_shape`).
+        epoch: tokens per epoch (for DPO, both sequences of every pair).
+        epochs: passes over the data.
+        reference_cached: DPO only; the reference log-probs are computed once and reused.
+    """
+    adapter = 0 if method == "full" else shape.adapter_params * epoch.computed
+    per_epoch = (
+        WEIGHT_FLOPS_PER_TOKEN[method] * _weight_multiply_adds(shape, epoch)
+        + ADAPTER_FLOPS_PER_TOKEN * adapter
+        + ATTENTION_TRAIN_FACTOR * 2 * _attention_multiply_adds(shape, epoch)
+    )
+    reference = 0.0
+    if method == "dpo":
+        reference = (1 if reference_cached else epochs) * forward_flops(shape, epoch)
+    return Flops(policy=epochs * per_epoch, reference=reference)
+
+
+def hours(flops: float, peak_flops_per_s: float, utilisation: float) -> float:
+    """Wall-clock hours to do `flops` at `utilisation` of a device's peak rate."""
+    return flops / (peak_flops_per_s * utilisation) / 3600
+
+
+def auto_max_seq_len(longest: int, context_length: int | None) -> int:
+    """The longest example rounded up to a multiple of 64, at most the model's context."""
+    rounded = max(SEQ_LEN_MULTIPLE, math.ceil(longest / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE)
+    return min(rounded, context_length) if context_length else rounded
+
+
+def measure_cpu_gflops(seconds: float = 1.0, size: int = 1024) -> float:
+    """This CPU's fp32 matmul rate in GFLOP/s: the best of repeated size × size products.
+
+    The best rather than the mean, because other processes on a shared machine only ever slow a
+    product down; numpy's BLAS uses every core, as torch does when training on CPU.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    a @ b  # warm-up: thread pool start and page faults
+    best = math.inf
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and rendering the data
+
+
+@dataclass(frozen=True)
+class SequenceStats:
+    """Per-sequence numbers kept while streaming the file (the token ids themselves are not kept)."""
+
+    length: int  # after truncation
+    trained: int
+    truncated: int
+
+
+def require_valid(path: Path) -> None:
+    """Refuse to estimate from a file with validation errors; warnings are fine.
+
+    Runs the validator without a tokenizer (a fast streaming pass); rendering comes after.
+
+    Raises:
+        InvalidDataError: the file has errors; the message names the first few and the codes.
+        TuneryError: the file is missing, a directory or unreadable.
+    """
+    from tunery.data.validate import validate_file
+
+    report = validate_file(path, max_issues_per_code=3)
+    if report.ok:
+        return
+    codes = ", ".join(f"{code} ×{n}" for code, n in report.issue_counts.items() if n and code in _error_codes())
+    first = "; ".join(f"line {i.line}: {i.message}" if i.line else i.message for i in report.errors[:3])
+    raise InvalidDataError(
+        f"{path} has {report.error_count} validation error{'s' if report.error_count != 1 else ''} ({codes}); {first}",
+        hint=f"run `tunery validate {path}` for the full report, fix the file, then estimate again",
+    )
+
+
+def _error_codes() -> set[str]:
+    from tunery.data.validate import CODES
+
+    return {code for code, severity in CODES.items() if severity == "error"}
+
+
+def load_examples(path: Path) -> Iterator[Example]:
+    """Stream the typed examples of a file that passed validation."""
+    for line, obj in iter_jsonl(path):
+        yield to_example(obj, line)
+
+
+def render_sequences(
+    examples: Iterator[Example], tok: ChatTokenizer, max_seq_len: int | None
+) -> tuple[str, int, list[SequenceStats]]:
+    """Render every example (both answers of a preference pair) and keep its token counts.
+
+    Returns (format, number of examples, one SequenceStats per sequence).
+    """
+    stats: list[SequenceStats] = []
+    n = 0
+    kind = "chat"
+    for example in examples:
+        n += 1
+        if isinstance(example, PreferenceExample):
+            kind = "preference"
+            chats = [example.as_chat("chosen"), example.as_chat("rejected")]
+        else:
+            chats = [example]
+        for chat in chats:
+            try:
+                r = render_chat(chat, tok, max_seq_len=max_seq_len)
+            except TemplateError:
+                raise
+            except Exception as exc:  # jinja errors: the template cannot take this example
+                raise InvalidDataError(
+                    f"line {chat.line}: the chat template cannot render this example ({type(exc).__name__}: {exc})",
+                    hint="run `tunery validate FILE --model MODEL` to see every problem",
+                ) from None
+            stats.append(SequenceStats(len(r.input_ids), r.trained_tokens, r.truncated))
+    return kind, n, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate
+
+
+@dataclass
+class HardwareRow:
+    name: str
+    peak_tflops: float
+    basis: str
+    utilisation: float
+    hours: float
+    usd: float | None  # None: not priced (this CPU)
+
+
+@dataclass
+class HostedRow:
+    provider: str
+    model: str
+    usd_per_million_tokens: float
+    billed_tokens: int
+    usd: float
+
+
+@dataclass
+class Estimate:
+    file: str
+    format: str
+    model: str
+    model_path: str
+    parameters: int
+    method: str
+    examples: int
+    sequences: int
+    epochs: int
+    epochs_rule: str
+    max_seq_len: int
+    truncated_sequences: int
+    truncated_tokens: int
+    tokens_per_epoch: int
+    trained_tokens_per_epoch: int
+    tokens_total: int
+    trained_tokens_total: int
+    computed_tokens_total: int
+    padding: dict
+    flops: dict
+    cpu_gflops_measured: float
+    hardware: list[dict] = field(default_factory=list)  # HardwareRow as dicts
+    gpu_hour_price: float = prices.DEFAULT_GPU_HOUR_PRICE
+    hosted: dict = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None = None) -> Estimate:
+    """Count tokens, FLOPs, time and cost for training `model_ref` on the JSONL file at `path`.
+
+    Raises:
+        InvalidDataError: the file holds invalid data (exit 1).
+        TuneryError: the file or model cannot be read, or a setting does not fit the model (exit 2).
+    """
+    from tunery.data.validate import auto_epochs
+    from tunery.models import describe_model, resolve_model
+
+    settings = settings or EstimateSettings()
+    path = Path(path)
+    require_valid(path)  # before the model: a broken file should not wait for a conversion
+    model_dir = resolve_model(model_ref)
+    info = describe_model(model_ref, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    shape = model_shape(info.parameters, config, settings.lora_rank)
+    context = shape.context_length
+
+    if settings.max_seq_len != "auto" and context and settings.max_seq_len > context:
+        raise TuneryError(
+            f"--max-seq-len {settings.max_seq_len} is longer than {model_ref}'s context of {context} tokens",
+            hint=f"pass --max-seq-len {context} or less, or leave it at auto",
+        )
+    tok = ChatTokenizer.from_dir(model_dir)
+    # With auto, render up to the model's context; the capacity follows from the longest result.
+    render_cap = context if settings.max_seq_len == "auto" else settings.max_seq_len
+    kind, n_examples, seqs = render_sequences(load_examples(path), tok, render_cap)
+
+    method: Method = settings.method or ("dpo" if kind == "preference" else "lora")
+    if (method == "dpo") != (kind == "preference"):
+        wanted = "preference pairs" if method == "dpo" else "chat examples"
+        raise TuneryError(
+            f"--method {method} trains on {wanted}, but {path} holds {kind} examples",
+            hint="use --method dpo for preference data, lora or full for chat data",
+        )
+    lengths = [s.length for s in seqs]
+    capacity = auto_max_seq_len(max(lengths), context) if settings.max_seq_len == "auto" else settings.max_seq_len
+    epochs = auto_epochs(n_examples) if settings.epochs == "auto" else settings.epochs
+
+    tokens = sum(lengths)
+    trained = sum(s.trained for s in seqs)
+    pad_unpacked = padding_fraction(lengths, capacity, ROWS_PER_MICRO_BATCH, packing=False)
+    pad_packed = padding_fraction(lengths, capacity, ROWS_PER_MICRO_BATCH, packing=True)
+    epoch = EpochTokens(
+        computed=tokens / (1 - pad_packed),
+        trained=trained,
+        sum_squared_lengths=sum(n * n for n in lengths),
+    )
+    flops = training_flops(method, shape, epoch, epochs)
+
+    cpu_gflops = measure_cpu_gflops(settings.calibration_seconds)
+    u = settings.utilisation
+    rows = [
+        HardwareRow(
+            name="this CPU",
+            peak_tflops=cpu_gflops / 1000,
+            basis="fp32 matmul, measured",
+            utilisation=u,
+            hours=hours(flops.total, cpu_gflops * 1e9, u),
+            usd=None,
+        )
+    ]
+    for name, peak in GPU_PEAK_TFLOPS.items():
+        h = hours(flops.total, peak * 1e12, u)
+        rows.append(HardwareRow(name, peak, "bf16 dense, published", u, h, h * settings.gpu_hour_price))
+
+    # Hosted services bill every token in the file once per epoch, not just the trained ones.
+    billed = tokens * epochs
+    hosted = {
+        "last_checked": prices.LAST_CHECKED,
+        "source": prices.SOURCE,
+        "note": f"billed tokens = tokens in the file × epochs, counted with {model_ref}'s tokenizer; "
+        "the service counts with its own, so expect some difference",
+        "prices": [
+            asdict(HostedRow(p.provider, p.model, p.usd_per_million_training_tokens, billed,
+                             billed / 1e6 * p.usd_per_million_training_tokens))
+            for p in prices.HOSTED_PRICES
+        ],
+    }
+    assumptions = [
+        f"utilisation (MFU) {u:.0%} of each device's peak; small models usually reach less on GPUs",
+        f"{WEIGHT_FLOPS_PER_TOKEN[method]}·P per token for the weights"
+        + ("" if method == "full" else f", plus 6·A for a rank-{settings.lora_rank} LoRA adapter (A = {shape.adapter_params:,})"),
+        "LM head charged only on trained tokens; causal attention per example; packing padding included",
+        "no gradient checkpointing (it would add 2·P per token)",
+    ]
+    if method == "dpo":
+        assumptions.append("DPO: two sequences per pair; reference log-probs computed once and cached")
+    if not shape.head_params:
+        assumptions.append("config.json lacks the usual keys: all weights charged per token, no attention term")
+    return Estimate(
+        file=str(path),
+        format=kind,
+        model=model_ref,
+        model_path=str(model_dir),
+        parameters=info.parameters,
+        method=method,
+        examples=n_examples,
+        sequences=len(seqs),
+        epochs=epochs,
+        epochs_rule="auto" if settings.epochs == "auto" else "fixed",
+        max_seq_len=capacity,
+        truncated_sequences=sum(1 for s in seqs if s.truncated),
+        truncated_tokens=sum(s.truncated for s in seqs),
+        tokens_per_epoch=tokens,
+        trained_tokens_per_epoch=trained,
+        tokens_total=tokens * epochs,
+        trained_tokens_total=trained * epochs,
+        computed_tokens_total=round(epoch.computed * epochs),
+        padding={
+            "capacity": capacity,
+            "rows_per_micro_batch": ROWS_PER_MICRO_BATCH,
+            "unpacked": pad_unpacked,
+            "packed": pad_packed,
+        },
+        flops={
+            "total": flops.total,
+            "policy": flops.policy,
+            "reference": flops.reference,
+            "weights_flops_per_param_token": WEIGHT_FLOPS_PER_TOKEN[method],
+            "body_params": shape.body_params,
+            "head_params": shape.head_params,
+            "adapter_params": 0 if method == "full" else shape.adapter_params,
+        },
+        cpu_gflops_measured=cpu_gflops,
+        hardware=[asdict(r) for r in rows],
+        gpu_hour_price=settings.gpu_hour_price,
+        hosted=hosted,
+        assumptions=assumptions,
+    )

@@ -1,0 +1,175 @@
+"""`tunery estimate`: tokens, FLOPs, time and cost of a fine-tuning run, before running it."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Estimate trained tokens, FLOPs, wall-clock time and cost of fine-tuning a model on a dataset."
+EXAMPLES = """\
+  tunery estimate train.jsonl --model smollm2-135m-instruct
+  tunery estimate train.jsonl --model ./my-model --method full --epochs 2
+  tunery estimate prefs.jsonl --model smollm2-135m-instruct --method dpo --json
+  tunery estimate train.jsonl --model smollm2-135m-instruct --gpu-hour-price 3.5 --utilisation 0.25
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from tunery.data.estimate import DEFAULT_LORA_RANK, DEFAULT_UTILISATION
+    from tunery.data.prices import DEFAULT_GPU_HOUR_PRICE
+    from tunery.models import DEFAULT_MODEL
+
+    parser.add_argument("file", help="training data: JSONL, chat or preference format")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model reference (default: {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--method",
+        choices=["lora", "full", "dpo"],
+        help="default: lora for chat data, dpo (with a LoRA policy) for preference data",
+    )
+    parser.add_argument(
+        "--epochs", type=auto_or_positive_int, default="auto", help="auto (OpenAI's rule) or a positive integer"
+    )
+    parser.add_argument(
+        "--max-seq-len",
+        type=auto_or_positive_int,
+        default="auto",
+        help="auto (the longest example rounded up to 64, within the model's context) or a positive integer",
+    )
+    parser.add_argument(
+        "--gpu-hour-price",
+        type=float,
+        default=DEFAULT_GPU_HOUR_PRICE,
+        help=f"USD per GPU-hour for the self-hosted cost (default: {DEFAULT_GPU_HOUR_PRICE:.2f})",
+    )
+    parser.add_argument(
+        "--utilisation",
+        type=float,
+        default=DEFAULT_UTILISATION,
+        help=f"share of each device's peak FLOP/s that training reaches, MFU (default: {DEFAULT_UTILISATION})",
+    )
+    parser.add_argument(
+        "--lora-rank", type=int, default=DEFAULT_LORA_RANK, help=f"LoRA rank (default: {DEFAULT_LORA_RANK})"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def auto_or_positive_int(text: str):
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from tunery.data.estimate import EstimateSettings, estimate
+    from tunery.errors import TuneryError
+
+    try:
+        settings = EstimateSettings(
+            method=args.method,
+            epochs=args.epochs,
+            max_seq_len=args.max_seq_len,
+            gpu_hour_price=args.gpu_hour_price,
+            utilisation=args.utilisation,
+            lora_rank=args.lora_rank,
+        )
+    except ValidationError as exc:
+        first_per_option: dict[str, str] = {}
+        for error in exc.errors(include_url=False):
+            first_per_option.setdefault("--" + str(error["loc"][0]).replace("_", "-"), error["msg"])
+        problems = "; ".join(f"{option}: {message}" for option, message in first_per_option.items())
+        raise TuneryError(f"bad option: {problems}", hint="see `tunery estimate --help`") from None
+    result = estimate(args.file, args.model, settings)
+    if args.json:
+        print(result.to_json())
+    else:
+        print_estimate(result)
+    return 0
+
+
+def print_estimate(e) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"[bold]{e.file}[/]: {e.examples:,} {e.format} examples"
+        + (f" ({e.sequences:,} sequences)" if e.sequences != e.examples else "")
+        + f" · model [bold]{e.model}[/] ({e.parameters / 1e6:.1f}M parameters)"
+        + f" · method [bold]{e.method}[/] · {e.epochs} epochs ({e.epochs_rule})"
+        + f" · max_seq_len {e.max_seq_len}"
+    )
+    if e.truncated_sequences:
+        console.print(
+            f"[yellow]{e.truncated_sequences} sequences exceed max_seq_len; "
+            f"{e.truncated_tokens:,} tokens will be cut off[/]"
+        )
+
+    tokens = Table("tokens", "per epoch", "total", title="Tokens", title_justify="left")
+    tokens.add_row("in the data", f"{e.tokens_per_epoch:,}", f"{e.tokens_total:,}")
+    tokens.add_row("trained (loss mask)", f"{e.trained_tokens_per_epoch:,}", f"{e.trained_tokens_total:,}")
+    tokens.add_row(
+        "computed (with packing padding)", f"{round(e.computed_tokens_total / e.epochs):,}", f"{e.computed_tokens_total:,}"
+    )
+    console.print(tokens)
+    pad = e.padding
+    console.print(
+        f"padding at max_seq_len {pad['capacity']}, {pad['rows_per_micro_batch']} rows per micro-batch: "
+        f"[bold]{pad['unpacked']:.1%}[/] without packing, [bold]{pad['packed']:.1%}[/] with packing"
+    )
+
+    f = e.flops
+    title = f"Compute: {f['total']:.3g} FLOPs"
+    if f["reference"]:
+        title += f" ({f['reference']:.2g} of them the DPO reference)"
+    utilisation = {h["utilisation"] for h in e.hardware}.pop()
+    compute = Table(
+        "hardware",
+        "peak",
+        f"time at {utilisation:.0%} utilisation",
+        f"cost at ${e.gpu_hour_price:.2f}/GPU-hour",
+        title=title,
+        title_justify="left",
+    )
+    for h in e.hardware:
+        if h["usd"] is None:
+            compute.add_row(f"{h['name']} ({h['basis']})", f"{h['peak_tflops'] * 1000:,.0f} GFLOP/s", human_time(h["hours"]), "—")
+        else:
+            compute.add_row(f"{h['name']} ({h['basis']})", f"{h['peak_tflops']:,.0f} TFLOP/s", human_time(h["hours"]), dollars(h["usd"]))
+    console.print(compute)
+
+    hosted = Table(
+        "hosted model", "$ / 1M training tokens", "billed tokens", "cost",
+        title=f"Hosted fine-tuning (prices as last checked {e.hosted['last_checked']}; edit tunery/data/prices.py)",
+        title_justify="left",
+    )
+    for p in e.hosted["prices"]:
+        hosted.add_row(
+            f"{p['provider']} {p['model']}", f"${p['usd_per_million_tokens']:.2f}", f"{p['billed_tokens']:,}", dollars(p["usd"])
+        )
+    console.print(hosted)
+    console.print(f"[dim]{e.hosted['note']}[/]")
+    console.print("[dim]assumptions: " + "; ".join(e.assumptions) + "[/]")
+
+
+def human_time(hours: float) -> str:
+    seconds = hours * 3600
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} days"
+
+
+def dollars(usd: float) -> str:
+    return "< $0.01" if 0 < usd < 0.005 else f"${usd:,.2f}"

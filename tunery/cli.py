@@ -19,6 +19,7 @@ VERBS = {
     "validate": "validate",
     "estimate": "estimate",
     "models": "models",
+    "train": "train",
 }
 
 

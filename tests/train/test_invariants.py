@@ -1,0 +1,140 @@
+"""Invariants of the training math, on a tiny random model.
+
+* Packing: the per-token loss of packed rows equals the loss of each example on its own.
+* Accumulation: one micro-batch of 8 examples gives the same gradients as 8 micro-batches of 1,
+  because every micro-batch is normalised by the trained tokens of the whole step.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunery.config import RunConfig
+from tunery.data.formats import ChatExample
+from tunery.data.pack import pack_rows
+from tunery.data.render import ChatTokenizer, render_chat
+from tunery.train.losses import select_targets
+from tunery.train.modeling import build_model, hidden_states, tensor_batches
+from tunery.train.plan import resolve
+from tunery.train.sft import step_loss
+
+QUESTIONS = [
+    ("What is the capital of France?", "Paris is the capital of France."),
+    ("Classify the ticket: my invoice is wrong.", "billing"),
+    ("hello", "hello world, thanks"),
+    ("Extract the fields as json", '{"name": "Ada", "age": 36}'),
+    ("What is 2 + 2?", "4"),
+    ("Please answer briefly: the quick brown fox?", "It jumps over the lazy dog."),
+    ("system user assistant", "tool"),
+    ("0 1 2 3 4 5 6 7 8 9", "= ? ! . , : ;"),
+]
+
+
+def _examples(tok) -> list:
+    out = []
+    for i, (q, a) in enumerate(QUESTIONS):
+        messages = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        if i % 3 == 0:  # multi-turn, so that more than the last turn is trained
+            messages += [{"role": "user", "content": "and again?"}, {"role": "assistant", "content": a}]
+        out.append(render_chat(ChatExample(messages=messages), tok))
+    return out
+
+
+def _plan(model_dir, **overrides):
+    config = RunConfig(model=str(model_dir), data="unused.jsonl", seed=0, **overrides)
+    return resolve(config, n_examples=8, longest=128, context_length=512, cuda_available=False, bf16_supported=False)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir):
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    torch.manual_seed(0)
+    plan = _plan(tiny_model_dir, adapter="full", micro_batch_tokens=100_000)
+    model = build_model(plan, tiny_model_dir).eval()
+    return tok, model, plan
+
+
+def _token_nll(model, batch) -> torch.Tensor:
+    hidden = hidden_states(model, batch)
+    rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
+    _, head = model.get_decoder(), model.get_output_embeddings()
+    return F.cross_entropy(head(rows).float(), targets, reduction="none")
+
+
+@torch.no_grad()
+def test_packed_per_token_loss_equals_unpacked(setup):
+    tok, model, plan = setup
+    examples = _examples(tok)
+    alone = [_token_nll(model, tensor_batches(pack_rows([e], 512, packing=False), plan, tok.pad_id)[0]) for e in examples]
+
+    capacity = sum(len(e.input_ids) for e in examples)
+    rows = pack_rows(examples, capacity, packing=True)
+    assert len(rows) == 1 and rows[0].examples == len(examples)
+    packed = _token_nll(model, tensor_batches(rows, plan, tok.pad_id)[0])
+    # Best-fit decreasing places the longest example first (ties by index).
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i].input_ids), i))
+    expected = torch.cat([alone[i] for i in order])
+    assert packed.shape == expected.shape
+    torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_padding_and_several_rows_do_not_change_the_loss(setup):
+    tok, model, plan = setup
+    examples = _examples(tok)
+    alone = sum(_token_nll(model, tensor_batches(pack_rows([e], 512), plan, tok.pad_id)[0]).sum() for e in examples)
+    longest = max(len(e.input_ids) for e in examples)
+    rows = pack_rows(examples, longest, packing=True)  # several rows of different lengths → padding
+    batches = tensor_batches(rows, plan, tok.pad_id)
+    assert len(rows) > 1 and any((b["loss_mask"].shape[1] > len(r)) for b in batches for r in rows)
+    packed = sum(_token_nll(model, b).sum() for b in batches)
+    torch.testing.assert_close(packed, alone, atol=1e-4, rtol=1e-6)
+
+
+def test_packing_without_block_diagonal_attention_would_differ(setup):
+    """Guards the test above: one long causal row (no position reset) must give a different loss."""
+    tok, model, plan = setup
+    examples = _examples(tok)
+    rows = pack_rows(examples, 10_000, packing=True)
+    batch = tensor_batches(rows, plan, tok.pad_id)[0]
+    leaky = {**batch, "position_ids": torch.arange(batch["input_ids"].shape[1])[None]}
+    with torch.no_grad():
+        assert not torch.allclose(_token_nll(model, batch), _token_nll(model, leaky), atol=1e-3)
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_one_batch_of_8_equals_8_accumulation_steps_of_1(setup):
+    tok, model, plan = setup
+    examples = _examples(tok)
+    rows = pack_rows(examples, 512, packing=False)
+
+    model.zero_grad(set_to_none=True)
+    one = tensor_batches(rows, plan, tok.pad_id)
+    assert len(one) == 1
+    loss_one, _, n_one = step_loss(model, one, plan, backward=True)
+    grads_one = _grads(model)
+
+    model.zero_grad(set_to_none=True)
+    eight = [tensor_batches([r], plan, tok.pad_id)[0] for r in rows]
+    loss_eight, _, n_eight = step_loss(model, eight, plan, backward=True)
+    grads_eight = _grads(model)
+
+    assert n_one == n_eight and len(eight) == 8
+    assert loss_one == pytest.approx(loss_eight, rel=1e-6)
+    for name in grads_one:
+        torch.testing.assert_close(grads_eight[name], grads_one[name], atol=1e-6, rtol=1e-5)
+
+    # The bug this prevents: averaging each micro-batch and then the micro-batches.
+    model.zero_grad(set_to_none=True)
+    for batch in eight:
+        hidden = hidden_states(model, batch)
+        rows_h, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
+        (F.cross_entropy(model.get_output_embeddings()(rows_h), targets) / len(eight)).backward()
+    naive = _grads(model)
+    assert any(not torch.allclose(naive[n], grads_one[n], atol=1e-6, rtol=1e-4) for n in grads_one)
+    model.zero_grad(set_to_none=True)

@@ -1,0 +1,202 @@
+"""Typed run configs: what to train, how, and on what hardware.
+
+A `RunConfig` may hold `"auto"` for many fields. `tunery.train.plan` turns every `"auto"` into a
+concrete value (and a reason), and the resolved config is printed and saved with the run, so a
+run is always reproducible from its `config.yaml`. Validation rejects unknown keys and bad values
+and never rewrites what the user wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunery.errors import TuneryError
+from tunery.models import DEFAULT_MODEL
+
+Auto = Literal["auto"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    """Low-rank adapters (Hu et al. 2021) through peft."""
+
+    r: Union[int, Auto] = Field("auto", description="adapter rank; auto = 16")
+    alpha: Union[int, Auto] = Field("auto", description="scaling numerator (scale = alpha / r); auto = 2 × r")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
+    target_modules: Union[Auto, list[str]] = Field(
+        "auto", description="module names to adapt; auto = every linear layer except the LM head"
+    )
+
+    @model_validator(mode="after")
+    def _positive(self):
+        for name in ("r", "alpha"):
+            value = getattr(self, name)
+            if value != "auto" and value < 1:
+                raise ValueError(f"lora.{name} must be a positive integer or 'auto', got {value}")
+        return self
+
+
+class DpoConfig(_Strict):
+    """Direct preference optimisation (Rafailov et al. 2023) and its variants."""
+
+    beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference (OpenAI's `beta`)")
+    loss: Literal["sigmoid", "ipo", "simpo"] = Field("sigmoid", description="which preference loss")
+    reference: str = Field(
+        "auto",
+        description="auto = base model (adapter disabled for LoRA, a frozen copy for full); "
+        "none = reference-free (simpo); or a path to a model directory",
+    )
+    simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin γ")
+    cache_reference: bool = Field(True, description="precompute reference log-probs once, cached on disk")
+
+
+class RunConfig(_Strict):
+    """Everything a training run needs. Fields left at "auto" are resolved by `tunery.train.plan`."""
+
+    model: str = Field(DEFAULT_MODEL, description="hub id, local directory, .gguf file, or embedded name")
+    data: Path = Field(description="training JSONL (chat or preference format)")
+    validation: Path | None = Field(None, description="held-out JSONL for validation metrics")
+    output: Path | None = Field(None, description="run directory; default runs/<method>-<time>")
+
+    method: Literal["sft", "dpo"] = "sft"
+    adapter: Literal["lora", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+
+    n_epochs: Union[int, Auto] = Field("auto", description="passes over the data; auto = OpenAI's rule")
+    batch_size: Union[int, Auto] = Field("auto", description="examples per optimizer step")
+    micro_batch_tokens: Union[int, Auto] = Field("auto", description="padded tokens per forward pass")
+    learning_rate: Union[float, Auto] = Field("auto", description="peak learning rate")
+    learning_rate_multiplier: float | None = Field(
+        None, gt=0.0, description="OpenAI's field: multiplies the per-method base learning rate"
+    )
+    lr_scheduler: Literal["linear", "cosine", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="share of steps spent warming up")
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null = off")
+    max_seq_len: Union[int, Auto] = Field("auto", description="longer examples are truncated")
+    packing: bool = Field(True, description="pack examples into rows with per-example attention")
+    seed: int = 0
+    max_steps: int | None = Field(None, gt=0, description="stop after this many steps (smoke runs)")
+
+    eval_every: Union[int, Auto] = Field("auto", description="steps between validation passes")
+    save_every: Union[int, Auto] = Field("auto", description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    gradient_checkpointing: Union[bool, Auto] = "auto"
+    compile: Union[bool, Auto] = "auto"
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for name in ("n_epochs", "batch_size", "micro_batch_tokens", "max_seq_len", "eval_every", "save_every"):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or 'auto', got {value!r}")
+        if self.learning_rate != "auto" and self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive or 'auto', got {self.learning_rate}")
+        if self.learning_rate != "auto" and self.learning_rate_multiplier is not None:
+            raise ValueError("set learning_rate or learning_rate_multiplier, not both")
+        if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
+            raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")
+        return self
+
+    def unresolved(self) -> list[str]:
+        """Names of the fields still set to "auto"."""
+        flat = flatten(self.model_dump(mode="json"))
+        return [k for k, v in flat.items() if v == "auto" and k not in ("model", "dpo.reference")]
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["n_epochs=1", "lora.r=8"]` → nested dict, values parsed as YAML scalars."""
+    import yaml
+
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise TuneryError(f"override {pair!r} is not key=value", hint="for example: n_epochs=1 lora.r=8")
+        node = result
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return result
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None, *, source: str = "") -> RunConfig:
+    """Build a RunConfig from an optional YAML file plus overrides.
+
+    Raises:
+        TuneryError: unreadable YAML, unknown keys or bad values, each named with what is allowed.
+    """
+    import yaml
+
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise TuneryError(f"cannot read config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise TuneryError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise TuneryError(f"{path} must hold a mapping of config keys")
+        # Relative data paths in a config file are relative to the file, not the shell.
+        for key in ("data", "validation"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                candidate = path.parent / data[key]
+                if candidate.exists():
+                    data[key] = str(candidate)
+        source = source or str(path)
+    data = merge(data, overrides or {})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise TuneryError(describe_errors(exc, source or "config")) from None
+
+
+def describe_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid run config"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("int", "float", "literal", "list")))
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (see `tunery train --help` for the keys)")
+        elif err["type"] == "missing":
+            lines.append(f"  {key}: required")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    # pydantic reports one line per union member; keep each message once.
+    return "\n".join(dict.fromkeys(lines))
+
+
+def dump_config(config: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

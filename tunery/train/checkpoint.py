@@ -1,0 +1,142 @@
+"""Atomic, self-describing checkpoints, and exact resume from them.
+
+A checkpoint directory holds everything needed to continue or to use the model:
+  adapter_model.safetensors + adapter_config.json (LoRA) or model.safetensors + config.json (full)
+  tokenizer files and chat template
+  trainer_state.pt   optimizer, scheduler, step, epoch, and every RNG state
+  tunery.json        step, epoch, metrics, resolved config (readable without torch)
+
+It is written to a temporary directory, fsynced, then renamed into place, so a crash while
+saving leaves the previous checkpoint as the latest one, never a broken directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tunery.train.rundir import atomic_write
+
+STEP_DIR = re.compile(r"^step-(\d{6,})$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_model_files(model, model_dir: Path, out: Path) -> None:
+    """Weights (adapter or full) plus the tokenizer and chat template of the base model."""
+    model.save_pretrained(out, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, out / name)
+    if (model_dir / "generation_config.json").is_file() and not (out / "generation_config.json").exists():
+        shutil.copy2(model_dir / "generation_config.json", out / "generation_config.json")
+
+
+def _fsync_dir_tree(path: Path) -> None:
+    for f in path.rglob("*"):
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """fsync a finished directory and move it into place atomically."""
+    _fsync_dir_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    checkpoints: Path,
+    *,
+    step: int,
+    model,
+    model_dir: Path,
+    trainer_state: dict,
+    manifest: dict,
+    keep: int,
+) -> Path:
+    """Write checkpoint `step-NNNNNN` atomically and keep only the newest `keep` of them."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final = checkpoints / f"step-{step:06d}"
+    tmp = checkpoints / f".tmp-step-{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model_files(model, model_dir, tmp)
+    torch.save({**trainer_state, "rng": rng_state()}, tmp / "trainer_state.pt")
+    atomic_write(tmp / "tunery.json", json.dumps({"step": step, **manifest}, indent=2, default=str))
+    publish(tmp, final)
+    for old in list_checkpoints(checkpoints)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(checkpoints: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories are ignored)."""
+    if not checkpoints.is_dir():
+        return []
+    found = [p for p in checkpoints.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    found = list_checkpoints(checkpoints)
+    return found[-1] if found else None
+
+
+def load_weights(model, checkpoint: Path) -> None:
+    """Load the checkpoint's trainable weights into an already-built model (LoRA or full)."""
+    from safetensors.torch import load_file
+
+    adapter = checkpoint / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(adapter))
+        if getattr(result, "unexpected_keys", None):
+            raise RuntimeError(f"{checkpoint}: adapter keys do not match the model: {result.unexpected_keys[:3]}")
+        return
+    state = {}
+    for shard in sorted(checkpoint.glob("model*.safetensors")):
+        state.update(load_file(shard))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight")}  # tied to the embeddings
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"{checkpoint}: weights do not match the model (missing {sorted(missing)[:3]})")
+
+
+def load_trainer_state(checkpoint: Path) -> dict:
+    # Our own file, holding numpy RNG state and python tuples: not loadable with weights_only.
+    return torch.load(checkpoint / "trainer_state.pt", weights_only=False)

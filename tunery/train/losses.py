@@ -1,0 +1,109 @@
+"""Losses as pure functions of tensors.
+
+Supervised losses return *sums*, never means: the training loop divides by the number of trained
+tokens in the whole optimizer step, so gradient accumulation gives the same gradients as one big
+batch (the 2024 gradient-accumulation bug came from averaging per micro-batch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def select_targets(hidden: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor):
+    """Hidden states that predict trained tokens, and those tokens.
+
+    Position t predicts token t+1, so the state at t is kept when token t+1 is trained. Only these
+    rows ever reach the LM head: in chat data most tokens are prompt, and the vocabulary
+    projection is the largest single matmul of a small model.
+
+    Args:
+        hidden: [batch, seq, dim] final hidden states.
+        input_ids, loss_mask: [batch, seq]; loss_mask[b, t] = 1 when token t is a target.
+    Returns:
+        ([n, dim] hidden rows, [n] target ids) for the n trained tokens.
+    """
+    keep = loss_mask[:, 1:].bool()
+    return hidden[:, :-1][keep], input_ids[:, 1:][keep]
+
+
+def token_nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed negative log-likelihood and the number of argmax-correct tokens.
+
+    Args:
+        logits: [n, vocab] for n trained tokens (any dtype; computed in fp32).
+        targets: [n] token ids.
+    Returns:
+        (sum of cross-entropy, count of tokens whose argmax equals the target)
+    """
+    logits = logits.float()
+    nll = F.cross_entropy(logits, targets, reduction="sum")
+    correct = (logits.argmax(-1) == targets).sum()
+    return nll, correct
+
+
+def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, segment: torch.Tensor, n_segments: int):
+    """Sum of target log-probabilities per sequence (for DPO), and the token count per sequence.
+
+    Args:
+        logits: [n, vocab] at the n trained positions; targets: [n] ids;
+        segment: [n] index of the sequence each position belongs to.
+    Returns:
+        ([n_segments] summed log-probs, [n_segments] token counts)
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    sums = torch.zeros(n_segments, dtype=logp.dtype, device=logp.device).index_add_(0, segment, logp)
+    counts = torch.zeros(n_segments, dtype=logp.dtype, device=logp.device).index_add_(
+        0, segment, torch.ones_like(logp)
+    )
+    return sums, counts
+
+
+def dpo_sigmoid_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO (Rafailov et al. 2023, eq. 7): -log σ(β[(π_c - ref_c) - (π_r - ref_r)]).
+
+    Inputs are summed response log-probs per pair, shape [pairs].
+    Returns (per-pair losses, chosen rewards β(π_c - ref_c), rejected rewards β(π_r - ref_r)).
+    """
+    chosen = beta * (policy_chosen - ref_chosen)
+    rejected = beta * (policy_rejected - ref_rejected)
+    return -F.logsigmoid(chosen - rejected), chosen.detach(), rejected.detach()
+
+
+def ipo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IPO (Azar et al. 2023, eq. 17): (h - 1/(2β))², h = (π_c - ref_c) - (π_r - ref_r).
+
+    Here the log-ratios are per-token averages, as in the paper's reference implementation,
+    so the target margin 1/(2β) does not depend on the response length. Callers pass averages.
+    Returns (per-pair losses, chosen rewards, rejected rewards), rewards as β × log-ratio.
+    """
+    chosen = policy_chosen - ref_chosen
+    rejected = policy_rejected - ref_rejected
+    loss = (chosen - rejected - 1.0 / (2.0 * beta)) ** 2
+    return loss, (beta * chosen).detach(), (beta * rejected).detach()
+
+
+def simpo_loss(
+    policy_chosen_avg: torch.Tensor, policy_rejected_avg: torch.Tensor, beta: float, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SimPO (Meng et al. 2024, eq. 6), reference-free: -log σ(β·avg_c - β·avg_r - γ).
+
+    Inputs are per-token *average* response log-probs (length-normalised), shape [pairs].
+    Returns (per-pair losses, chosen rewards β·avg_c, rejected rewards β·avg_r).
+    """
+    chosen = beta * policy_chosen_avg
+    rejected = beta * policy_rejected_avg
+    return -F.logsigmoid(chosen - rejected - gamma), chosen.detach(), rejected.detach()

@@ -1,0 +1,148 @@
+"""Building blocks the training loops share: model + adapter, optimizer, schedule, batches.
+
+Composition, not inheritance: transformers gives the model, peft the adapter, torch the
+optimizer. The loops in sft.py and dpo.py call these and keep the loop itself in plain sight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tunery.data.pack import Row, micro_batches, padded
+from tunery.train.plan import Plan
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(plan: Plan, model_dir: Path):
+    """Load the base model on the chosen device and wrap it with a LoRA adapter if asked.
+
+    Weights stay fp32 (master weights); bf16 comes from autocast in `autocast(plan)`.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from tunery.models import load_model
+
+    config = plan.config
+    model = load_model(model_dir, dtype=torch.float32, device=config.device)
+    model.config.use_cache = False  # the KV cache is for generation; it only costs memory here
+    if config.adapter == "lora":
+        lora = LoraConfig(
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=list(config.lora.target_modules),
+            task_type="CAUSAL_LM",
+            bias="none",
+        )
+        model = get_peft_model(model, lora)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.adapter == "lora":
+            model.enable_input_require_grads()
+    return model
+
+
+def backbone_and_head(model):
+    """The transformer body (hidden states out) and the LM head, through any peft wrapper."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder(), inner.get_output_embeddings()
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def build_optimizer(model, plan: Plan) -> torch.optim.Optimizer:
+    """AdamW on the trainable parameters; no weight decay on norms and biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": plan.config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=plan.config.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+
+
+def lr_factor(step: int, plan: Plan) -> float:
+    """Multiplier on the peak learning rate at `step`: linear warmup, then the chosen decay to 0."""
+    warmup, total = plan.warmup_steps, max(plan.total_steps, 1)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if plan.config.lr_scheduler == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if plan.config.lr_scheduler == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_scheduler(optimizer, plan: Plan) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, plan))
+
+
+def autocast(plan: Plan):
+    if plan.config.precision == "bf16":
+        return torch.autocast(device_type=plan.config.device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def tensor_batches(rows: list[Row], plan: Plan, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """Rows → padded micro-batches as tensors on the training device."""
+    out = []
+    for batch in micro_batches(rows, plan.config.micro_batch_tokens):
+        arrays = padded(batch, pad_id)
+        out.append({k: torch.tensor(v, device=plan.config.device) for k, v in arrays.items()})
+    return out
+
+
+def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Final hidden states for a packed batch.
+
+    No attention mask is passed on purpose: from the per-example position ids, transformers
+    builds a block-diagonal causal mask, so packed examples never attend to one another
+    (see tunery/data/pack.py and the packing invariant test).
+    """
+    body, _ = backbone_and_head(model)
+    return body(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order for one epoch: a pure function of (seed, epoch), so resume needs no state."""
+    return random.Random(seed * 1_000_003 + epoch).sample(range(n), n)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits cleanly."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False

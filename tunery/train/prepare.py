@@ -1,0 +1,241 @@
+"""Everything around the loop that SFT and DPO share: data in, run directory, resume, final model.
+
+`prepare` checks the data and resolves the model; `start_or_resume` restores the newest
+checkpoint exactly (weights, optimizer, schedule, RNG); `finish_run` publishes `final/` with its
+manifest. Keeping this here means both loops checkpoint and resume the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from tunery import __version__
+from tunery.config import RunConfig, dump_config, load_config
+from tunery.data.formats import Example, load_examples
+from tunery.data.render import ChatTokenizer
+from tunery.errors import TuneryError
+from tunery.models import describe_model, resolve_model, weights_hash
+from tunery.train import checkpoint as ckpt
+from tunery.train.modeling import count_parameters
+from tunery.train.plan import Plan, resolve
+from tunery.train.report import print_plan
+from tunery.train.rundir import RunDir, atomic_write
+
+
+class TrainingFailed(TuneryError):
+    """The run stopped on a problem with the data or the numbers; status.json records it."""
+
+    exit_code = 1
+
+    def __init__(self, code: str, message: str, *, step: int = 0):
+        super().__init__(message)
+        self.code = code
+        self.step = step
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_data(path: Path, role: str, expected: str) -> list[Example]:
+    """Validate a data file and load it; any error stops the run before the model loads."""
+    if not path.is_file():
+        raise TrainingFailed("invalid_data", f"{role} file {path} does not exist")
+    try:  # TEMPORARY until validate lands
+        from tunery.data.validate import validate_file
+    except ImportError:
+        validate_file = None
+    report = validate_file(path) if validate_file else None
+    if report is not None and report.errors:
+        first = "; ".join(f"line {i.line}: {i.message}" for i in report.errors[:3])
+        raise TrainingFailed(
+            "invalid_data",
+            f"{path} has {len(report.errors)} error(s): {first}. Run `tunery validate {path}` for the full report.",
+        )
+    examples = load_examples(path)
+    kind = "chat" if expected == "sft" else "preference"
+    if examples and (type(examples[0]).__name__ != ("ChatExample" if kind == "chat" else "PreferenceExample")):
+        hint = "use --method dpo for preference data" if kind == "chat" else "DPO needs preference pairs"
+        raise TrainingFailed("invalid_data", f"{path} is not {kind} data ({hint})")
+    return examples
+
+
+@dataclass
+class Prepared:
+    config: RunConfig
+    run: RunDir
+    model_dir: Path
+    tokenizer: ChatTokenizer
+    train: list[Example]
+    validation: list[Example]
+    resume: bool
+    data_hashes: dict[str, str] = field(default_factory=dict)
+    plan: Plan | None = None
+
+    def make_plan(self, *, longest: int) -> Plan:
+        """Resolve the config against the data and the machine, print it, and save it."""
+        info = describe_model(self.config.model, self.model_dir)
+        self.plan = resolve(
+            self.config,
+            n_examples=len(self.train),
+            longest=longest,
+            context_length=info.context_length,
+            cuda_available=torch.cuda.is_available(),
+            bf16_supported=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        )
+        atomic_write(self.run.config_file, dump_config(self.plan.config))
+        return self.plan
+
+    def manifest(self, metrics: dict | None = None) -> dict:
+        plan = self.plan
+        return {
+            "tunery_version": __version__,
+            "method": plan.config.method,
+            "adapter": plan.config.adapter,
+            "base_model": plan.config.model,
+            "base_model_path": str(self.model_dir),
+            "base_model_sha256": weights_hash(self.model_dir),
+            "data": self.data_hashes,
+            "config": plan.config.model_dump(mode="json"),
+            "metrics": metrics or {},
+            "libraries": {"torch": torch.__version__, **_library_versions(), "python": platform.python_version()},
+            "created_at": datetime.now().isoformat(timespec="seconds"),
+        }
+
+    def save(self, step: int, model, optimizer, scheduler, elapsed_s: float) -> Path:
+        metrics = _latest_metrics(self.run)
+        return ckpt.save_checkpoint(
+            self.run.checkpoints,
+            step=step,
+            model=model,
+            model_dir=self.model_dir,
+            trainer_state={
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "elapsed_s": elapsed_s,
+            },
+            manifest={**self.manifest(metrics), "total_steps": self.plan.total_steps},
+            keep=self.plan.config.keep_checkpoints,
+        )
+
+
+def _library_versions() -> dict:
+    import peft
+    import transformers
+
+    return {"transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def _latest_metrics(run: RunDir) -> dict:
+    latest: dict = {}
+    for record in run.read_metrics():
+        latest.update({k: v for k, v in record.items() if k != "type"})
+    return latest
+
+
+def default_output(method: str) -> Path:
+    return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
+    """Check the data, resolve the model and open the run directory.
+
+    On resume, the config comes from the run's own resolved `config.yaml`.
+    """
+    if resume_dir is not None:
+        run = RunDir(resume_dir)
+        if not run.config_file.is_file():
+            raise TuneryError(f"{resume_dir} is not a tunery run directory (no config.yaml)")
+        config = load_config(run.config_file)
+    else:
+        config = config.model_copy(update={"output": config.output or default_output(config.method)})
+        run = RunDir(config.output)
+        if (run.final / "tunery.json").is_file() or ckpt.latest_checkpoint(run.checkpoints):
+            raise TuneryError(
+                f"{run.path} already holds a run",
+                hint=f"resume it with `tunery train --resume {run.path}`, or choose another --output",
+            )
+    run.create()
+    model_dir = resolve_model(config.model)
+    train = _check_data(config.data, "training", config.method)
+    validation = _check_data(config.validation, "validation", config.method) if config.validation else []
+    if not train:
+        raise TrainingFailed("invalid_data", f"{config.data} holds no examples")
+    hashes = {"train": file_sha256(config.data)}
+    if config.validation:
+        hashes["validation"] = file_sha256(config.validation)
+    return Prepared(
+        config=config,
+        run=run,
+        model_dir=model_dir,
+        tokenizer=ChatTokenizer.from_dir(model_dir),
+        train=train,
+        validation=validation,
+        resume=resume_dir is not None,
+        data_hashes=hashes,
+    )
+
+
+def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler, *, facts_model) -> dict:
+    """Restore the newest checkpoint if resuming; print the resolved settings either way."""
+    run = prepared.run
+    state = {"step": 0, "elapsed_s": 0.0}
+    latest = ckpt.latest_checkpoint(run.checkpoints) if prepared.resume else None
+    if latest is not None:
+        ckpt.load_weights(model, latest)
+        saved = ckpt.load_trainer_state(latest)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        ckpt.set_rng_state(saved["rng"])
+        state = {"step": saved["step"], "elapsed_s": saved.get("elapsed_s", 0.0)}
+        run.truncate_metrics(state["step"])
+    elif not prepared.resume:
+        run.metrics_file.unlink(missing_ok=True)
+    trainable, total = count_parameters(facts_model)
+    print_plan(
+        plan,
+        {
+            "examples": len(prepared.train),
+            "steps": f"{plan.total_steps} ({plan.steps_per_epoch}/epoch)",
+            "warmup steps": plan.warmup_steps,
+            "trainable parameters": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
+            "threads": plan.threads,
+            "resumed from": latest.name if latest else "-",
+        },
+    )
+    run.write_status("running", state["step"], plan.total_steps)
+    return state
+
+
+def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Path:
+    """Publish RUN_DIR/final atomically with its manifest, the results CSV, and status."""
+    run = prepared.run
+    metrics = {**_latest_metrics(run), **final_metrics}
+    tmp = run.path / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    ckpt.save_model_files(model, prepared.model_dir, tmp)
+    atomic_write(tmp / "tunery.json", json.dumps(prepared.manifest(metrics), indent=2, default=str))
+    ckpt.publish(tmp, run.final)
+    run.write_results_csv()
+    run.write_status("succeeded", plan.total_steps, plan.total_steps)
+    return run.path
+
+
+def fail_run(run_dir: Path, error: TrainingFailed) -> None:
+    run = RunDir(run_dir)
+    status = run.read_status() or {"step": error.step, "total_steps": 0}
+    run.write_status("failed", status.get("step", 0), status.get("total_steps", 0), {"code": error.code, "message": str(error)})

@@ -1,0 +1,174 @@
+"""Supervised fine-tuning (full or LoRA): one explicit loop.
+
+Per optimizer step: take `batch_size` examples, pack them into rows, split the rows into
+micro-batches, and for each micro-batch run forward → masked loss → backward. The loss of every
+micro-batch is divided by the trained tokens of the *whole step*, so accumulation over any
+number of micro-batches gives the gradient of one big batch. Then clip, step, schedule, log.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from tunery.config import RunConfig
+from tunery.data.pack import pack_rows
+from tunery.data.render import Rendered, render_chat
+from tunery.train import checkpoint as ckpt
+from tunery.train.losses import select_targets, token_nll_sum
+from tunery.train.modeling import (
+    StopRequest,
+    autocast,
+    backbone_and_head,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    epoch_order,
+    hidden_states,
+    seed_everything,
+    tensor_batches,
+)
+from tunery.train.plan import Plan
+from tunery.train.prepare import Prepared, TrainingFailed, finish_run, prepare, start_or_resume
+from tunery.train.report import Progress
+
+VALID_SUBSET = 64  # examples in the periodic validation pass; the full set runs at the end
+
+
+def step_loss(model, batches: list[dict[str, torch.Tensor]], plan: Plan, *, backward: bool) -> tuple[float, float, int]:
+    """Forward (and backward) over the micro-batches of one step.
+
+    Returns (mean loss per trained token, token accuracy, trained tokens), all over the whole step.
+    """
+    n_targets = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
+    if n_targets == 0:
+        return 0.0, 0.0, 0
+    _, head = backbone_and_head(model)
+    total_nll, total_correct = 0.0, 0
+    for batch in batches:
+        with autocast(plan):
+            hidden = hidden_states(model, batch)
+            rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
+            nll, correct = token_nll_sum(head(rows), targets)
+        if backward:
+            (nll / n_targets).backward()  # normalised by the whole step's trained tokens
+        total_nll += nll.item()
+        total_correct += int(correct)
+    return total_nll / n_targets, total_correct / n_targets, n_targets
+
+
+@torch.no_grad()
+def validation_loss(model, examples: list[Rendered], plan: Plan, pad_id: int) -> tuple[float, float]:
+    """Token-weighted loss and accuracy over `examples`, in eval mode."""
+    if not examples:
+        return math.nan, math.nan
+    model.eval()
+    rows = pack_rows(examples, plan.config.max_seq_len, packing=plan.config.packing)
+    loss, accuracy, _ = step_loss(model, tensor_batches(rows, plan, pad_id), plan, backward=False)
+    model.train()
+    return loss, accuracy
+
+
+def render_all(prepared: Prepared, max_seq_len: int | None) -> tuple[list[Rendered], list[Rendered]]:
+    tok = prepared.tokenizer
+    train = [render_chat(e, tok, max_seq_len) for e in prepared.train]
+    valid = [render_chat(e, tok, max_seq_len) for e in prepared.validation]
+    return train, valid
+
+
+def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
+    """Run (or resume) supervised fine-tuning and return the run directory.
+
+    Raises:
+        TrainingFailed: NaN/inf loss, out of memory, or bad data; status.json says which.
+    """
+    prepared = prepare(config, resume_dir=resume_dir)
+    run, tok = prepared.run, prepared.tokenizer
+    train_set, valid_set = render_all(prepared, None)
+    plan = prepared.make_plan(longest=max(len(r.input_ids) for r in train_set))
+    cfg = plan.config
+    train_set, valid_set = render_all(prepared, cfg.max_seq_len)
+
+    seed_everything(cfg.seed)
+    torch.set_num_threads(plan.threads)
+    model = build_model(plan, prepared.model_dir)
+    optimizer = build_optimizer(model, plan)
+    scheduler = build_scheduler(optimizer, plan)
+    state = start_or_resume(prepared, plan, model, optimizer, scheduler, facts_model=model)
+    step, started = state["step"], time.monotonic()
+    elapsed_before = state.get("elapsed_s", 0.0)
+    model.train()
+
+    progress = Progress(plan.total_steps, step)
+    with StopRequest() as stop:
+        while step < plan.total_steps:
+            epoch, index = divmod(step, plan.steps_per_epoch)
+            order = epoch_order(len(train_set), cfg.seed, epoch)
+            chosen = [train_set[i] for i in order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
+            rows = pack_rows(chosen, cfg.max_seq_len, packing=cfg.packing)
+            batches = tensor_batches(rows, plan, tok.pad_id)
+            real_tokens = sum(len(r) for r in rows)
+
+            t0 = time.monotonic()
+            loss, accuracy, n_targets = step_loss(model, batches, plan, backward=True)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm or float("inf")
+            ).item()
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                raise TrainingFailed(
+                    "nan_loss",
+                    f"step {step + 1}: the {'loss' if not math.isfinite(loss) else 'gradient norm'} is not finite "
+                    f"(loss={loss}, grad_norm={grad_norm}); the last good checkpoint is kept. "
+                    "Lower the learning rate or check the data.",
+                    step=step,
+                )
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            elapsed = elapsed_before + time.monotonic() - started
+            record = {
+                "type": "train",
+                "step": step,
+                "total_steps": plan.total_steps,
+                "epoch": epoch + (index + 1) / plan.steps_per_epoch,
+                "train_loss": loss,
+                "train_mean_token_accuracy": accuracy,
+                "learning_rate": learning_rate,
+                "grad_norm": grad_norm,
+                "trained_tokens": n_targets,
+                "tokens_per_second": real_tokens / max(time.monotonic() - t0, 1e-9),
+                "elapsed_s": elapsed,
+                "eta_s": elapsed / (step - state["step"]) * (plan.total_steps - step) if step > state["step"] else None,
+            }
+            run.log(record)
+            progress.update(step, f"loss {loss:.4f} acc {accuracy:.3f} {record['tokens_per_second']:.0f} tok/s")
+
+            if valid_set and (step % cfg.eval_every == 0 or step == plan.total_steps):
+                v_loss, v_acc = validation_loss(model, valid_set[:VALID_SUBSET], plan, tok.pad_id)
+                run.log({"type": "valid", "step": step, "valid_loss": v_loss, "valid_mean_token_accuracy": v_acc})
+                progress.message(f"step {step}: validation loss {v_loss:.4f}, token accuracy {v_acc:.3f}")
+            if step % cfg.save_every == 0 or stop.signal or step == plan.total_steps:
+                prepared.save(step, model, optimizer, scheduler, elapsed)
+            if stop.signal and step < plan.total_steps:
+                progress.close()
+                run.write_status("interrupted", step, plan.total_steps)
+                print(
+                    f"{stop.signal}: stopped after step {step}; checkpoint saved. "
+                    f"Resume with: tunery train --resume {run.path}",
+                    flush=True,
+                )
+                return run.path
+    progress.close()
+
+    final = {}
+    if valid_set:
+        v_loss, v_acc = validation_loss(model, valid_set, plan, tok.pad_id)
+        final = {"full_valid_loss": v_loss, "full_valid_mean_token_accuracy": v_acc}
+        run.log({"type": "full_valid", "step": step, **final})
+    return finish_run(prepared, plan, model, final)

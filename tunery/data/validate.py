@@ -1,0 +1,726 @@
+"""Dataset rules → a ValidationReport of line-level issues; reads each file once and never changes it.
+
+This is what `tunery validate` prints and what the server runs on uploaded files, so it never
+prints and never raises on bad *data*: every problem becomes an `Issue` with its 1-based line, a
+stable code (OpenAI's where one exists) and a message that says how to fix it. Only I/O problems
+(no such file, a directory, unreadable) raise `TuneryError`.
+
+Memory stays bounded on big files:
+  * lines are read with a cap of `MAX_LINE_BYTES` (10 MiB) each; a longer line is one
+    `line_too_long` error, skipped in 1 MiB chunks, never held whole;
+  * duplicates and train/validation leakage are found from 8-byte hashes of each example's
+    canonical JSON plus its line number (12 bytes per example), never from the lines;
+  * at most `max_issues_per_code` issues are kept per code; `issue_counts` stays exact.
+
+Token statistics, truncation and the end-of-turn check need a `ChatTokenizer` (`--model`); they
+use `tokenizers` and jinja2 only, never torch.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from tunery.data.formats import MESSAGE_KEYS, ROLES, Format, detect_format, to_example
+from tunery.errors import TuneryError
+
+if TYPE_CHECKING:
+    from tunery.data.render import ChatTokenizer
+
+Severity = Literal["error", "warning"]
+
+MAX_LINE_BYTES = 10 * 1024 * 1024  # one example bigger than this is a mistake, not data
+MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
+MAX_ISSUES_PER_CODE = 100_000  # kept in the report; counts beyond this stay exact
+_SKIP_CHUNK = 1024 * 1024
+
+# Every code the validator emits, with its severity. OpenAI's own codes come first.
+CODES: dict[str, Severity] = {
+    "data_type": "error",
+    "missing_messages_list": "error",
+    "message_missing_key": "error",
+    "message_unrecognized_key": "error",
+    "unrecognized_role": "error",
+    "missing_content": "error",
+    "example_missing_assistant_message": "error",
+    "binary_file": "error",
+    "empty_file": "error",
+    "line_too_long": "error",
+    "invalid_utf8": "error",
+    "invalid_json": "error",
+    "mixed_formats": "error",
+    "invalid_weight": "error",
+    "roles_not_alternating": "error",
+    "no_trainable_messages": "error",
+    "invalid_preference_output": "error",
+    "identical_preference_outputs": "error",
+    "train_validation_overlap": "error",
+    "too_few_examples": "error",
+    "template_error": "error",
+    "template_no_eos": "error",
+    "empty_line": "warning",
+    "no_system_or_user_message": "warning",
+    "duplicate_example": "warning",
+    "example_too_long": "warning",
+}
+
+
+def auto_epochs(n_examples: int) -> int:
+    """Epochs under OpenAI's `n_epochs="auto"`: 3, moved so examples × epochs lands near [100, 25000].
+
+    This is the rule of OpenAI's data-preparation cookbook, floor division included: below 100
+    training steps it takes `100 // n` epochs (at most 25), above 25,000 it takes `25000 // n`
+    (at least 1). So 30 examples give 3 epochs (90 < 100), exactly as OpenAI would pick.
+
+    Raises:
+        ValueError: n_examples < 1 (there is nothing to train on).
+    """
+    if n_examples < 1:
+        raise ValueError(f"auto_epochs needs at least one example, got {n_examples}")
+    target, low, high = 3, 100, 25_000
+    if n_examples * target < low:
+        return min(25, low // n_examples)
+    if n_examples * target > high:
+        return max(1, high // n_examples)
+    return target
+
+
+class Issue(BaseModel):
+    """One problem, at one line of one file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    line: int | None  # 1-based; None when it concerns the whole file
+    column: int | None = None  # 1-based, where the line could not be decoded or parsed
+    code: str
+    severity: Severity
+    message: str  # what is wrong and how to fix it
+
+
+class Summary(BaseModel):
+    """min / mean / p95 / max of a per-example count (p95 linearly interpolated, as numpy does)."""
+
+    min: int
+    mean: float
+    p95: float
+    max: int
+
+
+def summarize(values: Sequence[int]) -> Summary | None:
+    """Summary of `values`, or None when there are none."""
+    if len(values) == 0:
+        return None
+    import numpy as np
+
+    data = np.asarray(values, dtype=np.float64)
+    return Summary(
+        min=int(data.min()),
+        mean=round(float(data.mean()), 2),
+        p95=round(float(np.percentile(data, 95)), 2),
+        max=int(data.max()),
+    )
+
+
+class Stats(BaseModel):
+    """What the training file holds. Token fields are None without a tokenizer."""
+
+    format: Format | None
+    lines: int  # non-empty lines, valid or not
+    examples: int  # lines without errors: what would be trained on
+    validation_examples: int | None = None
+    messages_per_example: Summary | None = None
+    # role → content tokens per example, plus "total": the whole rendered conversation
+    tokens_per_example: dict[str, Summary] | None = None
+    # tokens with loss per epoch, after truncation; for preference data both answers count,
+    # since DPO scores both
+    trained_tokens: int | None = None
+    max_seq_len: int | None = None
+    truncated_examples: int | None = None
+    estimated_epochs: int | None = None  # OpenAI's `auto` rule, see auto_epochs
+    estimated_trained_tokens: int | None = None  # trained_tokens × estimated_epochs
+
+
+class ValidationReport(BaseModel):
+    """Every issue found in one pass over the training (and validation) file, plus statistics."""
+
+    file: str
+    validation_file: str | None = None
+    issues: list[Issue]
+    issue_counts: dict[str, int]  # exact, even where `issues` was capped
+    issues_omitted: int = 0  # issues counted but not kept (beyond max_issues_per_code)
+    stats: Stats
+
+    @computed_field
+    @property
+    def ok(self) -> bool:
+        """True when there are no errors (warnings allowed)."""
+        return self.error_count == 0
+
+    @computed_field
+    @property
+    def error_count(self) -> int:
+        return sum(n for code, n in self.issue_counts.items() if CODES[code] == "error")
+
+    @computed_field
+    @property
+    def warning_count(self) -> int:
+        return sum(n for code, n in self.issue_counts.items() if CODES[code] == "warning")
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules for one parsed line. Each appends (code, message) pairs to `out`; the valid path
+# allocates nothing, since it runs once per example on multi-GB files.
+
+Problems = list[tuple[str, str]]
+_ROLES = frozenset(ROLES)
+_ABSENT = object()
+_EXAMPLE_CHAT = '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else {dict: "an object", list: "a list", str: "a string"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, int, int]:
+    """Check each message and the turn order.
+
+    Returns:
+        (has a system or user message, assistant messages, assistant messages with weight 1)
+    """
+    has_prompt = False
+    n_assistant = n_trained = 0
+    prev = None  # last non-system role, for the turn order
+    prev_calls_tools = False
+    for i, m in enumerate(messages, start=1):
+        if type(m) is not dict:
+            out.append(("data_type", f"{where}[{i}] is {_kind(m)}; each message must be an object like "
+                        '{"role": "user", "content": "..."}'))
+            prev = None
+            continue
+        if not m.keys() <= MESSAGE_KEYS:
+            extra = ", ".join(sorted(map(str, m.keys() - MESSAGE_KEYS)))
+            out.append(("message_unrecognized_key", f"{where}[{i}] has unrecognized key(s) {extra}; "
+                        f"remove them (allowed: {', '.join(sorted(MESSAGE_KEYS))})"))
+        role = m.get("role")
+        # An assistant message that calls tools may have no text (content null or absent).
+        calls_tools = role == "assistant" and bool(m.get("tool_calls") or m.get("function_call"))
+        if type(role) is not str or role not in _ROLES:
+            if role is None:
+                out.append(("message_missing_key", f'{where}[{i}] has no "role"; add one of {", ".join(ROLES)}'))
+            else:
+                out.append(("unrecognized_role", f"{where}[{i}] has role {json.dumps(role)}; use one of "
+                            f"{', '.join(ROLES)}"))
+        content = m.get("content", _ABSENT)
+        if type(content) is str:
+            if (not content or content.isspace()) and not calls_tools:
+                out.append(("missing_content", f"{where}[{i}] content is empty; write the message text "
+                            "or drop the message"))
+        elif content is _ABSENT:
+            if not calls_tools:
+                out.append(("message_missing_key", f'{where}[{i}] has no "content"; add the message text'))
+        elif content is not None or not calls_tools:
+            out.append(("missing_content", f"{where}[{i}] content is {_kind(content)}; it must be a string "
+                        "(null only for an assistant message with tool_calls)"))
+        weight = m.get("weight", 1)
+        if type(weight) is not int or (weight != 1 and weight != 0):
+            out.append(("invalid_weight", f"{where}[{i}] weight is {json.dumps(weight)}; it must be "
+                        "0 (do not train on this message) or 1 (train on it)"))
+        if role == "system":
+            has_prompt = True
+            continue
+        if role == "user":
+            has_prompt = True
+            if prev == "user":
+                out.append(("roles_not_alternating", f"{where}[{i}] is a second user message in a row; "
+                            "merge the two, or put the assistant's reply between them"))
+        elif role == "assistant":
+            n_assistant += 1
+            if weight != 0:  # a bad weight is its own error, not "nothing to learn"
+                n_trained += 1
+            if prev == "assistant":
+                out.append(("roles_not_alternating", f"{where}[{i}] is a second assistant message in a "
+                            "row; merge the two, or put the user's turn between them"))
+        elif role == "tool" and not (prev == "tool" or (prev == "assistant" and prev_calls_tools)):
+            out.append(("roles_not_alternating", f"{where}[{i}] is a tool result that follows no "
+                        "assistant message with tool_calls; put the call before it"))
+        prev, prev_calls_tools = role, calls_tools
+    return has_prompt, n_assistant, n_trained
+
+
+def _check_chat(obj: dict, out: Problems) -> int:
+    """Rules for `{"messages": [...]}`. Returns the number of messages."""
+    messages = obj["messages"]
+    if type(messages) is not list or not messages:
+        out.append(("missing_messages_list", f'"messages" is {_kind(messages) if messages else "empty"}; '
+                    f"it must be a non-empty list of messages, e.g. {_EXAMPLE_CHAT}"))
+        return 0
+    has_prompt, n_assistant, n_trained = _check_messages(messages, "messages", out)
+    if n_assistant == 0:
+        out.append(("example_missing_assistant_message", "no assistant message, so there is nothing to "
+                    "learn; add the reply you want the model to give"))
+    elif n_trained == 0:
+        out.append(("no_trainable_messages", 'every assistant message has "weight": 0, so there is '
+                    "nothing to learn; set weight 1 on the replies to train on"))
+    if not has_prompt and not out:  # a misspelt role is already reported
+        out.append(("no_system_or_user_message", "no system or user message: the model learns replies "
+                    "to nothing; add the user turn that prompts the reply"))
+    return len(messages)
+
+
+def _check_preference(obj: dict, out: Problems) -> int:
+    """Rules for `{"input": {"messages"}, "preferred_output": [..], "non_preferred_output": [..]}`."""
+    n_messages = 0
+    prompt = obj.get("input")
+    messages = prompt.get("messages") if type(prompt) is dict else None
+    if type(messages) is not list or not messages:
+        out.append(("missing_messages_list", '"input" must be an object with a non-empty "messages" list, '
+                    'e.g. {"input": {"messages": [{"role": "user", "content": "..."}]}, ...}'))
+    else:
+        n_messages = len(messages)
+        has_prompt, _, _ = _check_messages(messages, "input.messages", out)
+        if not has_prompt:
+            out.append(("no_system_or_user_message", "input has no system or user message; add the user "
+                        "turn the two answers reply to"))
+        last = messages[-1]
+        if type(last) is dict and last.get("role") == "assistant":
+            out.append(("roles_not_alternating", "input.messages ends with an assistant message, but the "
+                        "preferred and non-preferred outputs are the assistant's reply; end it with a user turn"))
+    answers = []
+    for key in ("preferred_output", "non_preferred_output"):
+        answer = obj.get(key)
+        if (
+            type(answer) is not list
+            or len(answer) != 1
+            or type(answer[0]) is not dict
+            or answer[0].get("role") != "assistant"
+        ):
+            found = "missing" if key not in obj else (
+                f"a list of {len(answer)}" if type(answer) is list else _kind(answer)
+            )
+            out.append(("invalid_preference_output", f"{key} is {found}; it must be a list of exactly one "
+                        f'assistant message, e.g. [{{"role": "assistant", "content": "..."}}]'))
+        else:
+            _check_messages(answer, key, out)
+            answers.append(answer[0])
+    if len(answers) == 2 and _canonical(answers[0]) == _canonical(answers[1]):
+        out.append(("identical_preference_outputs", "preferred_output and non_preferred_output are "
+                    "identical, so there is no preference to learn; make them differ or drop the line"))
+    return n_messages + 1
+
+
+def check_example(obj: object) -> tuple[Format | None, int, Problems]:
+    """Apply every per-line rule to one parsed JSON value.
+
+    Returns:
+        (its format or None, its message count, the problems found as (code, message))
+    """
+    out: Problems = []
+    if type(obj) is not dict:
+        out.append(("data_type", f"the line is {_kind(obj)}; each line must be one JSON object, "
+                    f"e.g. {_EXAMPLE_CHAT}"))
+        return None, 0, out
+    fmt = detect_format(obj)
+    if fmt == "chat":
+        return fmt, _check_chat(obj, out), out
+    if fmt == "preference":
+        return fmt, _check_preference(obj, out), out
+    keys = ", ".join(sorted(obj)[:5]) or "none"
+    out.append(("missing_messages_list", f'no "messages" list (keys: {keys}); a chat example is '
+                f"{_EXAMPLE_CHAT}, a preference example has input, preferred_output and non_preferred_output"))
+    return None, 0, out
+
+
+# Canonical JSON: key order and spacing do not make two examples different. ASCII output, so
+# lone surrogates from "\ud800" escapes encode too. Built once: json.dumps with options builds a
+# new encoder on every call, which costs more than the hash.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
+def _hash64(obj: object) -> int:
+    """64-bit hash of the canonical JSON, only ever compared within one run.
+
+    Python's own str hash (SipHash, keyed per process) costs a third of BLAKE2b, and this runs
+    once per example. With 64 bits, a false duplicate among 10 million examples
+    has odds of about 3 in a million.
+    """
+    return hash(_canonical(obj))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: bounded lines, decoded and parsed, or the problem that stopped them.
+
+
+def _open(path: Path) -> BinaryIO:
+    if path.is_dir():
+        raise TuneryError(f"{path} is a directory, not a JSONL file", hint="pass the .jsonl file inside it")
+    try:
+        return path.open("rb", buffering=1 << 20)
+    except FileNotFoundError:
+        raise TuneryError(f"{path} does not exist", hint="check the path (one JSON example per line)") from None
+    except OSError as exc:
+        raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _binary_reason(head: bytes) -> str | None:
+    """Why the first bytes show this is not JSONL text, or None."""
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed; decompress it first (gunzip FILE)"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it is UTF-16 text; re-save it as UTF-8"
+    if b"\x00" in head:
+        return "it holds NUL bytes, so it is binary, not JSONL text; export the data as one JSON object per line"
+    return None
+
+
+def _read_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (1-based line, raw bytes), with None in place of a line over MAX_LINE_BYTES."""
+    readline = fh.readline
+    number = 0
+    while True:
+        raw = readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            raw = None
+        yield number, raw
+
+
+def _parse(raw: bytes, number: int) -> tuple[object, tuple[str, str, int | None] | None]:
+    """Decode and parse one line: (value, None) or (None, (code, message, column))."""
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        byte = raw[exc.start : exc.start + 1].hex()
+        column = exc.start + 1
+        return None, ("invalid_utf8", f"invalid UTF-8 at byte {column} (0x{byte}); re-save the file as UTF-8", column)
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, ("invalid_json", "the JSON is nested too deeply to parse; flatten the example", None)
+    except ValueError as exc:  # JSONDecodeError, and ints beyond Python's digit limit
+        column = exc.colno if isinstance(exc, json.JSONDecodeError) else None
+        where = f" at column {column}" if column else ""
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        hint = "each line must hold one complete JSON object"
+        if text.strip() in ("[", "{", "]", "}"):
+            hint = "this looks like pretty-printed JSON; write one object per line (JSONL)"
+        return None, ("invalid_json", f"not valid JSON{where}: {reason}; {hint}", column)
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass over one file.
+
+
+class _IssueSink:
+    """Collects issues, keeping at most `cap` per code and counting all of them."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.issues: list[Issue] = []
+        self.counts: Counter[str] = Counter()
+
+    def add(self, file: str, line: int | None, code: str, message: str, column: int | None = None) -> None:
+        self.counts[code] += 1
+        if self.counts[code] <= self.cap:
+            self.issues.append(
+                Issue(file=file, line=line, column=column, code=code, severity=CODES[code], message=message)
+            )
+
+
+@dataclass
+class _FileScan:
+    """What one pass over a file keeps: counts, hashes and line numbers, never the lines."""
+
+    name: str
+    format: Format | None = None
+    lines: int = 0  # non-empty lines
+    # one entry per valid example
+    message_counts: array = field(default_factory=lambda: array("I"))
+    hashes: array = field(default_factory=lambda: array("q"))
+    hash_lines: array = field(default_factory=lambda: array("I"))
+
+    @property
+    def examples(self) -> int:
+        return len(self.hash_lines)
+
+
+class _TokenCounter:
+    """Renders each valid example with the chat template: per-role tokens, trained tokens, truncation."""
+
+    def __init__(self, tok: ChatTokenizer, max_seq_len: int | None, sink: _IssueSink):
+        self.tok, self.max_seq_len, self.sink = tok, max_seq_len, sink
+        self.per_role: dict[str, array] = {}
+        self.totals = array("I")
+        self.trained = 0
+        self.truncated_examples = 0
+        self.no_eos: dict[str, list[int]] = {}  # file → [first line, count]
+
+    def add(self, file: str, line: int, obj: dict, fmt: Format, collect_stats: bool) -> None:
+        from tunery.data.render import render_chat
+
+        example = to_example(obj, line)
+        if fmt == "preference":
+            chats = [example.as_chat("chosen"), example.as_chat("rejected")]
+            shown = [*example.prompt, example.chosen]
+        else:
+            chats, shown = [example], example.messages
+        try:
+            rendered = [render_chat(chat, self.tok) for chat in chats]
+        except Exception as exc:  # noqa: BLE001 - the template is third-party code; any failure is a data issue
+            self.sink.add(file, line, "template_error", f"the chat template cannot render this example "
+                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); check the message "
+                          "roles and fields against the model's template")
+            return
+        length = max(len(r.input_ids) for r in rendered)
+        limit = self.max_seq_len
+        if limit is not None and length > limit:
+            self.truncated_examples += 1
+            self.sink.add(file, line, "example_too_long", f"{length} tokens, {length - limit} more than "
+                          f"max_seq_len {limit}: the last {length - limit} tokens will be cut off in training; "
+                          "shorten the example or raise --max-seq-len")
+        if not all(r.eos_trained for r in rendered):
+            first = self.no_eos.setdefault(file, [line, 0])
+            first[1] += 1
+        if not collect_stats:
+            return
+        self.trained += sum(sum(r.loss_mask[:limit]) for r in rendered)
+        self.totals.append(length)
+        counts = dict.fromkeys(self.per_role, 0)
+        for m in shown:
+            content = m.get("content")
+            counts[m["role"]] = counts.get(m["role"], 0) + (self.tok.count(content) if content else 0)
+        for role, n in counts.items():
+            if role not in self.per_role:  # a role first seen now was absent (0) from earlier examples
+                self.per_role[role] = array("I", [0]) * (len(self.totals) - 1)
+            self.per_role[role].append(n)
+
+    def report_no_eos(self) -> None:
+        for file, (line, count) in self.no_eos.items():
+            self.sink.add(file, line, "template_no_eos", f"the chat template puts no end-of-turn token after "
+                          f"the assistant reply ({count} example(s), first here), so the tuned model would not "
+                          "learn to stop; use a model whose template ends assistant turns with its EOS token")
+
+
+def _scan(
+    path: Path, sink: _IssueSink, tokens: _TokenCounter | None, *, collect_token_stats: bool
+) -> _FileScan:
+    name = str(path)
+    scan = _FileScan(name=name)
+    with _open(path) as fh:
+        try:
+            head = fh.peek(8192)[:8192]
+        except OSError as exc:
+            raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
+        reason = _binary_reason(head)
+        if reason:
+            sink.add(name, None, "binary_file", f"{path.name} is not a JSONL text file: {reason}")
+            return scan
+        add = sink.add
+        # bound once: this loop runs per line of multi-GB files
+        count_messages, add_hash, add_line = scan.message_counts.append, scan.hashes.append, scan.hash_lines.append
+        first_format_line = number = blanks = 0
+        blank_run: list[int] = []  # first and last line of the current run of empty lines
+        try:
+            for number, raw in _read_lines(fh):
+                if raw is None:
+                    add(name, number, "line_too_long", f"the line is over {MAX_LINE_BYTES // 2**20} MiB, the "
+                        "limit for one example; split it into smaller examples")
+                    continue
+                if raw.isspace():
+                    blanks += 1
+                    if blank_run:
+                        blank_run[1] = number
+                    else:
+                        blank_run = [number, number]
+                    continue
+                if blank_run:  # empty lines followed by data: in the middle, not trailing
+                    first, last = blank_run
+                    span = "an empty line" if first == last else f"{last - first + 1} empty lines ({first}-{last})"
+                    add(name, first, "empty_line", f"{span} between examples; delete it (a JSONL file has "
+                        "exactly one example per line)")
+                    blank_run = []
+                obj, problem = _parse(raw, number)
+                if problem:
+                    add(name, number, *problem)
+                    continue
+                fmt, n_messages, problems = check_example(obj)
+                if fmt is not None and fmt != scan.format:
+                    if scan.format is None:
+                        scan.format, first_format_line = fmt, number
+                    else:
+                        problems.append(("mixed_formats", f"found multiple dataset formats: this line is a "
+                                         f"{fmt} example but line {first_format_line} is {scan.format}; "
+                                         "split them into two files"))
+                if problems:
+                    for code, message in problems:
+                        add(name, number, code, message)
+                    if any(CODES[code] == "error" for code, _ in problems):
+                        continue
+                count_messages(n_messages)
+                add_hash(_hash64(obj))
+                add_line(number)
+                if tokens is not None:
+                    tokens.add(name, number, obj, fmt, collect_token_stats)
+        except OSError as exc:
+            raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
+        scan.lines = number - blanks
+    if scan.lines == 0:
+        sink.add(name, None, "empty_file", f"{path.name} holds no examples; write one JSON example per line")
+    return scan
+
+
+# ---------------------------------------------------------------------------------------------
+# Across files: duplicates and leakage from the hashes.
+
+
+def _duplicates(scan: _FileScan) -> Iterator[tuple[int, int]]:
+    """(line, line of its first copy) for every exact duplicate, from the hashes alone."""
+    if len(scan.hashes) < 2:
+        return
+    import numpy as np
+
+    hashes = np.frombuffer(scan.hashes, dtype=np.int64)
+    lines = np.frombuffer(scan.hash_lines, dtype=np.uint32)
+    order = np.argsort(hashes, kind="stable")  # stable: the first copy of a group has the lowest line
+    ordered = hashes[order]
+    same = np.concatenate(([False], ordered[1:] == ordered[:-1]))
+    group_start = np.maximum.accumulate(np.where(same, 0, np.arange(len(ordered))))
+    for i in np.flatnonzero(same):
+        yield int(lines[order[i]]), int(lines[order[group_start[i]]])
+
+
+def _overlap(train: _FileScan, valid: _FileScan) -> Iterator[tuple[int, int]]:
+    """(training line, validation line) for every training example also in the validation file."""
+    if not len(train.hashes) or not len(valid.hashes):
+        return
+    import numpy as np
+
+    valid_hashes = np.frombuffer(valid.hashes, dtype=np.int64)
+    order = np.argsort(valid_hashes, kind="stable")
+    ordered = valid_hashes[order]
+    train_hashes = np.frombuffer(train.hashes, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(ordered, train_hashes), len(ordered) - 1)
+    train_lines = np.frombuffer(train.hash_lines, dtype=np.uint32)
+    valid_lines = np.frombuffer(valid.hash_lines, dtype=np.uint32)
+    for i in np.flatnonzero(ordered[pos] == train_hashes):
+        yield int(train_lines[i]), int(valid_lines[order[pos[i]]])
+
+
+def validate_file(
+    path: str | Path,
+    *,
+    validation: str | Path | None = None,
+    tokenizer: ChatTokenizer | None = None,
+    max_seq_len: int | None = None,
+    max_issues_per_code: int = MAX_ISSUES_PER_CODE,
+) -> ValidationReport:
+    """Check a training file (and optionally its validation file) in one streaming pass each.
+
+    Args:
+        path: the training JSONL file.
+        validation: a validation JSONL file; checked with the same rules, plus leakage.
+        tokenizer: enables token statistics, trained tokens and the end-of-turn check.
+        max_seq_len: with a tokenizer, warn about examples longer than this.
+        max_issues_per_code: issues kept per code; the counts stay exact beyond it.
+
+    Returns:
+        The report; `report.ok` is False when any error was found.
+
+    Raises:
+        TuneryError: a file is missing, a directory or unreadable (I/O, not data, problems).
+    """
+    if max_seq_len is not None and max_seq_len < 1:
+        raise TuneryError(f"max_seq_len must be at least 1, got {max_seq_len}")
+    path = Path(path)
+    sink = _IssueSink(max_issues_per_code)
+    tokens = _TokenCounter(tokenizer, max_seq_len, sink) if tokenizer is not None else None
+    train = _scan(path, sink, tokens, collect_token_stats=True)
+    valid = None
+    if validation is not None:
+        valid = _scan(Path(validation), sink, tokens, collect_token_stats=False)
+        if valid.format and train.format and valid.format != train.format:
+            sink.add(valid.name, None, "mixed_formats", f"found multiple dataset formats: the validation "
+                     f"file is {valid.format} but the training file is {train.format}; use one format for both")
+    for scan in (train, valid) if valid else (train,):
+        for line, first in _duplicates(scan):
+            sink.add(scan.name, line, "duplicate_example", f"exact duplicate of line {first}; delete it "
+                     "(repeat an example on purpose only to weight it more)")
+    if valid is not None:
+        for line, valid_line in _overlap(train, valid):
+            sink.add(train.name, line, "train_validation_overlap", f"also in the validation file at line "
+                     f"{valid_line}; remove it from one of the two files, or validation measures memory")
+    if 0 < train.lines < MIN_EXAMPLES:
+        sink.add(train.name, None, "too_few_examples", f"{train.lines} examples; the minimum is {MIN_EXAMPLES} "
+                 "(50-100 good examples is a better start)")
+    if tokens is not None:
+        tokens.report_no_eos()
+
+    file_order = {train.name: 0, valid.name if valid else None: 1}
+    issues = sorted(sink.issues, key=lambda i: (file_order.get(i.file, 0), i.line or 0))
+    stats = Stats(
+        format=train.format,
+        lines=train.lines,
+        examples=train.examples,
+        validation_examples=valid.examples if valid else None,
+        messages_per_example=summarize(train.message_counts),
+        estimated_epochs=auto_epochs(train.examples) if train.examples else None,
+    )
+    if tokens is not None:
+        order = {role: i for i, role in enumerate(ROLES)}
+        per_role = {r: summarize(v) for r, v in sorted(tokens.per_role.items(), key=lambda rv: order[rv[0]])}
+        stats.tokens_per_example = {**per_role, "total": summarize(tokens.totals)} if tokens.totals else None
+        stats.trained_tokens = tokens.trained
+        stats.max_seq_len = max_seq_len
+        stats.truncated_examples = tokens.truncated_examples
+        if stats.estimated_epochs:
+            stats.estimated_trained_tokens = tokens.trained * stats.estimated_epochs
+    return ValidationReport(
+        file=str(path),
+        validation_file=str(validation) if validation is not None else None,
+        issues=issues,
+        issue_counts=dict(sink.counts),
+        issues_omitted=sum(sink.counts.values()) - len(sink.issues),
+        stats=stats,
+    )
+
+
+def first_valid_examples(path: str | Path, n: int) -> list[tuple[int, dict]]:
+    """The first `n` (line, example) pairs of a file that pass every per-line rule, for `--show`."""
+    found: list[tuple[int, dict]] = []
+    with _open(Path(path)) as fh:
+        for number, raw in _read_lines(fh):
+            if len(found) >= n:
+                break
+            if raw is None or raw.isspace():
+                continue
+            obj, problem = _parse(raw, number)
+            if problem:
+                continue
+            fmt, _, problems = check_example(obj)
+            if fmt and not any(CODES[code] == "error" for code, _ in problems):
+                found.append((number, obj))
+    return found

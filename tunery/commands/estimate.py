@@ -115,7 +115,9 @@ def print_estimate(e) -> None:
     tokens.add_row("in the data", f"{e.tokens_per_epoch:,}", f"{e.tokens_total:,}")
     tokens.add_row("trained (loss mask)", f"{e.trained_tokens_per_epoch:,}", f"{e.trained_tokens_total:,}")
     tokens.add_row(
-        "computed (with packing padding)", f"{round(e.computed_tokens_total / e.epochs):,}", f"{e.computed_tokens_total:,}"
+        "computed (with packing padding)",
+        f"{round(e.computed_tokens_total / e.epochs):,}",
+        f"{e.computed_tokens_total:,}",
     )
     console.print(tokens)
     pad = e.padding
@@ -138,21 +140,23 @@ def print_estimate(e) -> None:
         title_justify="left",
     )
     for h in e.hardware:
-        if h["usd"] is None:
-            compute.add_row(f"{h['name']} ({h['basis']})", f"{h['peak_tflops'] * 1000:,.0f} GFLOP/s", human_time(h["hours"]), "—")
-        else:
-            compute.add_row(f"{h['name']} ({h['basis']})", f"{h['peak_tflops']:,.0f} TFLOP/s", human_time(h["hours"]), dollars(h["usd"]))
+        priced = h["usd"] is not None  # GPUs are priced per hour; this CPU is not
+        peak = f"{h['peak_tflops']:,.0f} TFLOP/s" if priced else f"{h['peak_tflops'] * 1000:,.0f} GFLOP/s"
+        cost = dollars(h["usd"]) if priced else "—"
+        compute.add_row(f"{h['name']} ({h['basis']})", peak, human_time(h["hours"]), cost)
     console.print(compute)
 
     hosted = Table(
-        "hosted model", "$ / 1M training tokens", "billed tokens", "cost",
+        "hosted model",
+        "$ / 1M training tokens",
+        "billed tokens",
+        "cost",
         title=f"Hosted fine-tuning (prices as last checked {e.hosted['last_checked']}; edit tunery/data/prices.py)",
         title_justify="left",
     )
     for p in e.hosted["prices"]:
-        hosted.add_row(
-            f"{p['provider']} {p['model']}", f"${p['usd_per_million_tokens']:.2f}", f"{p['billed_tokens']:,}", dollars(p["usd"])
-        )
+        price = f"${p['usd_per_million_tokens']:.2f}"
+        hosted.add_row(f"{p['provider']} {p['model']}", price, f"{p['billed_tokens']:,}", dollars(p["usd"]))
     console.print(hosted)
     console.print(f"[dim]{e.hosted['note']}[/]")
     console.print("[dim]assumptions: " + "; ".join(e.assumptions) + "[/]")

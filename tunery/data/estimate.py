@@ -54,7 +54,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -70,6 +70,7 @@ DEFAULT_UTILISATION = 0.40
 # Dense bf16 tensor-core peaks from the vendor data sheets (SXM parts, without sparsity).
 GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
 DEFAULT_LORA_RANK = 16  # tunery's auto recipe: rank 16 on every attention and MLP projection
+# The projections `model_shape` sizes adapters for (Llama-style names; the auto recipe's targets).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Rows per micro-batch assumed for the padding statistics; rows are sorted by length before
 # batching, so the number matters little.
@@ -88,9 +89,9 @@ class EstimateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Union[Method, None] = Field(None, description="None: lora for chat data, dpo for preference data")
-    epochs: Union[Literal["auto"], PositiveInt] = Field("auto", description="auto = OpenAI's rule")
-    max_seq_len: Union[Literal["auto"], PositiveInt] = Field(
+    method: Method | None = Field(None, description="None: lora for chat data, dpo for preference data")
+    epochs: Literal["auto"] | PositiveInt = Field("auto", description="auto = OpenAI's rule")
+    max_seq_len: Literal["auto"] | PositiveInt = Field(
         "auto", description="auto = the longest example rounded up to 64, at most the model's context"
     )
     gpu_hour_price: float = Field(prices.DEFAULT_GPU_HOUR_PRICE, ge=0, description="USD per GPU-hour")
@@ -275,34 +276,29 @@ def require_valid(path: Path) -> None:
         InvalidDataError: the file has errors; the message names the first few and the codes.
         TuneryError: the file is missing, a directory or unreadable.
     """
-    from tunery.data.validate import validate_file
+    from tunery.data.validate import CODES, validate_file
 
     report = validate_file(path, max_issues_per_code=3)
     if report.ok:
         return
-    codes = ", ".join(f"{code} ×{n}" for code, n in report.issue_counts.items() if n and code in _error_codes())
-    first = "; ".join(f"line {i.line}: {i.message}" if i.line else i.message for i in report.errors[:3])
+    codes = ", ".join(f"{code} ×{n}" for code, n in report.issue_counts.items() if CODES[code] == "error")
+    shown = [f"line {i.line}: {i.message}" if i.line else i.message for i in report.errors[:3]]
+    more = report.error_count - len(shown)
+    plural = "s" if report.error_count != 1 else ""
     raise InvalidDataError(
-        f"{path} has {report.error_count} validation error{'s' if report.error_count != 1 else ''} ({codes}); {first}",
+        f"{path} has {report.error_count} validation error{plural} ({codes}):\n  "
+        + "\n  ".join(shown + ([f"… and {more} more"] if more > 0 else [])),
         hint=f"run `tunery validate {path}` for the full report, fix the file, then estimate again",
     )
 
 
-def _error_codes() -> set[str]:
-    from tunery.data.validate import CODES
-
-    return {code for code, severity in CODES.items() if severity == "error"}
-
-
-def load_examples(path: Path) -> Iterator[Example]:
+def _stream_examples(path: Path) -> Iterator[Example]:
     """Stream the typed examples of a file that passed validation."""
     for line, obj in iter_jsonl(path):
         yield to_example(obj, line)
 
 
-def render_sequences(
-    examples: Iterator[Example], tok: ChatTokenizer, max_seq_len: int | None
-) -> tuple[str, int, list[SequenceStats]]:
+def render_sequences(path: Path, tok: ChatTokenizer, max_seq_len: int | None) -> tuple[str, int, list[SequenceStats]]:
     """Render every example (both answers of a preference pair) and keep its token counts.
 
     Returns (format, number of examples, one SequenceStats per sequence).
@@ -310,7 +306,7 @@ def render_sequences(
     stats: list[SequenceStats] = []
     n = 0
     kind = "chat"
-    for example in examples:
+    for example in _stream_examples(path):
         n += 1
         if isinstance(example, PreferenceExample):
             kind = "preference"
@@ -324,8 +320,9 @@ def render_sequences(
                 raise
             except Exception as exc:  # jinja errors: the template cannot take this example
                 raise InvalidDataError(
-                    f"line {chat.line}: the chat template cannot render this example ({type(exc).__name__}: {exc})",
-                    hint="run `tunery validate FILE --model MODEL` to see every problem",
+                    f"{path}:{chat.line}: the model's chat template cannot render this example "
+                    f"({type(exc).__name__}: {exc})",
+                    hint=f"run `tunery validate {path} --model MODEL` to see every example it rejects",
                 ) from None
             stats.append(SequenceStats(len(r.input_ids), r.trained_tokens, r.truncated))
     return kind, n, stats
@@ -413,7 +410,7 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     tok = ChatTokenizer.from_dir(model_dir)
     # With auto, render up to the model's context; the capacity follows from the longest result.
     render_cap = context if settings.max_seq_len == "auto" else settings.max_seq_len
-    kind, n_examples, seqs = render_sequences(load_examples(path), tok, render_cap)
+    kind, n_examples, seqs = render_sequences(path, tok, render_cap)
 
     method: Method = settings.method or ("dpo" if kind == "preference" else "lora")
     if (method == "dpo") != (kind == "preference"):
@@ -461,15 +458,22 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         "note": f"billed tokens = tokens in the file × epochs, counted with {model_ref}'s tokenizer; "
         "the service counts with its own, so expect some difference",
         "prices": [
-            asdict(HostedRow(p.provider, p.model, p.usd_per_million_training_tokens, billed,
-                             billed / 1e6 * p.usd_per_million_training_tokens))
+            asdict(
+                HostedRow(
+                    p.provider,
+                    p.model,
+                    p.usd_per_million_training_tokens,
+                    billed,
+                    billed / 1e6 * p.usd_per_million_training_tokens,
+                )
+            )
             for p in prices.HOSTED_PRICES
         ],
     }
     assumptions = [
         f"utilisation (MFU) {u:.0%} of each device's peak; small models usually reach less on GPUs",
         f"{WEIGHT_FLOPS_PER_TOKEN[method]}·P per token for the weights"
-        + ("" if method == "full" else f", plus 6·A for a rank-{settings.lora_rank} LoRA adapter (A = {shape.adapter_params:,})"),
+        + ("" if method == "full" else f", plus 6·A for rank-{settings.lora_rank} LoRA (A = {shape.adapter_params:,})"),
         "LM head charged only on trained tokens; causal attention per example; packing padding included",
         "no gradient checkpointing (it would add 2·P per token)",
     ]

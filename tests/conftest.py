@@ -117,3 +117,65 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+TOPICS = {
+    "billing": ["invoice", "refund", "charge", "payment"],
+    "shipping": ["package", "delivery", "courier", "parcel"],
+    "account": ["password", "login", "email", "profile"],
+    "other": ["weather", "music", "movie", "recipe"],
+}
+
+
+def write_chat_dataset(path: Path, n: int, seed: int = 0) -> Path:
+    """A small, deterministic labelling dataset in OpenAI chat format."""
+    import random
+
+    rng = random.Random(seed)
+    with path.open("w") as fh:
+        for i in range(n):
+            label = rng.choice(sorted(TOPICS))
+            word = rng.choice(TOPICS[label])
+            example = {
+                "messages": [
+                    {"role": "system", "content": "Label the ticket."},
+                    {"role": "user", "content": f"My {word} has a problem, please help ({i})"},
+                    {"role": "assistant", "content": label},
+                ]
+            }
+            fh.write(json.dumps(example) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def chat_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(train.jsonl, valid.jsonl): 48 and 12 short labelling examples."""
+    root = tmp_path_factory.mktemp("chat-data")
+    return write_chat_dataset(root / "train.jsonl", 48, seed=1), write_chat_dataset(root / "valid.jsonl", 12, seed=2)
+
+
+def write_preference_dataset(path: Path, n: int, seed: int = 0) -> Path:
+    """Pairs whose preferred answer always ends with the sign-off '-- tunery'."""
+    import random
+
+    rng = random.Random(seed)
+    with path.open("w") as fh:
+        for i in range(n):
+            word = rng.choice([w for words in TOPICS.values() for w in words])
+            answer = f"Your {word} request {i} is noted"
+            pair = {
+                "input": {"messages": [{"role": "user", "content": f"Help with my {word} please ({i})"}]},
+                "preferred_output": [{"role": "assistant", "content": f"{answer}. -- tunery"}],
+                "non_preferred_output": [{"role": "assistant", "content": f"{answer}."}],
+            }
+            fh.write(json.dumps(pair) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def preference_data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("pref-data")
+    return (
+        write_preference_dataset(root / "train.jsonl", 32, seed=1),
+        write_preference_dataset(root / "valid.jsonl", 12, seed=2),
+    )

@@ -20,6 +20,12 @@ VERBS = {
     "estimate": "estimate",
     "models": "models",
     "train": "train",
+    "eval": "eval",
+    "compare": "compare",
+    "plot": "plot",
+    "export": "export",
+    "serve": "serve",
+    "jobs": "jobs",
 }
 
 

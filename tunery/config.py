@@ -8,6 +8,7 @@ and never rewrites what the user wrote.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -138,8 +139,21 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         *parents, leaf = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        node[leaf] = _scalar(raw)
     return result
+
+
+def _scalar(raw: str) -> Any:
+    """A YAML scalar, except that `2e-4` is a number (YAML 1.1 reads it as a string)."""
+    import yaml
+
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -171,9 +185,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, *
         # Relative data paths in a config file are relative to the file, not the shell.
         for key in ("data", "validation"):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                candidate = path.parent / data[key]
-                if candidate.exists():
-                    data[key] = str(candidate)
+                data[key] = os.path.normpath(path.parent / data[key])
         source = source or str(path)
     data = merge(data, overrides or {})
     try:

@@ -48,7 +48,11 @@ class Row:
     input_ids: list[int]
     position_ids: list[int]
     loss_mask: list[int]
-    examples: int
+    segments: list[int]  # per token, the index of its example in the packed list
+
+    @property
+    def examples(self) -> int:
+        return len(set(self.segments))
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,7 +67,7 @@ def pack_rows(rendered: Sequence[Rendered], capacity: int, *, packing: bool = Tr
     )
     rows = []
     for group in groups:
-        ids, pos, mask = [], [], []
+        ids, pos, mask, segments = [], [], [], []
         for i in group:
             example = rendered[i]
             n = min(len(example.input_ids), capacity)
@@ -71,7 +75,8 @@ def pack_rows(rendered: Sequence[Rendered], capacity: int, *, packing: bool = Tr
             pos += range(n)
             # A target never crosses an example boundary: the first token of each is untrained.
             mask += [0, *example.loss_mask[1:n]]
-        rows.append(Row(ids, pos, mask, len(group)))
+            segments += [i] * n
+        rows.append(Row(ids, pos, mask, segments))
     return rows
 
 
@@ -100,12 +105,13 @@ def padded(batch: Sequence[Row], pad_id: int) -> dict[str, list[list[int]]]:
     attends to, and it is never a target.
     """
     width = max(len(r) for r in batch)
-    out: dict[str, list[list[int]]] = {"input_ids": [], "position_ids": [], "loss_mask": []}
+    out: dict[str, list[list[int]]] = {"input_ids": [], "position_ids": [], "loss_mask": [], "segments": []}
     for r in batch:
         extra = width - len(r)
         out["input_ids"].append(r.input_ids + [pad_id] * extra)
         out["position_ids"].append(r.position_ids + list(range(extra)))
         out["loss_mask"].append(r.loss_mask + [0] * extra)
+        out["segments"].append(r.segments + [-1] * extra)
     return out
 
 

@@ -123,6 +123,7 @@ def resolve(
             base * multiplier,
             f"{config.method}/{config.adapter} base {base:g}" + (f" × {multiplier:g}" if multiplier != 1 else ""),
         )
+        values["learning_rate_multiplier"] = None  # folded into learning_rate above
 
     lora = config.lora.model_dump()
     if config.adapter == "lora":

@@ -1,0 +1,77 @@
+"""Every shipped config validates against the schema, and the schema rejects bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunery.config import RunConfig, load_config, parse_overrides
+from tunery.errors import TuneryError
+from tunery.train.plan import auto_batch_size, resolve
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert len(CONFIGS) >= 3
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_matches_the_schema(path):
+    config = load_config(path)
+    assert config.data.is_file(), f"{path.name} points at missing data {config.data}"
+    if config.validation:
+        assert config.validation.is_file()
+
+
+def test_overrides_parse_as_yaml_scalars_and_nest():
+    assert parse_overrides(["n_epochs=1", "lora.r=8", "learning_rate=2e-4", "packing=false", "max_grad_norm=null"]) == {
+        "n_epochs": 1,
+        "lora": {"r": 8},
+        "learning_rate": 2e-4,
+        "packing": False,
+        "max_grad_norm": None,
+    }
+
+
+def test_learning_rate_and_multiplier_are_exclusive():
+    with pytest.raises(TuneryError, match="not both"):
+        load_config(None, {"data": "x.jsonl", "learning_rate": 1e-4, "learning_rate_multiplier": 2})
+
+
+def test_unknown_nested_key_is_named():
+    with pytest.raises(TuneryError, match="lora.rank: unknown key"):
+        load_config(None, {"data": "x.jsonl", "lora": {"rank": 8}})
+
+
+def _resolve(**kw):
+    defaults = dict(n_examples=300, longest=100, context_length=8192, cuda_available=False, bf16_supported=False)
+    config = kw.pop("config", RunConfig(data="x.jsonl"))
+    return resolve(config, **{**defaults, **kw})
+
+
+def test_auto_recipe_on_cpu():
+    plan = _resolve()
+    c = plan.config
+    assert (c.device, c.precision, c.gradient_checkpointing, c.compile) == ("cpu", "fp32", False, False)
+    assert (c.n_epochs, c.batch_size, c.learning_rate, c.max_seq_len) == (3, 8, 1e-3, 128)
+    assert (c.lora.r, c.lora.alpha) == (16, 32) and "down_proj" in c.lora.target_modules
+    assert plan.steps_per_epoch == 38 and plan.total_steps == 114 and plan.warmup_steps == 6
+    assert c.unresolved() == []
+    assert "OpenAI" in plan.reasons["n_epochs"]
+
+
+def test_auto_recipe_on_a_bf16_gpu_with_long_sequences():
+    c = _resolve(cuda_available=True, bf16_supported=True, longest=3000).config
+    assert (c.device, c.precision, c.gradient_checkpointing, c.max_seq_len) == ("cuda", "bf16", True, 2048)
+
+
+def test_user_values_are_kept_and_multiplier_scales_the_base():
+    c = _resolve(config=RunConfig(data="x.jsonl", batch_size=3, learning_rate_multiplier=0.5, adapter="full")).config
+    assert c.batch_size == 3 and c.learning_rate == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("n, expected", [(10, 4), (300, 8), (1000, 32), (100_000, 32)])
+def test_auto_batch_size(n, expected):
+    assert auto_batch_size(n) == expected

@@ -1,0 +1,290 @@
+"""Preference tuning (DPO, IPO, SimPO) from chosen/rejected pairs: one explicit loop.
+
+Per optimizer step: take `batch_size` pairs, group them into micro-batches that hold whole pairs,
+and for each micro-batch run ONE forward pass over chosen and rejected answers together
+(packed, per-example attention), sum the answer log-probs per sequence, compute the pair losses
+against the reference log-probs, and backward. Each pair's loss is divided by the pairs in the
+whole step, so accumulation is exact.
+
+The reference model is the base itself: with LoRA, the adapter is disabled for the reference
+pass (no second copy in memory); with full fine-tuning, a frozen copy. Reference log-probs can be
+computed once up front and cached on disk (keyed by model, data and settings), so later epochs
+and re-runs skip the reference forward entirely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from tunery.config import RunConfig
+from tunery.data.formats import PreferenceExample
+from tunery.data.pack import pack_rows, padded
+from tunery.data.render import ChatTokenizer, Rendered, render_chat
+from tunery.home import tunery_home
+from tunery.models import weights_hash
+from tunery.train.losses import dpo_sigmoid_loss, ipo_loss, select_targets, sequence_logps, simpo_loss
+from tunery.train.modeling import (
+    StopRequest,
+    autocast,
+    backbone_and_head,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    epoch_order,
+    hidden_states,
+    seed_everything,
+)
+from tunery.train.plan import Plan
+from tunery.train.prepare import TrainingFailed, finish_run, prepare, start_or_resume
+from tunery.train.report import Progress
+
+VALID_SUBSET = 64
+Pair = tuple[Rendered, Rendered]
+
+
+def render_pairs(examples: list[PreferenceExample], tok: ChatTokenizer, max_seq_len: int | None) -> list[Pair]:
+    """Each pair as two conversations sharing the prompt; only the answer is trained in each."""
+    return [
+        (render_chat(e.as_chat("chosen"), tok, max_seq_len), render_chat(e.as_chat("rejected"), tok, max_seq_len))
+        for e in examples
+    ]
+
+
+def pair_groups(indices: list[int], pairs: list[Pair], max_tokens: int) -> list[list[int]]:
+    """Split a step's pairs into micro-batches of whole pairs (the loss needs both answers)."""
+    groups, current, size = [], [], 0
+    for i in indices:
+        cost = len(pairs[i][0].input_ids) + len(pairs[i][1].input_ids)
+        if current and size + cost > max_tokens:
+            groups.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += cost
+    return groups + [current] if current else groups
+
+
+def pair_batch(group: list[int], pairs: list[Pair], plan: Plan, pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen answers are sequences 0..k-1, rejected ones k..2k-1, all packed into one batch."""
+    sequences = [pairs[i][0] for i in group] + [pairs[i][1] for i in group]
+    rows = pack_rows(sequences, plan.config.max_seq_len, packing=plan.config.packing)
+    return {k: torch.tensor(v, device=plan.config.device) for k, v in padded(rows, pad_id).items()}
+
+
+def answer_logps(model, batch: dict[str, torch.Tensor], n_sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer log-probs and answer lengths for every sequence in the batch."""
+    _, head = backbone_and_head(model)
+    hidden = hidden_states(model, batch)
+    rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
+    segment = batch["segments"][:, 1:][batch["loss_mask"][:, 1:].bool()]
+    return sequence_logps(head(rows), targets, segment, n_sequences)
+
+
+def pair_losses(plan: Plan, policy: tuple, reference: tuple | None):
+    """The configured preference loss for k pairs. `policy`/`reference`: (sums [2k], counts [2k])."""
+    cfg = plan.config.dpo
+    sums, counts = policy
+    k = sums.shape[0] // 2
+    if cfg.loss == "simpo":
+        avg = sums / counts
+        return simpo_loss(avg[:k], avg[k:], cfg.beta, cfg.simpo_gamma)
+    ref_sums, ref_counts = reference
+    if cfg.loss == "ipo":  # IPO compares per-token averages
+        return ipo_loss(sums[:k] / counts[:k], sums[k:] / counts[k:], ref_sums[:k] / ref_counts[:k], ref_sums[k:] / ref_counts[k:], cfg.beta)
+    return dpo_sigmoid_loss(sums[:k], sums[k:], ref_sums[:k], ref_sums[k:], cfg.beta)
+
+
+class Reference:
+    """Reference log-probs: from a cache, the base with the adapter off, or a frozen copy."""
+
+    def __init__(self, plan: Plan, model, model_dir: Path, pairs: list[Pair], pad_id: int, data_hash: str):
+        self.plan, self.pad_id, self.cache = plan, pad_id, None
+        cfg = plan.config
+        self.needed = cfg.dpo.loss != "simpo" and cfg.dpo.reference != "none"
+        self.frozen = None
+        if not self.needed:
+            return
+        if cfg.dpo.reference not in ("auto", "none"):
+            from tunery.models import load_model, resolve_model
+
+            self.frozen = load_model(resolve_model(cfg.dpo.reference), device=cfg.device).eval().requires_grad_(False)
+        elif cfg.adapter == "full":
+            self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model = model
+        if cfg.dpo.cache_reference:
+            self.cache = self._cached(model_dir, pairs, data_hash)
+
+    def _context(self):
+        if self.frozen is not None:
+            return self.frozen, contextlib.nullcontext()
+        return self.model, self.model.disable_adapter()
+
+    @torch.no_grad()
+    def compute(self, group: list[int], pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is not None:
+            sums, counts = self.cache
+            index = torch.tensor(group + group, device=sums.device)
+            k = len(group)
+            return torch.cat([sums[index[:k], 0], sums[index[k:], 1]]), torch.cat([counts[index[:k], 0], counts[index[k:], 1]])
+        model, context = self._context()
+        was_training = model.training
+        model.eval()
+        with context, autocast(self.plan):
+            out = answer_logps(model, pair_batch(group, pairs, self.plan, self.pad_id), 2 * len(group))
+        model.train(was_training)
+        return out
+
+    def _cached(self, model_dir: Path, pairs: list[Pair], data_hash: str):
+        """All reference log-probs, computed once and stored under $TUNERY_HOME/cache/dpo-reference."""
+        cfg = self.plan.config
+        key = hashlib.sha256(
+            f"{weights_hash(model_dir)}|{cfg.dpo.reference}|{data_hash}|{cfg.max_seq_len}|{cfg.precision}".encode()
+        ).hexdigest()[:24]
+        path = tunery_home() / "cache" / "dpo-reference" / f"{key}.pt"
+        if path.is_file():
+            saved = torch.load(path, weights_only=True)
+            return saved["sums"].to(cfg.device), saved["counts"].to(cfg.device)
+        sums = torch.zeros(len(pairs), 2, dtype=torch.float64)
+        counts = torch.zeros(len(pairs), 2, dtype=torch.float64)
+        order = list(range(len(pairs)))
+        for group in pair_groups(order, pairs, cfg.micro_batch_tokens):
+            s, c = self.compute(group, pairs)
+            k = len(group)
+            sums[group, 0], sums[group, 1] = s[:k].double().cpu(), s[k:].double().cpu()
+            counts[group, 0], counts[group, 1] = c[:k].double().cpu(), c[k:].double().cpu()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"sums": sums, "counts": counts}, tmp)
+        tmp.replace(path)
+        return sums.to(cfg.device), counts.to(cfg.device)
+
+
+def preference_step(model, groups, pairs, reference: Reference, plan: Plan, *, backward: bool) -> dict:
+    """Forward (and backward) over one step's pairs; metrics averaged over all its pairs."""
+    n_pairs = sum(len(g) for g in groups)
+    totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "correct": 0}
+    for group in groups:
+        ref = reference.compute(group, pairs) if reference.needed else None
+        with autocast(plan):
+            policy = answer_logps(model, pair_batch(group, pairs, plan, reference.pad_id), 2 * len(group))
+            losses, chosen, rejected = pair_losses(plan, policy, ref)
+        if backward:
+            (losses.sum() / n_pairs).backward()  # normalised by the whole step's pairs
+        totals["loss"] += losses.sum().item()
+        totals["chosen"] += chosen.sum().item()
+        totals["rejected"] += rejected.sum().item()
+        totals["correct"] += int((chosen > rejected).sum())
+    return {
+        "loss": totals["loss"] / n_pairs,
+        "rewards_chosen": totals["chosen"] / n_pairs,
+        "rewards_rejected": totals["rejected"] / n_pairs,
+        "reward_margin": (totals["chosen"] - totals["rejected"]) / n_pairs,
+        "reward_accuracy": totals["correct"] / n_pairs,
+    }
+
+
+@torch.no_grad()
+def validate(model, pairs: list[Pair], reference: Reference, plan: Plan) -> dict:
+    model.eval()
+    groups = pair_groups(list(range(len(pairs))), pairs, plan.config.micro_batch_tokens)
+    metrics = preference_step(model, groups, pairs, reference, plan, backward=False)
+    model.train()
+    return metrics
+
+
+def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
+    """Run (or resume) preference tuning and return the run directory."""
+    prepared = prepare(config, resume_dir=resume_dir)
+    run, tok = prepared.run, prepared.tokenizer
+    unbounded = render_pairs(prepared.train, tok, None)
+    plan = prepared.make_plan(longest=max(max(len(c.input_ids), len(r.input_ids)) for c, r in unbounded))
+    cfg = plan.config
+    if cfg.dpo.loss == "ipo" or cfg.dpo.loss == "sigmoid":
+        if cfg.dpo.reference == "none":
+            raise TrainingFailed("config", f"dpo.loss={cfg.dpo.loss} needs a reference model; use dpo.loss=simpo")
+    train_pairs = render_pairs(prepared.train, tok, cfg.max_seq_len)
+    valid_pairs = render_pairs(prepared.validation, tok, cfg.max_seq_len)
+
+    seed_everything(cfg.seed)
+    torch.set_num_threads(plan.threads)
+    model = build_model(plan, prepared.model_dir)
+    optimizer = build_optimizer(model, plan)
+    scheduler = build_scheduler(optimizer, plan)
+    # Before any checkpoint is restored: a full fine-tune's frozen reference must be the base.
+    reference = Reference(plan, model, prepared.model_dir, train_pairs, tok.pad_id, prepared.data_hashes["train"])
+    valid_reference = (
+        Reference(plan, model, prepared.model_dir, valid_pairs, tok.pad_id, prepared.data_hashes["validation"])
+        if valid_pairs
+        else None
+    )
+    state = start_or_resume(prepared, plan, model, optimizer, scheduler, facts_model=model)
+    step, started, elapsed_before = state["step"], time.monotonic(), state.get("elapsed_s", 0.0)
+    model.train()
+
+    progress = Progress(plan.total_steps, step)
+    with StopRequest() as stop:
+        while step < plan.total_steps:
+            epoch, index = divmod(step, plan.steps_per_epoch)
+            order = epoch_order(len(train_pairs), cfg.seed, epoch)
+            chosen = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+            groups = pair_groups(chosen, train_pairs, cfg.micro_batch_tokens)
+
+            metrics = preference_step(model, groups, train_pairs, reference, plan, backward=True)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm or float("inf")
+            ).item()
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)):
+                raise TrainingFailed(
+                    "nan_loss",
+                    f"step {step + 1}: the loss or gradient norm is not finite (loss={metrics['loss']}, "
+                    f"grad_norm={grad_norm}); the last good checkpoint is kept. Lower the learning rate.",
+                    step=step,
+                )
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            elapsed = elapsed_before + time.monotonic() - started
+            record = {
+                "type": "train",
+                "step": step,
+                "total_steps": plan.total_steps,
+                "epoch": epoch + (index + 1) / plan.steps_per_epoch,
+                "train_loss": metrics["loss"],
+                "train_mean_token_accuracy": metrics["reward_accuracy"],
+                **metrics,
+                "learning_rate": learning_rate,
+                "grad_norm": grad_norm,
+                "elapsed_s": elapsed,
+                "eta_s": elapsed / (step - state["step"]) * (plan.total_steps - step),
+            }
+            run.log(record)
+            progress.update(step, f"loss {metrics['loss']:.4f} margin {metrics['reward_margin']:.3f} acc {metrics['reward_accuracy']:.2f}")
+
+            if valid_pairs and (step % cfg.eval_every == 0 or step == plan.total_steps):
+                v = validate(model, valid_pairs[:VALID_SUBSET], valid_reference, plan)
+                run.log({"type": "valid", "step": step, "valid_loss": v["loss"], "valid_mean_token_accuracy": v["reward_accuracy"], **{f"valid_{k}": x for k, x in v.items()}})
+                progress.message(f"step {step}: validation loss {v['loss']:.4f}, preference accuracy {v['reward_accuracy']:.2f}")
+            if step % cfg.save_every == 0 or stop.signal or step == plan.total_steps:
+                prepared.save(step, model, optimizer, scheduler, elapsed)
+            if stop.signal and step < plan.total_steps:
+                progress.close()
+                run.write_status("interrupted", step, plan.total_steps)
+                print(f"{stop.signal}: stopped after step {step}; checkpoint saved. Resume with: tunery train --resume {run.path}", flush=True)
+                return run.path
+    progress.close()
+
+    final = {}
+    if valid_pairs:
+        v = validate(model, valid_pairs, valid_reference, plan)
+        final = {"full_valid_loss": v["loss"], "full_valid_mean_token_accuracy": v["reward_accuracy"], "full_valid_reward_margin": v["reward_margin"]}
+        run.log({"type": "full_valid", "step": step, **final})
+    return finish_run(prepared, plan, model, final)

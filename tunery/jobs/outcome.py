@@ -1,0 +1,161 @@
+"""How a job ends a trainer run: succeeded, failed, paused, or re-queued to resume.
+
+Each function is one transaction that moves the job only if it is still in a status that
+allows the move (a user may cancel at any moment); it returns whether the move happened.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from tunery.jobs import events
+from tunery.jobs.follow import checkpoint_metrics
+from tunery.jobs.layout import Home
+from tunery.jobs.naming import checkpoint_model_name, fine_tuned_model_name
+from tunery.jobs.progress import model_kind
+from tunery.jobs.states import move
+from tunery.store import CheckpointRecord, FileRecord, JobRecord, ModelRecord, Store
+from tunery.store.ids import new_id
+
+ACTIVE = ("running", "pausing")
+
+# status.json error code → (OpenAI-style job error code, the request parameter at fault)
+TRAINER_ERRORS = {
+    "invalid_data": ("invalid_training_file", "training_file"),
+    "nan_loss": ("nan_loss", None),
+    "out_of_memory": ("out_of_memory", None),
+    "config": ("invalid_hyperparameters", "hyperparameters"),
+    "internal": ("internal_error", None),
+}
+
+
+def job_error(code: str, message: str, param: str | None = None) -> dict:
+    return {"code": code, "message": message, "param": param}
+
+
+def error_from_status(status: dict | None, exit_code: int | None, log: Path) -> dict:
+    """The job error for a trainer that failed, from its status.json or, failing that, its exit."""
+    reported = (status or {}).get("error")
+    if reported:
+        code, param = TRAINER_ERRORS.get(reported.get("code"), ("internal_error", None))
+        return job_error(code, reported.get("message") or "training failed", param)
+    if exit_code is not None and exit_code < 0 and -exit_code == 9:
+        return job_error(
+            "out_of_memory",
+            "The trainer was killed with SIGKILL, most likely by the operating system for lack of memory.",
+        )
+    return job_error(
+        "internal_error",
+        f"The trainer exited with code {exit_code} without reporting an outcome. "
+        f"Last lines of its log:\n{_tail(log)}",
+    )
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def resolved_hyperparameters(home: Home, job: JobRecord) -> dict:
+    """The hyperparameters the trainer actually used, from its resolved RUN_DIR/config.yaml."""
+    try:
+        config = yaml.safe_load((home.run_dir(job.id) / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return job.hyperparameters
+    resolved = dict(job.hyperparameters)
+    for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
+        if config.get(key) not in (None, "auto"):
+            resolved[key] = config[key]
+    if job.method.get("type") == "dpo" and (config.get("dpo") or {}).get("beta") is not None:
+        resolved["beta"] = config["dpo"]["beta"]
+    return resolved
+
+
+def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:
+    """Register the final model (and its last checkpoint) and the results file; mark succeeded."""
+    final = home.run_dir(job.id) / "final"
+    name = fine_tuned_model_name(job)
+    now = int(time.time())
+    kind = model_kind(final)
+    result_file = _store_results_csv(home, job, now)
+    step = int(status.get("step") or status.get("total_steps") or 0)
+    has_checkpoint = any(c.step >= step for c in store.list_checkpoints(job.id, limit=1_000_000).items)
+    with store.transaction() as tx:
+        moved = move(
+            tx, job.id, ACTIVE, "succeeded",
+            fine_tuned_model=name,
+            result_files=[result_file.id] if result_file else [],
+            finished_at=now,
+            estimated_finish=None,
+            trainer_pid=None,
+            hyperparameters=resolved_hyperparameters(home, job),
+        )
+        if not moved:
+            return False
+        tx.add_model(ModelRecord(id=name, org=job.org, base=job.model, kind=kind, path=str(final),
+                                 created_at=now, job_id=job.id))
+        if not has_checkpoint and step:
+            # OpenAI lists the final step among the checkpoints; it is the final model itself.
+            ckpt = checkpoint_model_name(job, step)
+            tx.add_checkpoint(CheckpointRecord(
+                id=new_id("ftckpt_"), job_id=job.id, step=step, created_at=now, model=ckpt,
+                metrics=checkpoint_metrics(final), path=str(final),
+            ))
+            tx.add_model(ModelRecord(id=ckpt, org=job.org, base=job.model, kind=kind, path=str(final),
+                                     created_at=now, job_id=job.id, step=step))
+        if result_file:
+            tx.add_file(result_file)
+        tx.add_event(events.message(job.id, f"New fine-tuned model created: {name}"))
+        tx.add_event(events.message(job.id, "The job has successfully completed"))
+    return True
+
+
+def _store_results_csv(home: Home, job: JobRecord, now: int) -> FileRecord | None:
+    source = home.run_dir(job.id) / "results.csv"
+    if not source.is_file():
+        return None
+    file_id = new_id("file-")
+    target = home.file_path(file_id)
+    shutil.copyfile(source, target)
+    return FileRecord(
+        id=file_id, org=job.org, filename="step_metrics.csv", purpose="fine-tune-results",
+        bytes=target.stat().st_size, created_at=now, status="processed", path=str(target),
+    )
+
+
+def fail(store: Store, job: JobRecord, error: dict, sources=ACTIVE) -> bool:
+    with store.transaction() as tx:
+        moved = move(tx, job.id, sources, "failed", error=error, finished_at=int(time.time()),
+                     estimated_finish=None, trainer_pid=None)
+        if moved:
+            tx.add_event(events.message(job.id, f"Fine-tuning job failed: {error['message']}", level="error"))
+    return moved
+
+
+def pause(store: Store, job: JobRecord, step: int) -> bool:
+    with store.transaction() as tx:
+        moved = move(tx, job.id, ["pausing"], "paused", resume=True, trainer_pid=None, estimated_finish=None)
+        if moved:
+            tx.add_event(events.message(job.id, f"Fine-tuning job paused at step {step}"))
+    return moved
+
+
+def requeue(store: Store, job: JobRecord, *, resume: bool, reason: str) -> bool:
+    """Put a job whose trainer stopped unexpectedly back at its place in the queue."""
+    with store.transaction() as tx:
+        moved = move(tx, job.id, ACTIVE, "queued", resume=resume, trainer_pid=None, estimated_finish=None)
+        if moved:
+            tx.add_event(events.message(job.id, reason, level="warn"))
+    return moved
+
+
+def note_stopped_after_cancel(store: Store, job: JobRecord, step: int) -> None:
+    with store.transaction() as tx:
+        tx.update_job(job.id, trainer_pid=None, estimated_finish=None)
+        tx.add_event(events.message(job.id, f"Training stopped at step {step} after the job was cancelled"))

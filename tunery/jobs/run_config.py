@@ -1,0 +1,43 @@
+"""OpenAI's job fields → a `tunery train` run config (the keys of `tunery.config.RunConfig`).
+
+    method.type supervised | dpo            → method: sft | dpo
+    hyperparameters.n_epochs, batch_size    → n_epochs, batch_size ("auto" passes through)
+    hyperparameters.learning_rate_multiplier→ learning_rate_multiplier ("auto" → unset)
+    dpo hyperparameters.beta                → dpo.beta ("auto" → unset: the trainer's default)
+    method.<type>.tunery                    → merged as is (adapter, lora, max_steps, ...)
+
+A pure function, so the mapping is tested without a server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunery.config import merge
+
+METHODS = {"supervised": "sft", "dpo": "dpo"}
+
+
+def build_run_config(
+    *, method: dict, seed: int, model: str, data: Path, validation: Path | None, output: Path
+) -> dict:
+    """The run config dict for a job whose (normalised) `method` is `{type, <type>: {...}}`."""
+    kind = method["type"]
+    block = method[kind]
+    hp = block["hyperparameters"]
+    config: dict = {
+        "model": model,
+        "data": str(data),
+        "output": str(output),
+        "method": METHODS[kind],
+        "seed": seed,
+        "n_epochs": hp["n_epochs"],
+        "batch_size": hp["batch_size"],
+    }
+    if validation is not None:
+        config["validation"] = str(validation)
+    if hp["learning_rate_multiplier"] != "auto":
+        config["learning_rate_multiplier"] = hp["learning_rate_multiplier"]
+    if kind == "dpo" and hp.get("beta", "auto") != "auto":
+        config["dpo"] = {"beta": hp["beta"]}
+    return merge(config, block.get("tunery") or {})

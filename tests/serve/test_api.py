@@ -1,0 +1,234 @@
+"""The API without training (workers=0): files, auth and isolation, job requests, models, chat on a base."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from conftest import KEYS  # noqa: F401  (tests/serve/conftest.py)
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(make_server):
+    return make_server(workers=0, args=["--max-upload-mb", "1"])
+
+
+@pytest.fixture(scope="module")
+def alpha(server):
+    return server.client("sk-alpha")
+
+
+@pytest.fixture(scope="module")
+def beta(server):
+    return server.client("sk-beta")
+
+
+@pytest.fixture(scope="module")
+def training_file(alpha, chat_data):
+    return alpha.files.create(file=chat_data[0].open("rb"), purpose="fine-tune")
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def test_a_valid_training_file_is_processed_and_served_back(alpha, training_file, chat_data):
+    assert training_file.status == "processed" and training_file.status_details is None
+    assert training_file.id.startswith("file-") and training_file.filename == "train.jsonl"
+    assert training_file.bytes == chat_data[0].stat().st_size
+    assert alpha.files.retrieve(training_file.id) == training_file
+    assert alpha.files.content(training_file.id).content == chat_data[0].read_bytes()
+
+
+def test_a_malformed_file_ends_in_error_naming_its_lines(alpha, tmp_path):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    lines = [json.dumps(good), "this is not json", json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
+             *[json.dumps(good).replace("hi", f"hi {i}") for i in range(10)]]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    uploaded = alpha.files.create(file=path.open("rb"), purpose="fine-tune")
+    assert uploaded.status == "error"
+    assert "line 2" in uploaded.status_details and "line 3" in uploaded.status_details
+    # A job cannot be created on it; the error repeats the lines.
+    with pytest.raises(openai.BadRequestError, match="line 2"):
+        alpha.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id)
+
+
+def test_files_paginate_with_after_and_order(alpha, tmp_path):
+    ids = []
+    for i in range(3):
+        (tmp_path / f"n{i}.txt").write_text(f"note {i}")
+        ids.append(alpha.files.create(file=(tmp_path / f"n{i}.txt").open("rb"), purpose="user_data").id)
+    page = alpha.files.list(purpose="user_data", limit=2)
+    assert [f.id for f in page.data] == ids[::-1][:2] and page.has_more
+    assert [f.id for f in page.get_next_page().data] == ids[:1]
+    assert [f.id for f in alpha.files.list(purpose="user_data", limit=2, order="asc")] == ids  # auto-paging
+
+
+def test_uploads_over_the_limit_are_refused(alpha, tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"x" * (MiB + MiB // 2))
+    with pytest.raises(openai.APIStatusError) as err:
+        alpha.files.create(file=path.open("rb"), purpose="fine-tune")
+    assert err.value.status_code == 413
+
+
+def test_a_client_filename_is_never_used_as_a_path(alpha, server, tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("payload")
+    uploaded = alpha.files.create(file=("../../escape.txt", path.open("rb")), purpose="user_data")
+    assert uploaded.filename == "../../escape.txt"
+    assert (server.home / "files" / uploaded.id).read_text() == "payload"
+    assert not (server.home.parent / "escape.txt").exists() and not (server.home / "escape.txt").exists()
+
+
+def test_delete_removes_the_file(alpha, tmp_path):
+    path = tmp_path / "gone.txt"
+    path.write_text("bye")
+    uploaded = alpha.files.create(file=path.open("rb"), purpose="user_data")
+    assert alpha.files.delete(uploaded.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        alpha.files.retrieve(uploaded.id)
+
+
+# -- auth and isolation ------------------------------------------------------------------------
+
+
+def test_requests_without_a_valid_key_get_401(server):
+    response = httpx.get(f"{server.base_url}/files")
+    assert response.status_code == 401
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.AuthenticationError):
+        server.client("sk-wrong").models.list()
+
+
+def test_another_organisation_sees_404_for_files_and_jobs(alpha, beta, training_file):
+    job = alpha.fine_tuning.jobs.create(model="tiny", training_file=training_file.id)
+    for call in (lambda: beta.files.retrieve(training_file.id), lambda: beta.files.content(training_file.id),
+                 lambda: beta.files.delete(training_file.id), lambda: beta.fine_tuning.jobs.retrieve(job.id),
+                 lambda: beta.fine_tuning.jobs.cancel(job.id), lambda: beta.fine_tuning.jobs.list_events(job.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert training_file.id not in [f.id for f in beta.files.list()]
+    assert job.id not in [j.id for j in beta.fine_tuning.jobs.list()]
+    # Nor can it train on another organisation's file.
+    with pytest.raises(openai.BadRequestError, match="no such file"):
+        beta.fine_tuning.jobs.create(model="tiny", training_file=training_file.id)
+    alpha.fine_tuning.jobs.cancel(job.id)
+
+
+# -- job requests (no worker runs them here) ---------------------------------------------------
+
+
+def test_job_creation_validates_the_request(alpha, training_file):
+    jobs = alpha.fine_tuning.jobs
+    cases = [
+        ({"method": {"type": "reinforcement", "reinforcement": {}}}, "not supported yet"),
+        ({"model": "gpt-4o-mini"}, "not available"),
+        ({"method": {"type": "supervised", "supervised": {"tunery": {"model": "x"}}}}, "cannot be set"),
+        ({"method": {"type": "supervised", "supervised": {"tunery": {"lora": {"r": 0}}}}}, "lora.r"),
+        ({"method": {"type": "supervised", "supervised": {"tunery": {"no_such_key": 1}}}}, "unknown key"),
+        ({"suffix": "has:colon"}, "suffix"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "16"),
+        ({"hyperparameters": {"n_epochs": 2},
+          "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}}, "not both"),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "n_epochs"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(openai.BadRequestError, match=message) as err:
+            jobs.create(**{"model": "tiny", "training_file": training_file.id, **extra})
+        assert err.value.body["message"]
+
+
+def test_job_states_pagination_and_metadata_filter(alpha, training_file):
+    created = [
+        alpha.fine_tuning.jobs.create(
+            model="tiny", training_file=training_file.id, suffix="pg", seed=5,
+            metadata={"batch": "pagination", "i": str(i)},
+            hyperparameters={"n_epochs": 2},  # the deprecated field still works
+        )
+        for i in range(3)
+    ]
+    first = created[0]
+    assert first.status == "validating_files" and first.seed == 5
+    assert first.hyperparameters.n_epochs == 2 and first.method.type == "supervised"
+    assert first.hyperparameters.batch_size == "auto"
+    page = alpha.fine_tuning.jobs.list(limit=2, metadata={"batch": "pagination"})
+    assert [j.id for j in page.data] == [created[2].id, created[1].id] and page.has_more
+    assert [j.id for j in page.get_next_page().data] == [first.id]
+    assert [j.id for j in alpha.fine_tuning.jobs.list(metadata={"i": "1"})] == [created[1].id]
+
+    with pytest.raises(openai.ConflictError, match="cannot be paused"):
+        alpha.fine_tuning.jobs.pause(first.id)
+    with pytest.raises(openai.ConflictError, match="cannot be resumed"):
+        alpha.fine_tuning.jobs.resume(first.id)
+    cancelled = alpha.fine_tuning.jobs.cancel(first.id)
+    assert cancelled.status == "cancelled" and cancelled.error.code == "cancelled" and cancelled.finished_at
+    with pytest.raises(openai.ConflictError):
+        alpha.fine_tuning.jobs.cancel(first.id)
+    messages = [e.message for e in alpha.fine_tuning.jobs.list_events(first.id)]
+    assert messages[0] == "Fine-tuning job cancelled" and messages[-1].startswith("Created fine-tuning job")
+    for job in created[1:]:
+        alpha.fine_tuning.jobs.cancel(job.id)
+
+
+# -- models and chat on a base model -----------------------------------------------------------
+
+
+def test_models_list_the_configured_bases(alpha):
+    ids = [m.id for m in alpha.models.list()]
+    assert "tiny" in ids and "smollm2-135m-instruct" in ids
+    assert alpha.models.retrieve("tiny").owned_by == "tunery"
+    with pytest.raises(openai.PermissionDeniedError):
+        alpha.models.delete("tiny")
+    with pytest.raises(openai.NotFoundError):
+        alpha.models.retrieve("ft:tiny:org-beta::nope")
+
+
+def test_chat_on_a_base_model_streams_what_it_returns(alpha):
+    request = dict(model="tiny", messages=[{"role": "user", "content": "hello world"}], max_tokens=12, temperature=0)
+    reply = alpha.chat.completions.create(**request)
+    assert reply.object == "chat.completion" and reply.choices[0].finish_reason in ("stop", "length")
+    usage = reply.usage
+    assert usage.completion_tokens <= 12 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    chunks = list(alpha.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == reply.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage.total_tokens == usage.total_tokens and chunks[-1].choices == []
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [reply.choices[0].finish_reason]
+
+
+def test_chat_sampling_options(alpha):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    two = alpha.chat.completions.create(model="tiny", messages=messages, n=2, max_completion_tokens=5, temperature=0)
+    assert [c.index for c in two.choices] == [0, 1]
+    assert two.choices[0].message.content == two.choices[1].message.content  # greedy twice
+    assert two.usage.completion_tokens <= 10
+    sample = dict(model="tiny", messages=messages, max_tokens=24, temperature=1.0, top_p=0.95, seed=3)
+    texts = [alpha.chat.completions.create(**sample).choices[0].message.content for _ in range(2)]
+    assert texts[0] == texts[1]  # the same seed, the same sample
+    # Stop at an ASCII pair that first occurs mid-text: the answer is cut just before it.
+    text = texts[0]
+    cut = next(i for i in range(2, len(text) - 1)
+               if text[i:i + 2].isascii() and text[i:i + 2].isalnum() and text.index(text[i:i + 2]) == i)
+    stopped = alpha.chat.completions.create(**sample, stop=[text[cut:cut + 2]])
+    assert stopped.choices[0].message.content == text[:cut]
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_chat_errors_are_openai_shaped(alpha):
+    with pytest.raises(openai.NotFoundError) as missing:
+        alpha.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.body["code"] == "model_not_found"
+    long_prompt = "the quick brown fox " * 400  # the tiny model has a 512-token context
+    with pytest.raises(openai.BadRequestError) as too_long:
+        alpha.chat.completions.create(model="tiny", messages=[{"role": "user", "content": long_prompt}])
+    assert too_long.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        alpha.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=3)

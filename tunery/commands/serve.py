@@ -1,0 +1,105 @@
+"""`tunery serve`: the OpenAI-compatible API plus a worker process that runs fine-tuning jobs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Serve the OpenAI-compatible API (files, fine-tuning jobs, models, chat) and run jobs."
+EXAMPLES = """\
+  tunery serve                                   # loopback only, no keys, home ~/.cache/tunery/server
+  TUNERY_API_KEYS="sk-a=org-a,sk-b=org-b" tunery serve --host 0.0.0.0 --port 8000
+  tunery serve --home ./server --workers 2 --model tiny=./models/tiny
+  tunery serve --config server.yaml              # api_keys, models, max_upload_bytes, adapter_cache_size, ...
+
+  Then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="sk-a")
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--home", type=Path, help="state directory: store, files, job runs (default $TUNERY_HOME/server)")
+    parser.add_argument("--workers", type=int, default=1, help="fine-tuning jobs run at once; 0 = API only (default 1)")
+    parser.add_argument("--config", type=Path, help="server settings YAML (api_keys, models, limits)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=REF",
+                        help="offer a base model under NAME (repeatable); REF as for `tunery train --model`")
+    parser.add_argument("--max-upload-mb", type=int, help="largest accepted upload, in MiB (default 512)")
+    parser.add_argument("--adapter-cache", type=int, help="LoRA adapters kept loaded per base (default 8)")
+    parser.add_argument("--device", help="where chat models run: auto, cpu, cuda (default auto)")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from tunery.errors import TuneryError
+    from tunery.serve.settings import LOCAL_ORG, load_settings
+
+    models = {}
+    for pair in args.model:
+        name, sep, ref = pair.partition("=")
+        if not sep or not name or not ref:
+            raise TuneryError(f"--model {pair!r} is not NAME=REF", hint="--model tiny=./models/tiny")
+        models[name] = ref
+    if args.workers < 0:
+        raise TuneryError("--workers must be 0 or more")
+    settings = load_settings(
+        args.config, home=args.home, models=models, device=args.device,
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024 if args.max_upload_mb else None,
+        adapter_cache_size=args.adapter_cache,
+    )
+    if settings.local_mode and not is_loopback(args.host):
+        raise TuneryError(
+            f"refusing to listen on {args.host} without API keys: anyone who can reach it could use it",
+            hint='set TUNERY_API_KEYS="key1=org1,key2=org2" (or api_keys in --config), or use --host 127.0.0.1',
+        )
+    import uvicorn
+
+    from tunery.serve.app import create_app
+
+    app = create_app(settings)
+    print(f"tunery serve: http://{args.host}:{args.port}/v1  home {settings.home}  "
+          f"models {', '.join(settings.models)}  job slots {args.workers}", file=sys.stderr, flush=True)
+    if settings.local_mode:
+        print(f"no API keys configured: listening on loopback only; every request acts as organisation "
+              f"{LOCAL_ORG!r}. Set TUNERY_API_KEYS=\"key=org,...\" to require keys.", file=sys.stderr, flush=True)
+    worker = _start_worker(settings.home, args.workers) if args.workers else None
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    finally:
+        if worker is not None:
+            _stop_worker(worker)
+    return 0
+
+
+def _start_worker(home: Path, slots: int):
+    import sys
+
+    from tunery.jobs.trainer_process import spawn_with_parent_death_signal
+
+    # A separate process: training never runs inside the API process, and a crashing trainer
+    # cannot take the API down. If this process dies, the worker gets SIGTERM from the kernel.
+    return spawn_with_parent_death_signal(
+        [sys.executable, "-m", "tunery", "jobs", "worker", "--home", str(home), "--workers", str(slots)]
+    )
+
+
+def _stop_worker(worker) -> None:
+    import signal
+    import sys
+
+    if worker.poll() is None:
+        print("waiting for running jobs to checkpoint...", file=sys.stderr, flush=True)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait()

@@ -1,0 +1,5 @@
+"""The OpenAI-compatible HTTP server: files, fine-tuning jobs, models and chat completions.
+
+`app.create_app(settings)` builds the FastAPI app; route modules under `routes/` mirror the
+URL paths (`/v1/files` → routes/files.py), wire types under `types/` mirror openai-python.
+"""

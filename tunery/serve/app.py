@@ -1,0 +1,61 @@
+"""The FastAPI application: wiring of settings, store, catalog, engine and the `/v1` routes."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+
+from tunery.jobs.layout import Home
+from tunery.serve.catalog import Catalog
+from tunery.serve.engine import ChatEngine
+from tunery.serve.errors import install_error_handlers
+from tunery.serve.settings import ServerSettings
+from tunery.store import Store, open_store
+
+
+@dataclass
+class Server:
+    """What every route needs; one per app, at `app.state.server`."""
+
+    settings: ServerSettings
+    home: Home
+    store: Store
+    catalog: Catalog
+    engine: ChatEngine
+
+
+def server_of(request: Request) -> Server:
+    return request.app.state.server
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    from tunery import __version__
+    from tunery.serve.routes import chat_completions, files, fine_tuning_jobs, models
+
+    home = Home.at(settings.home)
+    store = open_store(home.db)
+    engine = ChatEngine(
+        device=settings.device,
+        base_cache_size=settings.base_cache_size,
+        adapter_cache_size=settings.adapter_cache_size,
+        max_batch_size=settings.max_batch_size,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.stop()
+
+    app = FastAPI(title="tunery", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.server = Server(settings, home, store, Catalog(settings, store), engine)
+    install_error_handlers(app)
+    for module in (files, fine_tuning_jobs, models, chat_completions):
+        app.include_router(module.router, prefix="/v1")
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict:
+        return {"status": "ok"}
+
+    return app

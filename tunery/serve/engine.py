@@ -1,0 +1,298 @@
+"""Chat generation for the server: one worker thread, a fair queue, micro-batches, cached models.
+
+Requests never run on the event loop. They wait in one FIFO queue; the generation thread takes
+the oldest, adds every queued request it can run in the same forward passes (same base model,
+same sampling settings, no per-request seed), and generates them together. Requests on
+different LoRA adapters of one base batch too: peft applies each row's adapter (`adapter_names`).
+
+Loaded weights are two LRU caches: base models (`base_cache_size`) and, per base, adapters
+(`adapter_cache_size`). A model that finished training a second ago is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunery.serve.catalog import ServedModel
+from tunery.serve.decoding import TextStream
+
+log = logging.getLogger("tunery.serve")
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def batch_key(self):
+        """Requests with equal keys can share a batch; None means this one runs alone."""
+        if self.seed is not None:
+            return None  # a seed promises a reproducible answer, which batch-mates would change
+        return ("greedy",) if self.temperature == 0 else (self.temperature, self.top_p)
+
+
+@dataclass
+class ChatJob:
+    """One chat request: `n` completions of one prompt. Results arrive through `emit`:
+
+    ("delta", index, text) · ("finish", index, finish_reason) · ("done", usage dict) · ("error", exception)
+    """
+
+    model: ServedModel
+    prompt: list[int]
+    max_tokens: int
+    emit: Callable[[tuple], None]
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    sampling: Sampling = field(default_factory=Sampling)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Row:
+    """One completion being generated in the current batch."""
+
+    job: ChatJob
+    index: int
+    stream: TextStream
+    finish_reason: str | None = None
+
+    def finish(self, reason: str) -> None:
+        if self.finish_reason is None:
+            self.finish_reason = reason
+            tail = self.stream.finish()
+            if tail:
+                self.job.emit(("delta", self.index, tail))
+            self.job.emit(("finish", self.index, reason))
+
+
+class _RowStreamer:
+    """transformers streamer: routes each step's new token of every row to that row."""
+
+    def __init__(self, rows: list[_Row], stop_ids: frozenset[int]):
+        self.rows = rows
+        self.stop_ids = stop_ids
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first hands over the prompt itself
+            self.prompt_seen = True
+            return
+        for row, token in zip(self.rows, value.tolist()):
+            if row.finish_reason is not None:
+                continue
+            if token in self.stop_ids:
+                row.finish("stop")
+                continue
+            delta = row.stream.push(token)
+            if delta:
+                row.job.emit(("delta", row.index, delta))
+            if row.stream.stopped:
+                row.finish("stop")
+            elif len(row.stream.ids) >= row.job.max_tokens:
+                row.finish("length")
+
+    def end(self) -> None:
+        pass
+
+
+def _row_stopping(rows: list[_Row]):
+    """Stopping criterion: a row is done when it finished or its client went away."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class RowsDone(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            done = [r.finish_reason is not None or r.job.cancelled.is_set() for r in rows]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return RowsDone()
+
+
+def pick_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ChatEngine:
+    def __init__(self, *, device: str = "auto", base_cache_size: int = 2, adapter_cache_size: int = 8,
+                 max_batch_size: int = 8):
+        self.device_setting = device
+        self.base_cache_size = base_cache_size
+        self.adapter_cache_size = adapter_cache_size
+        self.max_batch_size = max_batch_size
+        self._queue: deque[ChatJob] = deque()
+        self._forget: set[Path] = set()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._bases: OrderedDict[Path, object] = OrderedDict()  # base dir → Generator
+        self._adapters: dict[Path, OrderedDict[Path, str]] = {}  # base dir → adapter dir → adapter name
+        self._adapter_ids = 0
+        self._thread: threading.Thread | None = None
+
+    # -- called from request handlers -----------------------------------------------------------
+
+    def submit(self, job: ChatJob) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="tunery-generate", daemon=True)
+                self._thread.start()
+            self._queue.append(job)
+            self._cond.notify()
+
+    def forget(self, path: Path) -> None:
+        """Unload a deleted model's weights (done by the generation thread between batches)."""
+        with self._cond:
+            self._forget.add(Path(path).resolve())
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # -- the generation thread ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._forget and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    for job in self._queue:
+                        job.emit(("error", RuntimeError("the server is shutting down")))
+                    return
+                forget, self._forget = self._forget, set()
+                batch = self._take_batch() if self._queue else []
+            for path in forget:
+                self._unload(path)
+            if batch:
+                try:
+                    self._generate(batch)
+                except Exception as exc:  # one bad batch must not kill the thread
+                    log.exception("generation failed")
+                    for job in batch:
+                        job.emit(("error", exc))
+
+    def _take_batch(self) -> list[ChatJob]:
+        """The oldest request, plus queued ones that can share its forward passes."""
+        head = self._queue.popleft()
+        batch, rows, key = [head], head.n, head.sampling.batch_key()
+        if key is None:
+            return batch
+        for job in list(self._queue):
+            if rows + job.n > self.max_batch_size:
+                break
+            if job.model.base_dir == head.model.base_dir and job.sampling.batch_key() == key:
+                self._queue.remove(job)
+                batch.append(job)
+                rows += job.n
+        return batch
+
+    def _generator(self, base_dir: Path):
+        from tunery.inference import Generator
+
+        if base_dir in self._bases:
+            self._bases.move_to_end(base_dir)
+            return self._bases[base_dir]
+        if len(self._bases) >= self.base_cache_size:
+            old, _ = self._bases.popitem(last=False)
+            self._adapters.pop(old, None)
+            log.info("unloaded base model %s", old)
+        device = pick_device(self.device_setting)
+        dtype = None
+        if device.startswith("cuda"):
+            import torch
+
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        generator = Generator(base_dir, device=device, dtype=dtype)
+        self._bases[base_dir] = generator
+        self._adapters[base_dir] = OrderedDict()
+        log.info("loaded base model %s on %s", base_dir, device)
+        return generator
+
+    def _adapter(self, generator, base_dir: Path, adapter_dir: Path) -> str:
+        loaded = self._adapters[base_dir]
+        if adapter_dir in loaded:
+            loaded.move_to_end(adapter_dir)
+            return loaded[adapter_dir]
+        self._adapter_ids += 1
+        name = f"adapter{self._adapter_ids}"
+        generator.add_adapter(name, adapter_dir)
+        loaded[adapter_dir] = name
+        # Evict after adding: peft cannot go back to a model with no adapter at all.
+        while len(loaded) > self.adapter_cache_size:
+            old_dir, old_name = loaded.popitem(last=False)
+            generator.remove_adapter(old_name)
+            log.info("unloaded adapter %s", old_dir)
+        return name
+
+    def _unload(self, path: Path) -> None:
+        if path in self._bases:
+            del self._bases[path]
+            self._adapters.pop(path, None)
+        for base_dir, loaded in self._adapters.items():
+            # peft cannot drop a model's last adapter; an unreachable one ages out of the LRU instead.
+            if path in loaded and len(loaded) > 1:
+                self._bases[base_dir].remove_adapter(loaded.pop(path))
+
+    def _generate(self, batch: list[ChatJob]) -> None:
+        import torch
+
+        base_dir = batch[0].model.base_dir
+        generator = self._generator(base_dir)
+        names = [self._adapter(generator, base_dir, j.model.adapter_dir) if j.model.adapter_dir else None
+                 for j in batch]
+        tok = generator.tokenizer
+        rows, prompts, row_names = [], [], []
+        for job, name in zip(batch, names):
+            for index in range(job.n):
+                rows.append(_Row(job, index, TextStream(tok.decode, job.stop)))
+                prompts.append(job.prompt)
+                row_names.append(name or BASE)
+        width = max(len(p) for p in prompts)
+        pad = tok.pad_id
+        device = generator.device
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        sampling = batch[0].sampling
+        if sampling.temperature > 0:
+            options = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        else:
+            options = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if generator.adapters:
+            options["adapter_names"] = row_names  # per-row adapters; BASE rows get none
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        from transformers import StoppingCriteriaList
+
+        with torch.inference_mode():
+            generator.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max(j.max_tokens for j in batch),
+                eos_token_id=sorted(tok.stop_ids),
+                pad_token_id=pad,
+                streamer=_RowStreamer(rows, tok.stop_ids),
+                stopping_criteria=StoppingCriteriaList([_row_stopping(rows)]),
+                **options,
+            )
+        for row in rows:
+            row.finish("length" if len(row.stream.ids) >= row.job.max_tokens else "stop")
+        for job in batch:
+            completion = sum(len(r.stream.ids) for r in rows if r.job is job)
+            job.emit(("done", {"prompt_tokens": len(job.prompt), "completion_tokens": completion,
+                               "total_tokens": len(job.prompt) + completion}))

@@ -1,0 +1,1 @@
+"""One module per URL prefix under /v1: files, fine_tuning/jobs, models, chat/completions."""

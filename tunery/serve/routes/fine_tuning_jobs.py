@@ -1,0 +1,219 @@
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events, checkpoints.
+
+The API never trains: it validates the request, writes the job's run config and a
+`validating_files` row, and changes statuses. The worker process does the rest.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
+
+from tunery.jobs import events
+from tunery.jobs.run_config import build_run_config
+from tunery.jobs.states import move, sources_of
+from tunery.serve.app import Server, server_of
+from tunery.serve.auth import current_org
+from tunery.serve.errors import APIError, not_found
+from tunery.serve.types.fine_tuning import (
+    DpoMethod,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+    JobCreateRequest,
+    SupervisedMethod,
+)
+from tunery.serve.types.shared import CursorPage
+from tunery.store import JobRecord
+from tunery.store.ids import new_id
+from tunery.store.records import UnknownCursor
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+def normalise_method(body: JobCreateRequest) -> dict:
+    """`{type, <type>: {hyperparameters: {...all keys...}, tunery: {...}}}` from the request.
+
+    The deprecated top-level `hyperparameters` means a supervised job with those values.
+    """
+    if body.method is None:
+        block = SupervisedMethod(hyperparameters=body.hyperparameters) if body.hyperparameters else SupervisedMethod()
+        return {"type": "supervised", "supervised": block.model_dump(mode="json")}
+    kind = body.method.type
+    if kind == "reinforcement":
+        raise APIError(400, "method 'reinforcement' is not supported yet; use 'supervised' or 'dpo'",
+                       param="method.type", code="unsupported_method")
+    other = "dpo" if kind == "supervised" else "supervised"
+    if getattr(body.method, other) is not None:
+        raise APIError(400, f"method.{other} is given but method.type is {kind!r}", param=f"method.{other}")
+    block = getattr(body.method, kind) or (SupervisedMethod() if kind == "supervised" else DpoMethod())
+    if body.hyperparameters is not None:
+        if kind != "supervised" or "hyperparameters" in block.model_fields_set:
+            raise APIError(400, "give hyperparameters either in method.<type>.hyperparameters or in the deprecated "
+                                "top-level field (supervised jobs only), not both", param="hyperparameters")
+        block = block.model_copy(update={"hyperparameters": body.hyperparameters})
+    return {"type": kind, kind: block.model_dump(mode="json")}
+
+
+def _usable_file(server: Server, file_id: str, org: str, param: str) -> Path:
+    record = server.store.get_file(file_id, org)
+    if record is None:
+        raise APIError(400, f"invalid {param}: no such file {file_id}", param=param, code=f"invalid_{param}")
+    if record.purpose != "fine-tune":
+        raise APIError(400, f"invalid {param}: file {file_id} has purpose {record.purpose!r}; "
+                            "upload it with purpose 'fine-tune'", param=param, code=f"invalid_{param}")
+    if record.status == "error":
+        raise APIError(400, f"invalid {param}: file {file_id} failed validation: {record.status_details}",
+                       param=param, code=f"invalid_{param}")
+    return Path(record.path)
+
+
+def _check_run_config(config: dict, kind: str) -> None:
+    from tunery.config import RunConfig, describe_errors
+
+    try:
+        RunConfig.model_validate(config)
+    except ValidationError as exc:
+        raise APIError(400, describe_errors(exc, f"method.{kind}.tunery / hyperparameters").replace("\n", ";"),
+                       param=f"method.{kind}") from None
+
+
+@router.post("", response_model=FineTuningJob)
+def create_job(body: JobCreateRequest, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
+    server = server_of(request)
+    method = normalise_method(body)
+    if body.integrations:
+        raise APIError(400, "integrations are not supported: tunery runs offline", param="integrations")
+    if body.model not in server.settings.models:
+        raise APIError(400, f"model {body.model!r} is not available for fine-tuning here; available: "
+                            f"{sorted(server.settings.models)}", param="model", code="model_not_available")
+    data = _usable_file(server, body.training_file, org, "training_file")
+    validation = _usable_file(server, body.validation_file, org, "validation_file") if body.validation_file else None
+
+    job_id = new_id("ftjob-")
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    config = build_run_config(method=method, seed=seed, model=server.settings.models[body.model], data=data,
+                              validation=validation, output=server.home.run_dir(job_id))
+    _check_run_config(config, method["type"])
+    _write_config(server.home.job_config(job_id), config)
+
+    hyperparameters = dict(method[method["type"]]["hyperparameters"])
+    record = JobRecord(
+        id=job_id, org=org, model=body.model, training_file=body.training_file, status="validating_files",
+        created_at=int(time.time()), seed=seed, method=method, hyperparameters=hyperparameters,
+        validation_file=body.validation_file, suffix=body.suffix or None, metadata=body.metadata,
+    )
+    with server.store.transaction() as tx:
+        tx.add_job(record)
+        tx.add_event(events.message(job_id, f"Created fine-tuning job: {job_id}"))
+        tx.add_event(events.message(job_id, f"Validating training file: {body.training_file}"
+                                    + (f" and validation file: {body.validation_file}" if body.validation_file else "")))
+    return FineTuningJob.of(record)
+
+
+def _write_config(path: Path, config: dict) -> None:
+    import yaml
+
+    from tunery.train.rundir import atomic_write
+
+    atomic_write(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def _metadata_filter(request: Request) -> dict[str, str]:
+    """`metadata[key]=value` query pairs, as the client sends a metadata filter."""
+    found = {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            found[key[len("metadata[") : -1]] = value
+        elif key == "metadata":
+            raise APIError(400, "filter metadata as metadata[key]=value", param="metadata")
+    return found
+
+
+@router.get("", response_model=CursorPage[FineTuningJob])
+def list_jobs(request: Request, org: str = Depends(current_org), after: str | None = None,
+              limit: int = Query(20, ge=1, le=100)) -> CursorPage[FineTuningJob]:
+    store = server_of(request).store
+    try:
+        page = store.list_jobs(org, after=after, limit=limit, metadata=_metadata_filter(request))
+    except UnknownCursor:
+        raise not_found("fine-tuning job", after, param="after") from None
+    return CursorPage.of([FineTuningJob.of(j) for j in page.items], page.has_more)
+
+
+def _own_job(request: Request, job_id: str, org: str) -> JobRecord:
+    job = server_of(request).store.get_job(job_id, org)
+    if job is None:
+        raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
+    return job
+
+
+@router.get("/{job_id}", response_model=FineTuningJob)
+def retrieve_job(job_id: str, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
+    return FineTuningJob.of(_own_job(request, job_id, org))
+
+
+def _transition(request: Request, job_id: str, org: str, target: str, verb: str, message: str, **fields) -> FineTuningJob:
+    job = _own_job(request, job_id, org)
+    store = server_of(request).store
+    allowed = sources_of(target)
+    with store.transaction() as tx:
+        moved = move(tx, job_id, allowed, target, **fields)
+        if moved:
+            tx.add_event(events.message(job_id, message))
+    if not moved:
+        current = store.get_job(job_id).status
+        raise APIError(409, f"job {job_id} is {current} and cannot be {verb}; "
+                            f"only jobs that are {' or '.join(sorted(allowed))} can", code="invalid_job_state")
+    return FineTuningJob.of(store.get_job(job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=FineTuningJob)
+def cancel_job(job_id: str, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
+    now = int(time.time())
+    error = {"code": "cancelled", "message": "The job was cancelled.", "param": None}
+    return _transition(request, job_id, org, "cancelled", "cancelled", "Fine-tuning job cancelled",
+                       error=error, finished_at=now, estimated_finish=None)
+
+
+@router.post("/{job_id}/pause", response_model=FineTuningJob)
+def pause_job(job_id: str, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
+    return _transition(request, job_id, org, "pausing", "paused",
+                       "Pausing fine-tuning job: the trainer will checkpoint and stop")
+
+
+@router.post("/{job_id}/resume", response_model=FineTuningJob)
+def resume_job(job_id: str, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
+    job = _own_job(request, job_id, org)
+    if job.status != "paused":  # `queued` is also reached from validating_files and running
+        raise APIError(409, f"job {job_id} is {job.status} and cannot be resumed; only paused jobs can",
+                       code="invalid_job_state")
+    return _transition(request, job_id, org, "queued", "resumed", "Fine-tuning job resumed: queued to continue "
+                       "from its last checkpoint", resume=True)
+
+
+@router.get("/{job_id}/events", response_model=CursorPage[FineTuningJobEvent])
+def list_events(job_id: str, request: Request, org: str = Depends(current_org), after: str | None = None,
+                limit: int = Query(20, ge=1, le=1000)) -> CursorPage[FineTuningJobEvent]:
+    _own_job(request, job_id, org)
+    try:
+        page = server_of(request).store.list_events(job_id, after=after, limit=limit)
+    except UnknownCursor:
+        raise not_found("event", after, param="after") from None
+    return CursorPage.of([FineTuningJobEvent.of(e) for e in page.items], page.has_more)
+
+
+@router.get("/{job_id}/checkpoints", response_model=CursorPage[FineTuningJobCheckpoint])
+def list_checkpoints(job_id: str, request: Request, org: str = Depends(current_org), after: str | None = None,
+                     limit: int = Query(10, ge=1, le=100)) -> CursorPage[FineTuningJobCheckpoint]:
+    _own_job(request, job_id, org)
+    try:
+        page = server_of(request).store.list_checkpoints(job_id, after=after, limit=limit)
+    except UnknownCursor:
+        raise not_found("checkpoint", after, param="after") from None
+    return CursorPage.of([FineTuningJobCheckpoint.of(c) for c in page.items], page.has_more)
+

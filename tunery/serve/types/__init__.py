@@ -1,0 +1,1 @@
+"""Wire types: pydantic models mirroring openai-python's `types/`, with `Literal` statuses."""

@@ -1,0 +1,200 @@
+"""Fine-tuning jobs, as openai-python's `types/fine_tuning/` (job, event, checkpoint, create params).
+
+The request side rejects what tunery cannot honour instead of ignoring it. `method.<type>.tunery`
+is tunery's extension block for settings OpenAI has no field for: any `tunery train` config key
+(`adapter: lora|full`, `lora: {r, alpha, ...}`, `max_steps`, `max_seq_len`, ...) except the ones
+the request already sets through OpenAI's own fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from tunery.store import CheckpointRecord, EventRecord, JobRecord
+
+Auto = Literal["auto"]
+# These come from OpenAI's fields (or from the server); the extension block may not set them.
+RESERVED_RUN_KEYS = frozenset(
+    {"model", "data", "validation", "output", "method", "seed", "n_epochs", "batch_size", "learning_rate_multiplier"}
+)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SupervisedHyperparameters(_Request):
+    n_epochs: Union[Auto, PositiveInt] = "auto"
+    batch_size: Union[Auto, PositiveInt] = "auto"
+    learning_rate_multiplier: Union[Auto, PositiveFloat] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_auto(cls, data):
+        # The client sends null for a field it was given as None: OpenAI treats that as "auto".
+        return {k: ("auto" if v is None else v) for k, v in data.items()} if isinstance(data, dict) else data
+
+
+class DpoHyperparameters(SupervisedHyperparameters):
+    beta: Union[Auto, PositiveFloat] = "auto"
+
+
+class _MethodBlock(_Request):
+    tunery: dict[str, Any] = Field(default_factory=dict, description="tunery extension: `tunery train` config keys")
+
+    @field_validator("tunery")
+    @classmethod
+    def _not_reserved(cls, value: dict) -> dict:
+        clash = sorted(RESERVED_RUN_KEYS & set(value))
+        if clash:
+            raise ValueError(f"{clash} cannot be set in the tunery block; use the OpenAI fields for them")
+        return value
+
+
+class SupervisedMethod(_MethodBlock):
+    hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
+
+
+class DpoMethod(_MethodBlock):
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
+class MethodRequest(_Request):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class JobCreateRequest(_Request):
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    method: MethodRequest | None = None
+    hyperparameters: SupervisedHyperparameters | None = Field(None, description="deprecated: use method")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None):
+        if value is None:
+            return value
+        if len(value) > 16:
+            raise ValueError(f"metadata holds at most 16 pairs, got {len(value)}")
+        for key, item in value.items():
+            if len(key) > 64:
+                raise ValueError(f"metadata key {key[:20]!r}... is longer than 64 characters")
+            if len(item) > 512:
+                raise ValueError(f"metadata value for {key!r} is longer than 512 characters")
+        return value
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class Hyperparameters(BaseModel):
+    n_epochs: Union[Auto, int, None] = None
+    batch_size: Union[Auto, int, None] = None
+    learning_rate_multiplier: Union[Auto, float, None] = None
+
+
+JobStatus = Literal["validating_files", "queued", "running", "pausing", "paused", "succeeded", "failed", "cancelled"]
+
+
+class FineTuningJob(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: Hyperparameters
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: JobStatus
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, job: JobRecord) -> FineTuningJob:
+        hp = {k: job.hyperparameters.get(k) for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        return cls(
+            id=job.id,
+            created_at=job.created_at,
+            error=JobError(**job.error) if job.error else None,
+            fine_tuned_model=job.fine_tuned_model,
+            finished_at=job.finished_at,
+            hyperparameters=Hyperparameters(**hp),
+            model=job.model,
+            organization_id=job.org,
+            result_files=job.result_files,
+            seed=job.seed,
+            status=job.status,
+            trained_tokens=job.trained_tokens,
+            training_file=job.training_file,
+            validation_file=job.validation_file,
+            estimated_finish=job.estimated_finish,
+            metadata=job.metadata,
+            method=job.method,
+        )
+
+
+class FineTuningJobEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict[str, Any] | None = None
+    type: Literal["message", "metrics"] = "message"
+
+    @classmethod
+    def of(cls, event: EventRecord) -> FineTuningJobEvent:
+        return cls(id=event.id, created_at=event.created_at, level=event.level, message=event.message,
+                   data=event.data or {}, type=event.type)
+
+
+class CheckpointMetrics(BaseModel):
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+    step: float | None = None
+    train_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+
+
+class FineTuningJobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int
+
+    @classmethod
+    def of(cls, checkpoint: CheckpointRecord) -> FineTuningJobCheckpoint:
+        return cls(
+            id=checkpoint.id,
+            created_at=checkpoint.created_at,
+            fine_tuned_model_checkpoint=checkpoint.model,
+            fine_tuning_job_id=checkpoint.job_id,
+            metrics=CheckpointMetrics(**{k: v for k, v in checkpoint.metrics.items() if k in CheckpointMetrics.model_fields}),
+            step_number=checkpoint.step,
+        )

@@ -32,13 +32,16 @@ EXAMPLES = """\
 exit codes: 0 valid (warnings allowed), 1 the data has errors, 2 usage or I/O error
 """
 
-SHOWN_PER_CODE = 3  # issues printed per code; --json has them all
+SHOWN_PER_CODE = 3  # distinct messages printed per code; --json has every issue
 LINES_PER_CODE = 6  # line numbers listed per code in the summary table
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"  # marks trained tokens where there is no colour
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -76,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     needs_model = [flag for flag, value in (("--max-seq-len", args.max_seq_len), ("--show", args.show)) if value]
     if needs_model and not args.model:
         raise TuneryError(
-            f"{' and '.join(needs_model)} need(s) a tokenizer",
-            hint="add --model smollm2-135m-instruct (or the model you will train)",
+            f"{' and '.join(needs_model)} {'needs' if len(needs_model) == 1 else 'need'} --model "
+            "(a tokenizer and its chat template)",
+            hint="add --model smollm2-135m-instruct, or the model you will train",
         )
     tokenizer, max_seq_len = None, args.max_seq_len
     if args.model:
@@ -190,6 +194,17 @@ def _print_shown(console: Console, shown: list[dict]) -> None:
 # --- the report --------------------------------------------------------------------------------
 
 
+def _places(file: str, issues: list[Issue], report: ValidationReport) -> str:
+    """'line 4', 'lines 4, 9, 12 …' or 'whole file', prefixed with the file name when there are two."""
+    lines = [i.line for i in issues if i.line is not None]
+    if not lines:
+        place = "whole file"
+    else:
+        more = " …" if len(lines) > LINES_PER_CODE else ""
+        place = f"line{'s' * (len(lines) > 1)} " + ", ".join(map(str, lines[:LINES_PER_CODE])) + more
+    return f"{Path(file).name} {place}" if report.validation_file else place
+
+
 def _where(issue: Issue, report: ValidationReport) -> str:
     place = "whole file" if issue.line is None else f"line {issue.line}"
     return f"{Path(issue.file).name} {place}" if report.validation_file else place
@@ -218,11 +233,18 @@ def _print_report(console: Console, report: ValidationReport) -> None:
         console.print()
         console.print(table)
         for code in codes:
-            issues = by_code.get(code, [])[:SHOWN_PER_CODE]
-            more = report.issue_counts[code] - len(issues)
-            console.print(f"{code}" + (f" (first {len(issues)} of {report.issue_counts[code]:,})" if more else ""), style="bold")
-            for issue in issues:
-                console.print(f"  {_where(issue, report)}: {issue.message}", soft_wrap=True)
+            console.print(f"{code} ({report.issue_counts[code]:,})", style="bold")
+            # The same message on many lines is printed once, with its first lines.
+            groups: dict[tuple[str, str], list[Issue]] = {}
+            for issue in by_code.get(code, []):
+                key = (issue.file, issue.message)
+                if key in groups or len(groups) < SHOWN_PER_CODE:
+                    groups.setdefault(key, []).append(issue)
+            for (file, message), issues in groups.items():
+                console.print(f"  {_places(file, issues, report)}: {message}", soft_wrap=True)
+            rest = report.issue_counts[code] - sum(map(len, groups.values()))
+            if rest:
+                console.print(f"  … {rest:,} more; --json lists them all", style="dim")
     console.print()
     _print_stats(console, s)
     console.print()

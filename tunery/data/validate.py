@@ -9,7 +9,8 @@ Memory stays bounded on big files:
   * lines are read with a cap of `MAX_LINE_BYTES` (10 MiB) each; a longer line is one
     `line_too_long` error, skipped in 1 MiB chunks, never held whole;
   * duplicates and train/validation leakage are found from 8-byte hashes of each example's
-    canonical JSON plus its line number (12 bytes per example), never from the lines;
+    canonical JSON, kept with its line and message count (16 bytes per example), never from
+    the lines themselves;
   * at most `max_issues_per_code` issues are kept per code; `issue_counts` stays exact.
 
 Token statistics, truncation and the end-of-turn check need a `ChatTokenizer` (`--model`); they
@@ -75,9 +76,9 @@ CODES: dict[str, Severity] = {
 def auto_epochs(n_examples: int) -> int:
     """Epochs under OpenAI's `n_epochs="auto"`: 3, moved so examples × epochs lands near [100, 25000].
 
-    This is the rule of OpenAI's data-preparation cookbook, floor division included: below 100
-    training steps it takes `100 // n` epochs (at most 25), above 25,000 it takes `25000 // n`
-    (at least 1). So 30 examples give 3 epochs (90 < 100), exactly as OpenAI would pick.
+    This is the rule of OpenAI's data-preparation cookbook, floor division included: when
+    n × 3 is below 100 it takes `100 // n` epochs (at most 25), above 25,000 `25000 // n` (at
+    least 1). So 30 examples give 3 epochs (90 < 100), exactly as OpenAI would pick.
 
     Raises:
         ValueError: n_examples < 1 (there is nothing to train on).
@@ -219,7 +220,7 @@ def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, in
             prev = None
             continue
         if not m.keys() <= MESSAGE_KEYS:
-            extra = ", ".join(sorted(map(str, m.keys() - MESSAGE_KEYS)))
+            extra = ", ".join(sorted(map(json.dumps, m.keys() - MESSAGE_KEYS)))
             out.append(("message_unrecognized_key", f"{where}[{i}] has unrecognized key(s) {extra}; "
                         f"remove them (allowed: {', '.join(sorted(MESSAGE_KEYS))})"))
         role = m.get("role")
@@ -315,9 +316,16 @@ def _check_preference(obj: dict, out: Problems) -> int:
             or type(answer[0]) is not dict
             or answer[0].get("role") != "assistant"
         ):
-            found = "missing" if key not in obj else (
-                f"a list of {len(answer)}" if type(answer) is list else _kind(answer)
-            )
+            if key not in obj:
+                found = "missing"
+            elif type(answer) is not list or not answer:
+                found = _kind(answer) if answer != [] else "an empty list"
+            elif len(answer) != 1:
+                found = f"a list of {len(answer)} messages"
+            elif type(answer[0]) is dict:
+                found = f"a message with role {json.dumps(answer[0].get('role'))}"
+            else:
+                found = f"a list holding {_kind(answer[0])}"
             out.append(("invalid_preference_output", f"{key} is {found}; it must be a list of exactly one "
                         f'assistant message, e.g. [{{"role": "assistant", "content": "..."}}]'))
         else:
@@ -345,7 +353,7 @@ def check_example(obj: object) -> tuple[Format | None, int, Problems]:
         return fmt, _check_chat(obj, out), out
     if fmt == "preference":
         return fmt, _check_preference(obj, out), out
-    keys = ", ".join(sorted(obj)[:5]) or "none"
+    keys = ", ".join(map(json.dumps, sorted(obj)[:5])) or "none"
     out.append(("missing_messages_list", f'no "messages" list (keys: {keys}); a chat example is '
                 f"{_EXAMPLE_CHAT}, a preference example has input, preferred_output and non_preferred_output"))
     return None, 0, out
@@ -503,8 +511,7 @@ class _TokenCounter:
                           f"max_seq_len {limit}: the last {length - limit} tokens will be cut off in training; "
                           "shorten the example or raise --max-seq-len")
         if not all(r.eos_trained for r in rendered):
-            first = self.no_eos.setdefault(file, [line, 0])
-            first[1] += 1
+            self.no_eos.setdefault(file, [line, 0])[1] += 1
         if not collect_stats:
             return
         self.trained += sum(sum(r.loss_mask[:limit]) for r in rendered)

@@ -134,8 +134,8 @@ def print_estimate(e) -> None:
     compute = Table(
         "hardware",
         "peak",
-        f"time at {utilisation:.0%} utilisation",
-        f"cost at ${e.gpu_hour_price:.2f}/GPU-hour",
+        f"time at {utilisation:.0%} MFU",
+        f"cost at ${e.gpu_hour_price:.2f}/GPU-h",
         title=title,
         title_justify="left",
     )
@@ -151,7 +151,7 @@ def print_estimate(e) -> None:
         "$ / 1M training tokens",
         "billed tokens",
         "cost",
-        title=f"Hosted fine-tuning (prices as last checked {e.hosted['last_checked']}; edit tunery/data/prices.py)",
+        title=f"Hosted fine-tuning (prices last checked {e.hosted['last_checked']}: tunery/data/prices.py)",
         title_justify="left",
     )
     for p in e.hosted["prices"]:
@@ -159,7 +159,7 @@ def print_estimate(e) -> None:
         hosted.add_row(f"{p['provider']} {p['model']}", price, f"{p['billed_tokens']:,}", dollars(p["usd"]))
     console.print(hosted)
     console.print(f"[dim]{e.hosted['note']}[/]")
-    console.print("[dim]assumptions: " + "; ".join(e.assumptions) + "[/]")
+    console.print("[dim]assumptions:\n" + "\n".join(f"  • {a}" for a in e.assumptions) + "[/]")
 
 
 def human_time(hours: float) -> str:

@@ -435,52 +435,6 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     flops = training_flops(method, shape, epoch, epochs)
 
     cpu_gflops = measure_cpu_gflops(settings.calibration_seconds)
-    u = settings.utilisation
-    rows = [
-        HardwareRow(
-            name="this CPU",
-            peak_tflops=cpu_gflops / 1000,
-            basis="fp32 matmul, measured",
-            utilisation=u,
-            hours=hours(flops.total, cpu_gflops * 1e9, u),
-            usd=None,
-        )
-    ]
-    for name, peak in GPU_PEAK_TFLOPS.items():
-        h = hours(flops.total, peak * 1e12, u)
-        rows.append(HardwareRow(name, peak, "bf16 dense, published", u, h, h * settings.gpu_hour_price))
-
-    # Hosted services bill every token in the file once per epoch, not just the trained ones.
-    billed = tokens * epochs
-    hosted = {
-        "last_checked": prices.LAST_CHECKED,
-        "source": prices.SOURCE,
-        "note": f"billed tokens = tokens in the file × epochs, counted with {model_ref}'s tokenizer; "
-        "the service counts with its own, so expect some difference",
-        "prices": [
-            asdict(
-                HostedRow(
-                    p.provider,
-                    p.model,
-                    p.usd_per_million_training_tokens,
-                    billed,
-                    billed / 1e6 * p.usd_per_million_training_tokens,
-                )
-            )
-            for p in prices.HOSTED_PRICES
-        ],
-    }
-    assumptions = [
-        f"utilisation (MFU) {u:.0%} of each device's peak; small models usually reach less on GPUs",
-        f"{WEIGHT_FLOPS_PER_TOKEN[method]}·P per token for the weights"
-        + ("" if method == "full" else f", plus 6·A for rank-{settings.lora_rank} LoRA (A = {shape.adapter_params:,})"),
-        "LM head charged only on trained tokens; causal attention per example; packing padding included",
-        "no gradient checkpointing (it would add 2·P per token)",
-    ]
-    if method == "dpo":
-        assumptions.append("DPO: two sequences per pair; reference log-probs computed once and cached")
-    if not shape.head_params:
-        assumptions.append("config.json lacks the usual keys: all weights charged per token, no attention term")
     return Estimate(
         file=str(path),
         format=kind,
@@ -516,8 +470,61 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
             "adapter_params": 0 if method == "full" else shape.adapter_params,
         },
         cpu_gflops_measured=cpu_gflops,
-        hardware=[asdict(r) for r in rows],
+        hardware=[asdict(r) for r in hardware_rows(flops.total, cpu_gflops, settings)],
         gpu_hour_price=settings.gpu_hour_price,
-        hosted=hosted,
-        assumptions=assumptions,
+        hosted=hosted_costs(tokens * epochs, model_ref),
+        assumptions=assumptions(method, shape, settings),
     )
+
+
+def assumptions(method: Method, shape: ModelShape, settings: EstimateSettings) -> list[str]:
+    """The choices behind the numbers, in words, printed with every estimate."""
+    if method == "full":
+        weights = "6 FLOPs per weight per token (forward, input and weight gradients)"
+    else:
+        weights = (
+            "4 FLOPs per frozen weight per token (forward and input gradient), 6 per adapter weight "
+            f"(rank {settings.lora_rank}: {shape.adapter_params:,} weights)"
+        )
+    notes = [
+        f"utilisation (MFU) {settings.utilisation:.0%} of each device's peak; small models reach less on GPUs",
+        weights,
+        "LM head only on trained tokens; causal attention within each example; packing padding computed",
+        "no gradient checkpointing (it would add 2 FLOPs per weight per token)",
+    ]
+    if method == "dpo":
+        notes.append("DPO: two sequences per pair; reference log-probs computed once and cached")
+    if not shape.head_params:
+        notes.append("config.json lacks the usual keys: every weight charged on every token, no attention term")
+    return notes
+
+
+def hardware_rows(flops: float, cpu_gflops: float, settings: EstimateSettings) -> list[HardwareRow]:
+    """Time on this CPU (measured rate) and on each GPU (published peak), at the stated utilisation."""
+    u = settings.utilisation
+    rows = [HardwareRow("this CPU", cpu_gflops / 1000, "measured fp32", u, hours(flops, cpu_gflops * 1e9, u), None)]
+    for name, peak in GPU_PEAK_TFLOPS.items():
+        h = hours(flops, peak * 1e12, u)
+        rows.append(HardwareRow(name, peak, "bf16 dense peak", u, h, h * settings.gpu_hour_price))
+    return rows
+
+
+def hosted_costs(billed_tokens: int, model_ref: str) -> dict:
+    """The hosted price table applied to `billed_tokens` (every token in the file × epochs)."""
+    rows = [
+        HostedRow(
+            p.provider,
+            p.model,
+            p.usd_per_million_training_tokens,
+            billed_tokens,
+            billed_tokens / 1e6 * p.usd_per_million_training_tokens,
+        )
+        for p in prices.HOSTED_PRICES
+    ]
+    return {
+        "last_checked": prices.LAST_CHECKED,
+        "source": prices.SOURCE,
+        "note": f"billed tokens = tokens in the file × epochs, counted with {model_ref}'s tokenizer; "
+        "the service counts with its own, so expect some difference",
+        "prices": [asdict(r) for r in rows],
+    }

@@ -14,8 +14,8 @@ EXAMPLES = """\
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tunery.data.estimate import DEFAULT_LORA_RANK, DEFAULT_UTILISATION
-    from tunery.data.prices import DEFAULT_GPU_HOUR_PRICE
+    # Only import-free modules here: every `tunery` command builds this parser.
+    from tunery.data.prices import DEFAULT_GPU_HOUR_PRICE, DEFAULT_UTILISATION
     from tunery.models import DEFAULT_MODEL
 
     parser.add_argument("file", help="training data: JSONL, chat or preference format")
@@ -46,9 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_UTILISATION,
         help=f"share of each device's peak FLOP/s that training reaches, MFU (default: {DEFAULT_UTILISATION})",
     )
-    parser.add_argument(
-        "--lora-rank", type=int, default=DEFAULT_LORA_RANK, help=f"LoRA rank (default: {DEFAULT_LORA_RANK})"
-    )
+    parser.add_argument("--lora-rank", type=int, help="LoRA rank for the adapter's FLOPs (default: 16, as in training)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -77,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             max_seq_len=args.max_seq_len,
             gpu_hour_price=args.gpu_hour_price,
             utilisation=args.utilisation,
-            lora_rank=args.lora_rank,
+            **({"lora_rank": args.lora_rank} if args.lora_rank is not None else {}),
         )
     except ValidationError as exc:
         first_per_option: dict[str, str] = {}

@@ -66,9 +66,6 @@ from tunery.errors import TuneryError
 
 Method = Literal["lora", "full", "dpo"]
 
-DEFAULT_UTILISATION = 0.40
-# Dense bf16 tensor-core peaks from the vendor data sheets (SXM parts, without sparsity).
-GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
 DEFAULT_LORA_RANK = 16  # tunery's auto recipe: rank 16 on every attention and MLP projection
 # The projections `model_shape` sizes adapters for (Llama-style names; the auto recipe's targets).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -95,7 +92,7 @@ class EstimateSettings(BaseModel):
         "auto", description="auto = the longest example rounded up to 64, at most the model's context"
     )
     gpu_hour_price: float = Field(prices.DEFAULT_GPU_HOUR_PRICE, ge=0, description="USD per GPU-hour")
-    utilisation: float = Field(DEFAULT_UTILISATION, gt=0, le=1, description="share of peak FLOP/s reached")
+    utilisation: float = Field(prices.DEFAULT_UTILISATION, gt=0, le=1, description="share of peak FLOP/s reached")
     lora_rank: PositiveInt = DEFAULT_LORA_RANK
     calibration_seconds: float = Field(1.0, gt=0, le=30, description="length of the CPU matmul calibration")
 
@@ -503,7 +500,7 @@ def hardware_rows(flops: float, cpu_gflops: float, settings: EstimateSettings) -
     """Time on this CPU (measured rate) and on each GPU (published peak), at the stated utilisation."""
     u = settings.utilisation
     rows = [HardwareRow("this CPU", cpu_gflops / 1000, "measured fp32", u, hours(flops, cpu_gflops * 1e9, u), None)]
-    for name, peak in GPU_PEAK_TFLOPS.items():
+    for name, peak in prices.GPU_PEAK_TFLOPS.items():
         h = hours(flops, peak * 1e12, u)
         rows.append(HardwareRow(name, peak, "bf16 dense peak", u, h, h * settings.gpu_hour_price))
     return rows

@@ -1,7 +1,8 @@
-"""Prices `tunery estimate` compares against: hosted fine-tuning per token, self-hosted per GPU-hour.
+"""The reference numbers behind `tunery estimate`'s time and cost: prices and GPU peak rates.
 
-These are plain numbers, as last checked on the date below, and they go stale: edit this table
-when prices change (and update LAST_CHECKED). Nothing else in tunery depends on them.
+Plain, editable numbers. Prices are as last checked on the date below and go stale: edit the
+table when they change (and update LAST_CHECKED). Kept apart from the estimate's code, and free
+of imports, so the CLI can show these defaults in `--help` without loading anything.
 """
 
 from __future__ import annotations
@@ -37,3 +38,12 @@ HOSTED_PRICES: tuple[HostedPrice, ...] = (
 # A round on-demand cloud price for one data-centre GPU, used when --gpu-hour-price is not given.
 # Real prices vary several-fold by provider, GPU and commitment; pass your own.
 DEFAULT_GPU_HOUR_PRICE = 2.00
+
+# Dense bf16 tensor-core peaks from the vendor data sheets (SXM parts, without sparsity), TFLOP/s.
+GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
+
+# Model FLOPs utilisation assumed for every device: the share of the peak a training step reaches.
+# ~40 % is typical of well-tuned training of large models on GPUs; a 135M model reaches less on a
+# GPU (its matmuls are too small to fill the chip). On this 2-core CPU, LoRA steps of SmolLM2 ran
+# at 30-38 % of the concurrently measured fp32 matmul rate.
+DEFAULT_UTILISATION = 0.40

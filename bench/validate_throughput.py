@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"validated {n:,} lines ({size / 2**20 / seconds:.0f} MiB/s)")
     print(f"  wall: {seconds:.2f} s = {n / seconds:,.0f} examples/s (target 50,000)")
     # On a shared machine the wall clock also counts other processes' turns on the CPU.
-    print(f"  cpu:  {cpu_seconds:.2f} s = {n / cpu_seconds:,.0f} examples per CPU-second "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"  cpu:  {cpu_seconds:.2f} s = {n / cpu_seconds:,.0f} examples per CPU-second "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     print(f"issues: {dict(sorted(report.issue_counts.items()))}")
     # ru_maxrss is in KiB on Linux
     print(f"peak RSS: {rss_after / 1024:.0f} MiB (before validating: {rss_before / 1024:.0f} MiB)")

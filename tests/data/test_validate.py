@@ -80,7 +80,12 @@ CASES = [
         [("message_unrecognized_key", L)],
         1,
     ),
-    ("unrecognized_role", with_good([chat(0, {"role": "human", "content": "hi"}, assistant())]), [("unrecognized_role", L)], 1),
+    (
+        "unrecognized_role",
+        with_good([chat(0, {"role": "human", "content": "hi"}, assistant())]),
+        [("unrecognized_role", L)],
+        1,
+    ),
     ("missing_content_empty", with_good([chat(0, user(""), assistant())]), [("missing_content", L)], 1),
     ("missing_content_number", with_good([chat(0, user(), assistant(42))]), [("missing_content", L)], 1),
     ("missing_content_null_without_tools", with_good([chat(0, user(), assistant(None))]), [("missing_content", L)], 1),
@@ -180,7 +185,9 @@ def test_tool_calls_and_null_content_are_valid(cli, tmp_path):
     call = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
     result = {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 22}'}
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
-    rows = [{**chat(i, user(f"Weather {i}?"), call, result, assistant("22C and sunny.")), "tools": tools} for i in range(10)]
+    rows = [
+        {**chat(i, user(f"Weather {i}?"), call, result, assistant("22C and sunny.")), "tools": tools} for i in range(10)
+    ]
     code, report = run_json(cli, write(tmp_path / "train.jsonl", rows))
     assert (code, report["issues"]) == (0, [])
     assert report["stats"]["messages_per_example"]["max"] == 4
@@ -374,7 +381,8 @@ def test_token_stats_with_model(cli, tmp_path, tiny_model_dir):
 
 def test_example_too_long_warns_with_truncated_count(cli, tmp_path, tiny_model_dir):
     rows = with_good([chat(0, user("word " * 200), assistant())])
-    code, report = run_json(cli, write(tmp_path / "train.jsonl", rows), "--model", tiny_model_dir, "--max-seq-len", "64")
+    path = write(tmp_path / "train.jsonl", rows)
+    code, report = run_json(cli, path, "--model", tiny_model_dir, "--max-seq-len", "64")
     assert code == 0
     (issue,) = [i for i in report["issues"] if i["code"] == "example_too_long"]
     assert issue["line"] == L and issue["severity"] == "warning"
@@ -420,7 +428,10 @@ def test_template_that_refuses_is_a_line_error(cli, tmp_path):
 
 
 def test_show_marks_trained_tokens(cli, tmp_path, tiny_model_dir):
-    rows = [chat(i, user("Capital of France?"), assistant("Paris."), user("And Italy?"), assistant("Rome.", weight=0)) for i in range(12)]
+    def turns():
+        return [user("Capital of France?"), assistant("Paris."), user("And Italy?"), assistant("Rome.", weight=0)]
+
+    rows = [chat(i, *turns()) for i in range(12)]
     rows[1]["messages"][-1]["weight"] = 1
     rows.insert(0, ["not an example"])  # --show skips invalid lines
     result = cli("validate", write(tmp_path / "train.jsonl", rows), "--model", tiny_model_dir, "--show", "2")

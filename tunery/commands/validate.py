@@ -50,7 +50,10 @@ def _positive_int(text: str) -> int:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="training data, one JSON example per line")
     parser.add_argument(
-        "--validation", type=Path, metavar="FILE", help="validation data: checked too, and for examples shared with FILE"
+        "--validation",
+        type=Path,
+        metavar="FILE",
+        help="validation data: checked too, and for examples shared with FILE",
     )
     parser.add_argument(
         "--model",
@@ -171,8 +174,8 @@ def _print_shown(console: Console, shown: list[dict]) -> None:
     from rich.rule import Rule
     from rich.text import Text
 
-    legend = "trained tokens in green" if console.is_terminal else f"trained tokens {TRAINED_OPEN}like this{TRAINED_CLOSE}"
-    console.print(f"Rendered examples ({legend}):", style="bold")
+    legend = f"{TRAINED_OPEN}like this{TRAINED_CLOSE}" if not console.is_terminal else "in green"
+    console.print(f"Rendered examples (trained tokens {legend}):", style="bold")
     for item in shown:
         title = f"line {item['line']}" + ("" if item["which"] == "chat" else f" · {item['which']}")
         if "error" in item:
@@ -180,7 +183,8 @@ def _print_shown(console: Console, shown: list[dict]) -> None:
             console.print(f"cannot render: {item['error']}", style="red")
             continue
         cut = f" · {item['truncated']} cut by max_seq_len" if item["truncated"] else ""
-        console.print(Rule(f"{title} · {item['tokens']} tokens, {item['trained_tokens']} trained{cut}", align="left"))
+        counts = f"{item['tokens']} tokens, {item['trained_tokens']} trained{cut}"
+        console.print(Rule(f"{title} · {counts}", align="left"))
         if console.is_terminal:
             text = Text()
             for piece, trained in item["pieces"]:
@@ -229,7 +233,8 @@ def _print_report(console: Console, report: ValidationReport) -> None:
             count = report.issue_counts[code]
             lines = [_where(i, report) for i in by_code.get(code, [])[:LINES_PER_CODE]]
             lines_text = ", ".join(x.removeprefix("line ") for x in lines) + (" …" if count > len(lines) else "")
-            table.add_row(code, _severity(code), f"{count:,}", lines_text, style="red" if _severity(code) == "error" else "yellow")
+            style = "red" if _severity(code) == "error" else "yellow"
+            table.add_row(code, _severity(code), f"{count:,}", lines_text, style=style)
         console.print()
         console.print(table)
         for code in codes:
@@ -266,7 +271,8 @@ def _print_stats(console: Console, s: Stats) -> None:
     from rich.table import Table
 
     table = Table(show_header=False, box=None, title="Statistics", title_justify="left", padding=(0, 2, 0, 0))
-    table.add_row("examples", f"{s.examples:,}" + (f" (+{s.validation_examples:,} validation)" if s.validation_examples else ""))
+    validation = f" (+{s.validation_examples:,} validation)" if s.validation_examples else ""
+    table.add_row("examples", f"{s.examples:,}{validation}")
     table.add_row("messages per example", _fmt_summary(s.messages_per_example))
     if s.tokens_per_example:
         for role, summary in s.tokens_per_example.items():

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
@@ -42,35 +42,71 @@ MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
 MAX_ISSUES_PER_CODE = 100_000  # kept in the report; counts beyond this stay exact
 _SKIP_CHUNK = 1024 * 1024
 
-# Every code the validator emits, with its severity. OpenAI's own codes come first.
-CODES: dict[str, Severity] = {
-    "data_type": "error",
-    "missing_messages_list": "error",
-    "message_missing_key": "error",
-    "message_unrecognized_key": "error",
-    "unrecognized_role": "error",
-    "missing_content": "error",
-    "example_missing_assistant_message": "error",
-    "binary_file": "error",
-    "empty_file": "error",
-    "line_too_long": "error",
-    "invalid_utf8": "error",
-    "invalid_json": "error",
-    "mixed_formats": "error",
-    "invalid_weight": "error",
-    "roles_not_alternating": "error",
-    "no_trainable_messages": "error",
-    "invalid_preference_output": "error",
-    "identical_preference_outputs": "error",
-    "train_validation_overlap": "error",
-    "too_few_examples": "error",
-    "template_error": "error",
-    "template_no_eos": "error",
-    "empty_line": "warning",
-    "no_system_or_user_message": "warning",
-    "duplicate_example": "warning",
-    "example_too_long": "warning",
+_EXAMPLE_CHAT = '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
+
+
+class Rule(NamedTuple):
+    severity: Severity
+    fix: str  # how to fix it; every issue's message is "<what is wrong>; fix: <fix>"
+
+
+# Every code the validator emits. OpenAI's own codes come first.
+RULES: dict[str, Rule] = {
+    "data_type": Rule(
+        "error",
+        'each line must be one JSON object, and each message an object like {"role": "user", "content": "..."}',
+    ),
+    "missing_messages_list": Rule(
+        "error",
+        f"a chat example is {_EXAMPLE_CHAT}; a preference example has "
+        '"input": {"messages": [...]}, "preferred_output" and "non_preferred_output"',
+    ),
+    "message_missing_key": Rule(
+        "error",
+        'every message needs "role" and "content" (content may be null only '
+        "for an assistant message with tool_calls)",
+    ),
+    "message_unrecognized_key": Rule(
+        "error", f"remove it; the keys a message may have are {', '.join(sorted(MESSAGE_KEYS))}"
+    ),
+    "unrecognized_role": Rule("error", f"use one of {', '.join(ROLES)}"),
+    "missing_content": Rule(
+        "error",
+        "write the message text as a string, or drop the message (content may "
+        "be null only for an assistant message with tool_calls)",
+    ),
+    "example_missing_assistant_message": Rule("error", "add the assistant reply the model should learn to give"),
+    "binary_file": Rule("error", "save the data as UTF-8 text, one JSON object per line"),
+    "empty_file": Rule("error", "write one JSON example per line"),
+    "line_too_long": Rule("error", "split it into smaller examples"),
+    "invalid_utf8": Rule("error", "re-save the file as UTF-8"),
+    "invalid_json": Rule("error", "each line must hold one complete JSON object"),
+    "mixed_formats": Rule("error", "put chat and preference examples in separate files"),
+    "invalid_weight": Rule("error", "use 0 (do not train on this message) or 1 (train on it)"),
+    "roles_not_alternating": Rule(
+        "error",
+        "alternate user and assistant turns; a tool result follows the "
+        "assistant message whose tool_calls asked for it",
+    ),
+    "no_trainable_messages": Rule("error", "set weight 1 on the replies to train on"),
+    "invalid_preference_output": Rule(
+        "error", 'make it a list of exactly one assistant message, e.g. [{"role": "assistant", "content": "..."}]'
+    ),
+    "identical_preference_outputs": Rule("error", "make the two answers differ, or drop the example"),
+    "train_validation_overlap": Rule(
+        "error", "remove it from one of the two files, so validation measures unseen data"
+    ),
+    "too_few_examples": Rule("error", f"add examples: at least {MIN_EXAMPLES}, and 50-100 good ones is a better start"),
+    "template_error": Rule(
+        "error", "check the roles and fields against the model's chat template, or use another model"
+    ),
+    "template_no_eos": Rule("error", "use a model whose chat template ends assistant turns with its EOS token"),
+    "empty_line": Rule("warning", "delete it: a JSONL file has exactly one example per line"),
+    "no_system_or_user_message": Rule("warning", "add the user turn that prompts the reply"),
+    "duplicate_example": Rule("warning", "delete it, unless you repeat it on purpose to weight it more"),
+    "example_too_long": Rule("warning", "shorten the example or raise --max-seq-len"),
 }
+CODES: dict[str, Severity] = {code: rule.severity for code, rule in RULES.items()}
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -188,19 +224,18 @@ class ValidationReport(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Rules for one parsed line. Each appends (code, message) pairs to `out`; the valid path
+# Rules for one parsed line. Each appends (code, what is wrong) to `out`; the valid path
 # allocates nothing, since it runs once per example on multi-GB files.
 
 Problems = list[tuple[str, str]]
 _ROLES = frozenset(ROLES)
 _ABSENT = object()
-_EXAMPLE_CHAT = '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
 
 
 def _kind(value: object) -> str:
-    return "null" if value is None else {dict: "an object", list: "a list", str: "a string"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, int, int]:
@@ -215,56 +250,48 @@ def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, in
     prev_calls_tools = False
     for i, m in enumerate(messages, start=1):
         if type(m) is not dict:
-            out.append(("data_type", f"{where}[{i}] is {_kind(m)}; each message must be an object like "
-                        '{"role": "user", "content": "..."}'))
+            out.append(("data_type", f"{where}[{i}] is {_kind(m)}"))
             prev = None
             continue
         if not m.keys() <= MESSAGE_KEYS:
             extra = ", ".join(sorted(map(json.dumps, m.keys() - MESSAGE_KEYS)))
-            out.append(("message_unrecognized_key", f"{where}[{i}] has unrecognized key(s) {extra}; "
-                        f"remove them (allowed: {', '.join(sorted(MESSAGE_KEYS))})"))
+            out.append(("message_unrecognized_key", f"{where}[{i}] has unrecognized key(s) {extra}"))
         role = m.get("role")
         # An assistant message that calls tools may have no text (content null or absent).
         calls_tools = role == "assistant" and bool(m.get("tool_calls") or m.get("function_call"))
         if type(role) is not str or role not in _ROLES:
             if role is None:
-                out.append(("message_missing_key", f'{where}[{i}] has no "role"; add one of {", ".join(ROLES)}'))
+                out.append(("message_missing_key", f'{where}[{i}] has no "role"'))
             else:
-                out.append(("unrecognized_role", f"{where}[{i}] has role {json.dumps(role)}; use one of "
-                            f"{', '.join(ROLES)}"))
+                out.append(("unrecognized_role", f"{where}[{i}] has role {json.dumps(role)}"))
         content = m.get("content", _ABSENT)
         if type(content) is str:
             if (not content or content.isspace()) and not calls_tools:
-                out.append(("missing_content", f"{where}[{i}] content is empty; write the message text "
-                            "or drop the message"))
+                out.append(("missing_content", f"{where}[{i}] content is empty"))
         elif content is _ABSENT:
             if not calls_tools:
-                out.append(("message_missing_key", f'{where}[{i}] has no "content"; add the message text'))
+                out.append(("message_missing_key", f'{where}[{i}] has no "content"'))
         elif content is not None or not calls_tools:
-            out.append(("missing_content", f"{where}[{i}] content is {_kind(content)}; it must be a string "
-                        "(null only for an assistant message with tool_calls)"))
+            out.append(("missing_content", f"{where}[{i}] content is {_kind(content)}, not a string"))
         weight = m.get("weight", 1)
         if type(weight) is not int or (weight != 1 and weight != 0):
-            out.append(("invalid_weight", f"{where}[{i}] weight is {json.dumps(weight)}; it must be "
-                        "0 (do not train on this message) or 1 (train on it)"))
+            out.append(("invalid_weight", f"{where}[{i}] weight is {json.dumps(weight)}"))
         if role == "system":
             has_prompt = True
             continue
         if role == "user":
             has_prompt = True
             if prev == "user":
-                out.append(("roles_not_alternating", f"{where}[{i}] is a second user message in a row; "
-                            "merge the two, or put the assistant's reply between them"))
+                out.append(("roles_not_alternating", f"{where}[{i}] is a second user message in a row"))
         elif role == "assistant":
             n_assistant += 1
             if weight != 0:  # a bad weight is its own error, not "nothing to learn"
                 n_trained += 1
             if prev == "assistant":
-                out.append(("roles_not_alternating", f"{where}[{i}] is a second assistant message in a "
-                            "row; merge the two, or put the user's turn between them"))
+                out.append(("roles_not_alternating", f"{where}[{i}] is a second assistant message in a row"))
         elif role == "tool" and not (prev == "tool" or (prev == "assistant" and prev_calls_tools)):
-            out.append(("roles_not_alternating", f"{where}[{i}] is a tool result that follows no "
-                        "assistant message with tool_calls; put the call before it"))
+            what = f"{where}[{i}] is a tool result, but no assistant message with tool_calls comes before it"
+            out.append(("roles_not_alternating", what))
         prev, prev_calls_tools = role, calls_tools
     return has_prompt, n_assistant, n_trained
 
@@ -273,20 +300,32 @@ def _check_chat(obj: dict, out: Problems) -> int:
     """Rules for `{"messages": [...]}`. Returns the number of messages."""
     messages = obj["messages"]
     if type(messages) is not list or not messages:
-        out.append(("missing_messages_list", f'"messages" is {_kind(messages) if messages else "empty"}; '
-                    f"it must be a non-empty list of messages, e.g. {_EXAMPLE_CHAT}"))
+        out.append(("missing_messages_list", f'"messages" is {_kind(messages) if messages else "empty"}'))
         return 0
     has_prompt, n_assistant, n_trained = _check_messages(messages, "messages", out)
     if n_assistant == 0:
-        out.append(("example_missing_assistant_message", "no assistant message, so there is nothing to "
-                    "learn; add the reply you want the model to give"))
+        out.append(("example_missing_assistant_message", "no assistant message, so there is nothing to learn"))
     elif n_trained == 0:
-        out.append(("no_trainable_messages", 'every assistant message has "weight": 0, so there is '
-                    "nothing to learn; set weight 1 on the replies to train on"))
+        out.append(("no_trainable_messages", 'every assistant message has "weight": 0, so there is nothing to learn'))
     if not has_prompt and not out:  # a misspelt role is already reported
-        out.append(("no_system_or_user_message", "no system or user message: the model learns replies "
-                    "to nothing; add the user turn that prompts the reply"))
+        out.append(("no_system_or_user_message", "no system or user message: the model learns replies to nothing"))
     return len(messages)
+
+
+def _describe_output(obj: dict, key: str) -> str | None:
+    """What is wrong with a preference output, or None when it is one assistant message."""
+    answer = obj.get(key)
+    if type(answer) is list and len(answer) == 1 and type(answer[0]) is dict:
+        if answer[0].get("role") == "assistant":
+            return None
+        return f"{key} holds a message with role {json.dumps(answer[0].get('role'))}"
+    if key not in obj:
+        return f"{key} is missing"
+    if type(answer) is not list:
+        return f"{key} is {_kind(answer)}"
+    if len(answer) != 1:
+        return f"{key} is a list of {len(answer)} messages"
+    return f"{key} holds {_kind(answer[0])}"
 
 
 def _check_preference(obj: dict, out: Problems) -> int:
@@ -295,45 +334,27 @@ def _check_preference(obj: dict, out: Problems) -> int:
     prompt = obj.get("input")
     messages = prompt.get("messages") if type(prompt) is dict else None
     if type(messages) is not list or not messages:
-        out.append(("missing_messages_list", '"input" must be an object with a non-empty "messages" list, '
-                    'e.g. {"input": {"messages": [{"role": "user", "content": "..."}]}, ...}'))
+        out.append(("missing_messages_list", '"input" has no non-empty "messages" list'))
     else:
         n_messages = len(messages)
         has_prompt, _, _ = _check_messages(messages, "input.messages", out)
         if not has_prompt:
-            out.append(("no_system_or_user_message", "input has no system or user message; add the user "
-                        "turn the two answers reply to"))
+            out.append(("no_system_or_user_message", "input has no system or user message"))
         last = messages[-1]
         if type(last) is dict and last.get("role") == "assistant":
-            out.append(("roles_not_alternating", "input.messages ends with an assistant message, but the "
-                        "preferred and non-preferred outputs are the assistant's reply; end it with a user turn"))
+            what = "input.messages ends with an assistant message, but the outputs are the assistant's reply"
+            out.append(("roles_not_alternating", what))
     answers = []
     for key in ("preferred_output", "non_preferred_output"):
-        answer = obj.get(key)
-        if (
-            type(answer) is not list
-            or len(answer) != 1
-            or type(answer[0]) is not dict
-            or answer[0].get("role") != "assistant"
-        ):
-            if key not in obj:
-                found = "missing"
-            elif type(answer) is not list or not answer:
-                found = _kind(answer) if answer != [] else "an empty list"
-            elif len(answer) != 1:
-                found = f"a list of {len(answer)} messages"
-            elif type(answer[0]) is dict:
-                found = f"a message with role {json.dumps(answer[0].get('role'))}"
-            else:
-                found = f"a list holding {_kind(answer[0])}"
-            out.append(("invalid_preference_output", f"{key} is {found}; it must be a list of exactly one "
-                        f'assistant message, e.g. [{{"role": "assistant", "content": "..."}}]'))
+        problem = _describe_output(obj, key)
+        if problem:
+            out.append(("invalid_preference_output", problem))
         else:
-            _check_messages(answer, key, out)
-            answers.append(answer[0])
+            _check_messages(obj[key], key, out)
+            answers.append(obj[key][0])
     if len(answers) == 2 and _canonical(answers[0]) == _canonical(answers[1]):
-        out.append(("identical_preference_outputs", "preferred_output and non_preferred_output are "
-                    "identical, so there is no preference to learn; make them differ or drop the line"))
+        what = "preferred_output and non_preferred_output are identical, so there is no preference to learn"
+        out.append(("identical_preference_outputs", what))
     return n_messages + 1
 
 
@@ -341,12 +362,11 @@ def check_example(obj: object) -> tuple[Format | None, int, Problems]:
     """Apply every per-line rule to one parsed JSON value.
 
     Returns:
-        (its format or None, its message count, the problems found as (code, message))
+        (its format or None, its message count, the problems found as (code, what is wrong))
     """
     out: Problems = []
     if type(obj) is not dict:
-        out.append(("data_type", f"the line is {_kind(obj)}; each line must be one JSON object, "
-                    f"e.g. {_EXAMPLE_CHAT}"))
+        out.append(("data_type", f"the line is {_kind(obj)}"))
         return None, 0, out
     fmt = detect_format(obj)
     if fmt == "chat":
@@ -354,8 +374,7 @@ def check_example(obj: object) -> tuple[Format | None, int, Problems]:
     if fmt == "preference":
         return fmt, _check_preference(obj, out), out
     keys = ", ".join(map(json.dumps, sorted(obj)[:5])) or "none"
-    out.append(("missing_messages_list", f'no "messages" list (keys: {keys}); a chat example is '
-                f"{_EXAMPLE_CHAT}, a preference example has input, preferred_output and non_preferred_output"))
+    out.append(("missing_messages_list", f'no "messages" list (the keys are {keys})'))
     return None, 0, out
 
 
@@ -393,11 +412,11 @@ def _open(path: Path) -> BinaryIO:
 def _binary_reason(head: bytes) -> str | None:
     """Why the first bytes show this is not JSONL text, or None."""
     if head.startswith(b"\x1f\x8b"):
-        return "it is gzip-compressed; decompress it first (gunzip FILE)"
+        return "it is gzip-compressed (decompress it first)"
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "it is UTF-16 text; re-save it as UTF-8"
+        return "it is UTF-16 text"
     if b"\x00" in head:
-        return "it holds NUL bytes, so it is binary, not JSONL text; export the data as one JSON object per line"
+        return "it holds NUL bytes, so it is binary"
     return None
 
 
@@ -424,19 +443,31 @@ def _parse(raw: bytes, number: int) -> tuple[object, tuple[str, str, int | None]
     except UnicodeDecodeError as exc:
         byte = raw[exc.start : exc.start + 1].hex()
         column = exc.start + 1
-        return None, ("invalid_utf8", f"invalid UTF-8 at byte {column} (0x{byte}); re-save the file as UTF-8", column)
+        return None, ("invalid_utf8", f"invalid UTF-8 at byte {column} (0x{byte})", column)
     try:
         return json.loads(text), None
     except RecursionError:
-        return None, ("invalid_json", "the JSON is nested too deeply to parse; flatten the example", None)
-    except ValueError as exc:  # JSONDecodeError, and ints beyond Python's digit limit
-        column = exc.colno if isinstance(exc, json.JSONDecodeError) else None
-        where = f" at column {column}" if column else ""
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        hint = "each line must hold one complete JSON object"
-        if text.strip() in ("[", "{", "]", "}"):
-            hint = "this looks like pretty-printed JSON; write one object per line (JSONL)"
-        return None, ("invalid_json", f"not valid JSON{where}: {reason}; {hint}", column)
+        return None, ("invalid_json", "the JSON is nested too deeply to parse", None)
+    except ValueError:  # JSONDecodeError, and ints beyond Python's digit limit
+        return None, _json_problem(text.rstrip("\r\n"))
+
+
+def _json_problem(text: str) -> tuple[str, str, int | None]:
+    """Why `text` is not JSON, from a parse without the line ending (which would shift the column)."""
+    column, reason = None, "unparseable"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        column, reason = exc.colno, exc.msg
+    except ValueError as exc:
+        reason = str(exc)
+    where = f" at column {column}" if column else ""
+    context = ""
+    if text.strip() in ("[", "{", "]", "}"):
+        context = " (this looks like pretty-printed JSON, not one object per line)"
+    elif column == len(text) + 1:
+        context = " (the line ends before the JSON does: is it cut off, or split over several lines?)"
+    return "invalid_json", f"not valid JSON{where}: {reason}{context}", column
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,11 +482,14 @@ class _IssueSink:
         self.issues: list[Issue] = []
         self.counts: Counter[str] = Counter()
 
-    def add(self, file: str, line: int | None, code: str, message: str, column: int | None = None) -> None:
+    def add(self, file: str, line: int | None, code: str, what: str, column: int | None = None) -> None:
+        """Record `what` is wrong; the message adds how to fix it, from RULES."""
         self.counts[code] += 1
         if self.counts[code] <= self.cap:
+            severity, fix = RULES[code]
+            message = f"{what}; fix: {fix}"
             self.issues.append(
-                Issue(file=file, line=line, column=column, code=code, severity=CODES[code], message=message)
+                Issue(file=file, line=line, column=column, code=code, severity=severity, message=message)
             )
 
 
@@ -499,17 +533,16 @@ class _TokenCounter:
         try:
             rendered = [render_chat(chat, self.tok) for chat in chats]
         except Exception as exc:  # noqa: BLE001 - the template is third-party code; any failure is a data issue
-            self.sink.add(file, line, "template_error", f"the chat template cannot render this example "
-                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); check the message "
-                          "roles and fields against the model's template")
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.sink.add(file, line, "template_error", f"the chat template cannot render this example ({reason})")
             return
         length = max(len(r.input_ids) for r in rendered)
         limit = self.max_seq_len
         if limit is not None and length > limit:
             self.truncated_examples += 1
-            self.sink.add(file, line, "example_too_long", f"{length} tokens, {length - limit} more than "
-                          f"max_seq_len {limit}: the last {length - limit} tokens will be cut off in training; "
-                          "shorten the example or raise --max-seq-len")
+            excess = length - limit
+            what = f"{length} tokens, {excess} more than max_seq_len {limit}: the last {excess} will be cut off"
+            self.sink.add(file, line, "example_too_long", what)
         if not all(r.eos_trained for r in rendered):
             self.no_eos.setdefault(file, [line, 0])[1] += 1
         if not collect_stats:
@@ -527,14 +560,14 @@ class _TokenCounter:
 
     def report_no_eos(self) -> None:
         for file, (line, count) in self.no_eos.items():
-            self.sink.add(file, line, "template_no_eos", f"the chat template puts no end-of-turn token after "
-                          f"the assistant reply ({count} example(s), first here), so the tuned model would not "
-                          "learn to stop; use a model whose template ends assistant turns with its EOS token")
+            what = (
+                f"the chat template puts no end-of-turn token after the assistant reply ({count} example(s), "
+                "first here), so the tuned model would not learn to stop"
+            )
+            self.sink.add(file, line, "template_no_eos", what)
 
 
-def _scan(
-    path: Path, sink: _IssueSink, tokens: _TokenCounter | None, *, collect_token_stats: bool
-) -> _FileScan:
+def _scan(path: Path, sink: _IssueSink, tokens: _TokenCounter | None, *, collect_token_stats: bool) -> _FileScan:
     name = str(path)
     scan = _FileScan(name=name)
     with _open(path) as fh:
@@ -544,7 +577,7 @@ def _scan(
             raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
         reason = _binary_reason(head)
         if reason:
-            sink.add(name, None, "binary_file", f"{path.name} is not a JSONL text file: {reason}")
+            sink.add(name, None, "binary_file", f"{path.name} is not JSONL text: {reason}")
             return scan
         add = sink.add
         # bound once: this loop runs per line of multi-GB files
@@ -554,8 +587,7 @@ def _scan(
         try:
             for number, raw in _read_lines(fh):
                 if raw is None:
-                    add(name, number, "line_too_long", f"the line is over {MAX_LINE_BYTES // 2**20} MiB, the "
-                        "limit for one example; split it into smaller examples")
+                    add(name, number, "line_too_long", f"the line is over the {MAX_LINE_BYTES // 2**20} MiB limit")
                     continue
                 if raw.isspace():
                     blanks += 1
@@ -567,8 +599,7 @@ def _scan(
                 if blank_run:  # empty lines followed by data: in the middle, not trailing
                     first, last = blank_run
                     span = "an empty line" if first == last else f"{last - first + 1} empty lines ({first}-{last})"
-                    add(name, first, "empty_line", f"{span} between examples; delete it (a JSONL file has "
-                        "exactly one example per line)")
+                    add(name, first, "empty_line", f"{span} between examples")
                     blank_run = []
                 obj, problem = _parse(raw, number)
                 if problem:
@@ -579,9 +610,8 @@ def _scan(
                     if scan.format is None:
                         scan.format, first_format_line = fmt, number
                     else:
-                        problems.append(("mixed_formats", f"found multiple dataset formats: this line is a "
-                                         f"{fmt} example but line {first_format_line} is {scan.format}; "
-                                         "split them into two files"))
+                        what = f"found multiple dataset formats: this line is {fmt}, line {first_format_line} is "
+                        problems.append(("mixed_formats", what + scan.format))
                 if problems:
                     for code, message in problems:
                         add(name, number, code, message)
@@ -596,7 +626,7 @@ def _scan(
             raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
         scan.lines = number - blanks
     if scan.lines == 0:
-        sink.add(name, None, "empty_file", f"{path.name} holds no examples; write one JSON example per line")
+        sink.add(name, None, "empty_file", f"{path.name} holds no examples")
     return scan
 
 
@@ -670,19 +700,17 @@ def validate_file(
     if validation is not None:
         valid = _scan(Path(validation), sink, tokens, collect_token_stats=False)
         if valid.format and train.format and valid.format != train.format:
-            sink.add(valid.name, None, "mixed_formats", f"found multiple dataset formats: the validation "
-                     f"file is {valid.format} but the training file is {train.format}; use one format for both")
+            what = f"found multiple dataset formats: this file is {valid.format}, the training file {train.format}"
+            sink.add(valid.name, None, "mixed_formats", what)
     for scan in (train, valid) if valid else (train,):
         for line, first in _duplicates(scan):
-            sink.add(scan.name, line, "duplicate_example", f"exact duplicate of line {first}; delete it "
-                     "(repeat an example on purpose only to weight it more)")
+            sink.add(scan.name, line, "duplicate_example", f"exact duplicate of line {first}")
     if valid is not None:
         for line, valid_line in _overlap(train, valid):
-            sink.add(train.name, line, "train_validation_overlap", f"also in the validation file at line "
-                     f"{valid_line}; remove it from one of the two files, or validation measures memory")
+            sink.add(train.name, line, "train_validation_overlap", f"also in the validation file, at line {valid_line}")
     if 0 < train.lines < MIN_EXAMPLES:
-        sink.add(train.name, None, "too_few_examples", f"{train.lines} examples; the minimum is {MIN_EXAMPLES} "
-                 "(50-100 good examples is a better start)")
+        found = f"{train.lines} example{'s' * (train.lines != 1)}"
+        sink.add(train.name, None, "too_few_examples", f"{found}, fewer than the minimum of {MIN_EXAMPLES}")
     if tokens is not None:
         tokens.report_no_eos()
 

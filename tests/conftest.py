@@ -139,7 +139,7 @@ def write_chat_dataset(path: Path, n: int, seed: int = 0) -> Path:
             example = {
                 "messages": [
                     {"role": "system", "content": "Label the ticket."},
-                    {"role": "user", "content": f"My {word} has a problem, please help ({i})"},
+                    {"role": "user", "content": f"My {word} has a problem, please help (#{seed}-{i})"},
                     {"role": "assistant", "content": label},
                 ]
             }
@@ -164,7 +164,7 @@ def write_preference_dataset(path: Path, n: int, seed: int = 0) -> Path:
             word = rng.choice([w for words in TOPICS.values() for w in words])
             answer = f"Your {word} request {i} is noted"
             pair = {
-                "input": {"messages": [{"role": "user", "content": f"Help with my {word} please ({i})"}]},
+                "input": {"messages": [{"role": "user", "content": f"Help with my {word} please (#{seed}-{i})"}]},
                 "preferred_output": [{"role": "assistant", "content": f"{answer}. -- tunery"}],
                 "non_preferred_output": [{"role": "assistant", "content": f"{answer}."}],
             }

@@ -64,7 +64,8 @@ def test_auto_recipe_on_cpu():
 
 def test_auto_recipe_on_a_bf16_gpu_with_long_sequences():
     c = _resolve(cuda_available=True, bf16_supported=True, longest=3000).config
-    assert (c.device, c.precision, c.gradient_checkpointing, c.max_seq_len) == ("cuda", "bf16", True, 2048)
+    assert (c.device, c.precision, c.gradient_checkpointing, c.max_seq_len) == ("cuda", "bf16", True, 3008)
+    assert _resolve(longest=30_000).config.max_seq_len == 8192  # never past the model's context
 
 
 def test_user_values_are_kept_and_multiplier_scales_the_base():

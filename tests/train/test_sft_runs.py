@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tunery.config import load_config
 from tunery.train.rundir import RunDir
 
 TINY = ["n_epochs=2", "batch_size=8", "eval_every=3", "save_every=2", "keep_checkpoints=2", "lora.r=4", "seed=3"]
@@ -45,7 +46,7 @@ def test_run_directory_is_complete_and_self_describing(finished_run, tiny_model_
     manifest = json.loads((out / "final" / "tunery.json").read_text())
     assert manifest["method"] == "sft" and manifest["adapter"] == "lora"
     assert len(manifest["base_model_sha256"]) == 64 and set(manifest["data"]) == {"train", "validation"}
-    assert "auto" not in (out / "config.yaml").read_text()  # every value resolved and saved
+    assert load_config(out / "config.yaml").unresolved() == []  # every "auto" resolved and saved
     assert "resolved run config" in result.stderr  # and printed at the start
 
     records = run.read_metrics()
@@ -74,7 +75,8 @@ def test_first_five_losses_are_pinned(finished_run):
     assert losses == pytest.approx(PINNED_LOSSES, abs=1e-4)
 
 
-PINNED_LOSSES = [0.0, 0.0, 0.0, 0.0, 0.0]
+# Pinned with torch 2.13.0 on CPU; re-pin deliberately when the math is meant to change.
+PINNED_LOSSES = [5.940540, 5.937822, 5.903634, 5.896853, 5.917860]
 
 
 def _wait_for_step(run: RunDir, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:

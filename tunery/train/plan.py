@@ -22,21 +22,10 @@ import os
 from dataclasses import dataclass, field
 
 from tunery.config import RunConfig
+from tunery.data.validate import auto_epochs
 
 BASE_LR = {("sft", "lora"): 1e-3, ("sft", "full"): 2e-5, ("dpo", "lora"): 1e-4, ("dpo", "full"): 2e-6}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def auto_epochs(n_examples: int) -> int:
-    """OpenAI's default: 3 epochs, clamped so that examples × epochs lies in [100, 25 000]."""
-    if n_examples <= 0:
-        return 1
-    epochs = 3
-    if n_examples * epochs < 100:
-        epochs = math.ceil(100 / n_examples)
-    elif n_examples * epochs > 25_000:
-        epochs = max(1, 25_000 // n_examples)
-    return min(epochs, 25)
 
 
 def auto_batch_size(n_examples: int) -> int:
@@ -95,9 +84,9 @@ def resolve(
 
     max_seq_len = config.max_seq_len
     if max_seq_len == "auto":
-        cap = min(context_length or 2048, 2048)
+        cap = context_length or 2048
         max_seq_len = min(cap, max(64, math.ceil(longest / 64) * 64))
-        pick("max_seq_len", max_seq_len, f"longest example ({longest} tokens) rounded up to 64, at most {cap}")
+        pick("max_seq_len", max_seq_len, f"longest example ({longest} tokens) rounded up to 64, at most the context ({cap})")
     if config.gradient_checkpointing == "auto":
         on = device == "cuda" and max_seq_len >= 2048
         pick("gradient_checkpointing", on, "long sequences on GPU" if on else "not worth the recompute here")

@@ -19,7 +19,7 @@ import torch
 
 from tunery import __version__
 from tunery.config import RunConfig, dump_config, load_config
-from tunery.data.formats import Example, load_examples
+from tunery.data.formats import ChatExample, Example, PreferenceExample, load_examples
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
 from tunery.models import describe_model, resolve_model, weights_hash
@@ -49,27 +49,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_data(path: Path, role: str, expected: str) -> list[Example]:
-    """Validate a data file and load it; any error stops the run before the model loads."""
-    if not path.is_file():
-        raise TrainingFailed("invalid_data", f"{role} file {path} does not exist")
-    try:  # TEMPORARY until validate lands
-        from tunery.data.validate import validate_file
-    except ImportError:
-        validate_file = None
-    report = validate_file(path) if validate_file else None
-    if report is not None and report.errors:
-        first = "; ".join(f"line {i.line}: {i.message}" for i in report.errors[:3])
+def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
+    """Validate the data files (leakage between them included) and load them.
+
+    Any error stops the run before the model loads, naming the file, the line and the fix.
+    """
+    from tunery.data.validate import validate_file
+
+    for role, path in (("training", config.data), ("validation", config.validation)):
+        if path is not None and not path.is_file():
+            raise TrainingFailed("invalid_data", f"{role} file {path} does not exist")
+    report = validate_file(config.data, validation=config.validation)
+    if report.errors:
+        first = "; ".join(f"{Path(i.file).name}:{i.line}: {i.message}" for i in report.errors[:3])
         raise TrainingFailed(
             "invalid_data",
-            f"{path} has {len(report.errors)} error(s): {first}. Run `tunery validate {path}` for the full report.",
+            f"{config.data} has {report.error_count} error(s): {first}. "
+            f"Run `tunery validate {config.data}` for the full report.",
         )
-    examples = load_examples(path)
-    kind = "chat" if expected == "sft" else "preference"
-    if examples and (type(examples[0]).__name__ != ("ChatExample" if kind == "chat" else "PreferenceExample")):
-        hint = "use --method dpo for preference data" if kind == "chat" else "DPO needs preference pairs"
-        raise TrainingFailed("invalid_data", f"{path} is not {kind} data ({hint})")
-    return examples
+    train = load_examples(config.data)
+    validation = load_examples(config.validation) if config.validation else []
+    wanted = ChatExample if config.method == "sft" else PreferenceExample
+    for path, examples in ((config.data, train), (config.validation, validation)):
+        if examples and not isinstance(examples[0], wanted):
+            hint = "use --method dpo for preference data" if config.method == "sft" else "DPO needs preference pairs"
+            raise TrainingFailed("invalid_data", f"{path} is not {'chat' if config.method == 'sft' else 'preference'} data ({hint})")
+    return train, validation
 
 
 @dataclass
@@ -170,8 +175,7 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
             )
     run.create()
     model_dir = resolve_model(config.model)
-    train = _check_data(config.data, "training", config.method)
-    validation = _check_data(config.validation, "validation", config.method) if config.validation else []
+    train, validation = _check_data(config)
     if not train:
         raise TrainingFailed("invalid_data", f"{config.data} holds no examples")
     hashes = {"train": file_sha256(config.data)}
@@ -237,5 +241,6 @@ def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Pa
 
 def fail_run(run_dir: Path, error: TrainingFailed) -> None:
     run = RunDir(run_dir)
-    status = run.read_status() or {"step": error.step, "total_steps": 0}
-    run.write_status("failed", status.get("step", 0), status.get("total_steps", 0), {"code": error.code, "message": str(error)})
+    status = run.read_status() or {}
+    step = error.step or status.get("step", 0)
+    run.write_status("failed", step, status.get("total_steps", 0), {"code": error.code, "message": str(error)})

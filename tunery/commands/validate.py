@@ -189,9 +189,10 @@ def _print_shown(console: Console, shown: list[dict]) -> None:
             text = Text()
             for piece, trained in item["pieces"]:
                 text.append(piece, style="bold black on green" if trained else "")
+            text.rstrip()
             console.print(text, soft_wrap=True)
         else:
-            console.print(item["text"], soft_wrap=True)
+            console.print(item["text"].rstrip(), soft_wrap=True)
     console.print()
 
 

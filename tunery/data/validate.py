@@ -66,9 +66,7 @@ RULES: dict[str, Rule] = {
         'every message needs "role" and "content" (content may be null only '
         "for an assistant message with tool_calls)",
     ),
-    "message_unrecognized_key": Rule(
-        "error", f"remove it; the keys a message may have are {', '.join(sorted(MESSAGE_KEYS))}"
-    ),
+    "message_unrecognized_key": Rule("error", f"remove it (a message may have only {', '.join(sorted(MESSAGE_KEYS))})"),
     "unrecognized_role": Rule("error", f"use one of {', '.join(ROLES)}"),
     "missing_content": Rule(
         "error",
@@ -85,8 +83,8 @@ RULES: dict[str, Rule] = {
     "invalid_weight": Rule("error", "use 0 (do not train on this message) or 1 (train on it)"),
     "roles_not_alternating": Rule(
         "error",
-        "alternate user and assistant turns; a tool result follows the "
-        "assistant message whose tool_calls asked for it",
+        "alternate user and assistant turns, and put each tool result right after the assistant message "
+        "whose tool_calls asked for it",
     ),
     "no_trainable_messages": Rule("error", "set weight 1 on the replies to train on"),
     "invalid_preference_output": Rule(
@@ -96,12 +94,12 @@ RULES: dict[str, Rule] = {
     "train_validation_overlap": Rule(
         "error", "remove it from one of the two files, so validation measures unseen data"
     ),
-    "too_few_examples": Rule("error", f"add examples: at least {MIN_EXAMPLES}, and 50-100 good ones is a better start"),
+    "too_few_examples": Rule("error", f"add examples (at least {MIN_EXAMPLES}; 50-100 good ones is a better start)"),
     "template_error": Rule(
         "error", "check the roles and fields against the model's chat template, or use another model"
     ),
     "template_no_eos": Rule("error", "use a model whose chat template ends assistant turns with its EOS token"),
-    "empty_line": Rule("warning", "delete it: a JSONL file has exactly one example per line"),
+    "empty_line": Rule("warning", "delete it (a JSONL file has exactly one example per line)"),
     "no_system_or_user_message": Rule("warning", "add the user turn that prompts the reply"),
     "duplicate_example": Rule("warning", "delete it, unless you repeat it on purpose to weight it more"),
     "example_too_long": Rule("warning", "shorten the example or raise --max-seq-len"),

@@ -15,6 +15,8 @@ import pytest
 
 from tunery.data.validate import CODES, MAX_LINE_BYTES, auto_epochs, summarize, validate_file
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def user(text: str = "What is the capital of France?") -> dict:
     return {"role": "user", "content": text}
@@ -274,6 +276,17 @@ def test_unreadable_file_exits_2(cli, tmp_path):
     assert result.returncode == 2 and "cannot read" in result.stderr
 
 
+def test_reader_closing_the_pipe_is_not_a_traceback(tmp_path):
+    path = write(tmp_path / "train.jsonl", ["{oops"] * 3000)  # ~750 kB of JSON, more than a pipe holds
+    command = [sys.executable, "-m", "tunery", "validate", str(path), "--json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.read(100)  # like `| head -c 100`
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in stderr
+
+
 def test_usage_errors_exit_2(cli, tmp_path):
     path = write(tmp_path / "train.jsonl", [chat(i) for i in range(10)])
     assert cli("validate", path, "--show", "2").returncode == 2  # --show needs --model
@@ -470,7 +483,6 @@ def test_validate_never_imports_torch(tmp_path, tiny_model_dir):
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy}), file=sys.stderr)\n"
     )
-    repo = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=repo)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
     outcome = json.loads(result.stderr.strip().splitlines()[-1])
     assert outcome == {"rc": 0, "heavy": []}

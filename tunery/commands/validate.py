@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,19 +101,25 @@ def run(args: argparse.Namespace) -> int:
     report = validate_file(args.file, validation=args.validation, tokenizer=tokenizer, max_seq_len=max_seq_len)
     shown = _render_examples(args.file, tokenizer, max_seq_len, args.show) if args.show else []
 
-    if args.json:
-        data = report.to_dict()
-        if args.show:
-            data["shown"] = [{k: v for k, v in s.items() if k != "pieces"} for s in shown]
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        from rich.console import Console
+    try:
+        if args.json:
+            data = report.to_dict()
+            if args.show:
+                data["shown"] = [{k: v for k, v in s.items() if k != "pieces"} for s in shown]
+            print(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            from rich.console import Console
 
-        console = Console(markup=False, highlight=False)
-        _print_report(console, report)
-        if shown:
-            _print_shown(console, shown)
-        _print_verdict(console, report)
+            console = Console(markup=False, highlight=False)
+            _print_report(console, report)
+            if shown:
+                _print_shown(console, shown)
+            _print_verdict(console, report)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`tunery validate ... | head`): not an error. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0 if report.ok else 1
 
 

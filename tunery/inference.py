@@ -67,11 +67,27 @@ class Generator:
         top_p: float = 1.0,
         seed: int | None = None,
         stop: list[str] | None = None,
+        batch_size: int | None = None,
     ) -> list[Completion]:
-        """Complete each conversation with one assistant turn. Greedy when temperature is 0."""
+        """Complete each conversation with one assistant turn. Greedy when temperature is 0.
+
+        With `batch_size`, conversations are generated in batches of that many, grouped by prompt
+        length so that little compute goes to padding; results keep the input order.
+        """
+        prompts = [render_prompt(messages, self.tokenizer) for messages in conversations]
+        size = batch_size or max(len(prompts), 1)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Completion | None] = [None] * len(prompts)
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            done = self._generate_batch([prompts[i] for i in chunk], adapter, max_new_tokens, temperature, top_p, seed, stop)
+            for i, completion in zip(chunk, done):
+                results[i] = completion
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, prompts, adapter, max_new_tokens, temperature, top_p, seed, stop) -> list[Completion]:
         import torch
 
-        prompts = [render_prompt(messages, self.tokenizer) for messages in conversations]
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -83,7 +99,7 @@ class Generator:
             if temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
-        with torch.inference_mode(), self._adapter(adapter):
+        with torch.inference_mode(), self.use_adapter(adapter):
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
@@ -94,8 +110,12 @@ class Generator:
             )
         return [self._completion(row[width:].tolist(), len(p), stop) for row, p in zip(out, prompts)]
 
-    def _adapter(self, name: str | None):
-        """Context in which `name` is active; None means the plain base model."""
+    def use_adapter(self, name: str | None):
+        """Context in which `name` is active; None means the plain base model.
+
+        Public so that other forward passes on `self.model` (reference losses in evaluation) run
+        under the same adapter choice as generation.
+        """
         import contextlib
 
         if not self.adapters:

@@ -1,0 +1,79 @@
+"""The loss functions, each checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tunery.train.losses import (
+    dpo_sigmoid_loss,
+    ipo_loss,
+    select_targets,
+    sequence_logps,
+    simpo_loss,
+    token_nll_sum,
+)
+
+
+def test_select_targets_keeps_the_state_before_each_trained_token():
+    """ids = [5, 6, 7, 8], mask = [0, 0, 1, 1]: tokens 7 and 8 are trained, predicted from the
+    states at positions 1 and 2. So rows = hidden[1], hidden[2] and targets = [7, 8]."""
+    hidden = torch.arange(4.0).reshape(1, 4, 1)
+    rows, targets = select_targets(hidden, torch.tensor([[5, 6, 7, 8]]), torch.tensor([[0, 0, 1, 1]]))
+    assert rows.flatten().tolist() == [1.0, 2.0] and targets.tolist() == [7, 8]
+
+
+def test_token_nll_sum_by_hand():
+    """Row 1: logits (0, 0, 0), target 0 → −log(1/3) = ln 3 = 1.098612; argmax 0 is correct.
+    Row 2: logits (2, 0, 0), target 1 → −log(e⁰ / (e² + 2)) = ln(9.389056) = 2.239545; argmax 0 is wrong.
+    Sum = 3.338157, correct = 1."""
+    nll, correct = token_nll_sum(torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), torch.tensor([0, 1]))
+    assert nll.item() == pytest.approx(3.338157, abs=1e-6)
+    assert correct.item() == 1
+
+
+def test_sequence_logps_by_hand():
+    """Uniform logits over 4 tokens: every log-prob is −ln 4 = −1.386294.
+    Segments [0, 0, 1] → sums (−2.772589, −1.386294), counts (2, 1)."""
+    sums, counts = sequence_logps(torch.zeros(3, 4), torch.tensor([1, 2, 3]), torch.tensor([0, 0, 1]), 2)
+    assert sums.tolist() == pytest.approx([-2.772589, -1.386294], abs=1e-6)
+    assert counts.tolist() == [2.0, 1.0]
+
+
+def test_dpo_sigmoid_by_hand():
+    """π_c = −1, π_r = −2, ref_c = ref_r = −1.5, β = 0.1.
+    Chosen reward 0.1 × (−1 + 1.5) = 0.05; rejected 0.1 × (−2 + 1.5) = −0.05; margin 0.1.
+    Loss = −log σ(0.1) = log(1 + e^−0.1) = log(1.904837) = 0.644397."""
+    loss, chosen, rejected = dpo_sigmoid_loss(
+        torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]), beta=0.1
+    )
+    assert loss.item() == pytest.approx(0.644397, abs=1e-6)
+    assert (chosen.item(), rejected.item()) == pytest.approx((0.05, -0.05))
+
+
+def test_dpo_sigmoid_starts_at_log_2_when_policy_equals_reference():
+    """Identical policy and reference: every margin is 0 and the loss is log 2 = 0.693147."""
+    x = torch.tensor([-3.0, -7.0])
+    loss, _, _ = dpo_sigmoid_loss(x, x - 1, x, x - 1, beta=0.5)
+    assert loss.tolist() == pytest.approx([math.log(2)] * 2)
+
+
+def test_ipo_by_hand():
+    """Per-token averages π_c = −1, π_r = −2, ref_c = ref_r = −1.5, β = 0.25.
+    h = (−1 + 1.5) − (−2 + 1.5) = 1; target 1/(2β) = 2; loss = (1 − 2)² = 1.
+    Rewards β × log-ratio: 0.125 and −0.125."""
+    loss, chosen, rejected = ipo_loss(
+        torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]), beta=0.25
+    )
+    assert loss.item() == pytest.approx(1.0)
+    assert (chosen.item(), rejected.item()) == pytest.approx((0.125, -0.125))
+
+
+def test_simpo_by_hand():
+    """Average log-probs −0.5 (chosen) and −1.0 (rejected), β = 2, γ = 0.5.
+    Rewards −1 and −2; logit = −1 − (−2) − 0.5 = 0.5; loss = log(1 + e^−0.5) = log(1.606531) = 0.474077."""
+    loss, chosen, rejected = simpo_loss(torch.tensor([-0.5]), torch.tensor([-1.0]), beta=2.0, gamma=0.5)
+    assert loss.item() == pytest.approx(0.474077, abs=1e-6)
+    assert (chosen.item(), rejected.item()) == pytest.approx((-1.0, -2.0))

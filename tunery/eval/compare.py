@@ -1,0 +1,239 @@
+"""Was fine-tuning worth it? The base model prompted zero-shot and few-shot, against the tuned model.
+
+All three systems answer the same held-out items and are graded by the same graders. The tuned
+model is set against the better of the two prompting baselines on the first grader (the primary
+metric), with a paired bootstrap interval on the difference, and the verdict says it plainly:
+
+    fine-tuning beats few-shot prompting by 0.62 exact (CI 0.50..0.73)
+    prompting is enough here: the difference is within noise (+0.03 exact, CI -0.05..0.12)
+
+It also sets prompt tokens per request side by side (a tuned model needs no worked examples in
+its prompt) and, unless turned off, runs the forgetting probe on base and tuned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from tunery.data.formats import load_examples
+from tunery.errors import TuneryError
+from tunery.eval.evaluate import Log, evaluate_items, reference_budget, resolve_device
+from tunery.eval.fewshot import pick_shots, with_shots
+from tunery.eval.forgetting import ForgettingReport, run_probe
+from tunery.eval.graders import resolve_graders
+from tunery.eval.heldout import load_heldout
+from tunery.eval.report import EvalReport, Score, format_score, write_json_and_examples
+from tunery.eval.stats import Interval, paired_bootstrap_diff
+from tunery.eval.target import attach_tuned, base_model_dir, find_tuned
+
+BASELINE_WORDS = {"zero_shot": "zero-shot prompting", "few_shot": "few-shot prompting"}
+
+
+class CompareReport(BaseModel):
+    base: str
+    tuned: str
+    train: str
+    data: str
+    shots: int
+    seed: int
+    primary: str = Field(description="the metric the verdict is about: the first grader")
+    baseline: str = Field(description="the prompting system the tuned model is set against")
+    difference: Score = Field(description="tuned minus baseline on the primary metric, paired bootstrap")
+    verdict: str
+    prompt_tokens: dict[str, float] = Field(description="mean prompt tokens per request, per system")
+    token_note: str
+    systems: dict[str, EvalReport]
+    forgetting: ForgettingReport | None
+    seconds: float
+
+    def to_dict(self, examples: bool = False) -> dict:
+        data = self.model_dump(mode="json", exclude={"systems", "forgetting"})
+        data["systems"] = {name: report.to_dict(examples) for name, report in self.systems.items()}
+        data["forgetting"] = self.forgetting.to_dict(examples) if self.forgetting else None
+        return data
+
+
+def compare_verdict(metric: str, baseline: str, diff: Interval) -> str:
+    """The plain-language verdict on tuned − baseline.
+
+    >>> compare_verdict("exact", "few_shot", Interval(0.62, 0.5, 0.73))
+    'fine-tuning beats few-shot prompting by 0.62 exact (CI 0.50..0.73)'
+    >>> compare_verdict("exact", "few_shot", Interval(0.03, -0.05, 0.12))
+    'prompting is enough here: the difference is within noise (+0.03 exact, CI -0.05..0.12)'
+    """
+    words = BASELINE_WORDS[baseline]
+    if diff.low > 0:
+        return f"fine-tuning beats {words} by {diff.estimate:.2f} {metric} (CI {diff.low:.2f}..{diff.high:.2f})"
+    if diff.high < 0:
+        return (
+            f"prompting is enough here, and better: {words} beats fine-tuning by {-diff.estimate:.2f} {metric} "
+            f"(CI {-diff.high:.2f}..{-diff.low:.2f})"
+        )
+    return (
+        f"prompting is enough here: the difference is within noise "
+        f"({diff.estimate:+.2f} {metric}, CI {diff.low:.2f}..{diff.high:.2f})"
+    )
+
+
+def token_note(prompt_tokens: dict[str, float]) -> str:
+    """Prompt tokens per request, tuned against the longest prompting baseline.
+
+    >>> token_note({"zero_shot": 150.0, "few_shot": 400.0, "tuned": 150.0})
+    'prompt tokens per request: tuned 150, few-shot prompting 400 (62% fewer for the tuned model)'
+    """
+    baseline = max((name for name in BASELINE_WORDS if name in prompt_tokens), key=prompt_tokens.get)
+    tuned, other = prompt_tokens["tuned"], prompt_tokens[baseline]
+    saving = f" ({(1 - tuned / other) * 100:.0f}% fewer for the tuned model)" if other > tuned else ""
+    return f"prompt tokens per request: tuned {tuned:.0f}, {BASELINE_WORDS[baseline]} {other:.0f}{saving}"
+
+
+def compare(
+    base: str | None,
+    tuned: str | Path,
+    train: str | Path,
+    data: str | Path,
+    *,
+    shots: int = 5,
+    seed: int = 0,
+    graders: Sequence[str] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    forgetting: bool = True,
+    with_loss: bool = True,
+    device: str = "auto",
+    log: Log | None = None,
+) -> CompareReport:
+    """Evaluate zero-shot, few-shot (k = `shots`, from `train`) and the tuned model on `data`.
+
+    Args:
+        base: the base model reference; None takes it from the tuned run's manifest.
+        tuned: a run directory (final/ is used), an adapter directory or a full model directory.
+        train: the training file the shots come from (never from `data`).
+        shots: 0 leaves the few-shot system out.
+
+    Raises:
+        TuneryError: bad files, unfitting graders, models that cannot be found, too few shots.
+    """
+    from tunery.inference import Generator
+
+    if shots < 0:
+        raise TuneryError(f"shots must be 0 or more, not {shots}")
+    started = time.perf_counter()
+    items = load_heldout(data)
+    chosen, skipped = resolve_graders(graders, [i.reference for i in items], [i.where for i in items])
+    shot_list = pick_shots(load_examples(train), items, shots, seed, str(train)) if shots else []
+    tuned_model = find_tuned(tuned)
+    device = resolve_device(device)
+    base_dir = base_model_dir(base, tuned_model)
+    base_generator = Generator(base_dir, device=device)
+    tuned_generator, tuned_adapter = attach_tuned(base_generator, tuned_model, device=device)
+    budget = max_new_tokens or reference_budget(base_generator, items)
+
+    runs = {"zero_shot": (base_generator, None, items)}
+    if shots:
+        runs["few_shot"] = (base_generator, None, [with_shots(item, shot_list) for item in items])
+    runs["tuned"] = (tuned_generator, tuned_adapter, items)
+    systems = {
+        name: evaluate_items(
+            generator,
+            system_items,
+            chosen,
+            system=name,
+            model=str(base or base_dir),
+            data=str(data),
+            adapter=adapter,
+            adapter_label=str(tuned_model.path) if name == "tuned" else None,
+            skipped=skipped,
+            max_new_tokens=budget,
+            batch_size=batch_size,
+            with_loss=with_loss,
+            log=log,
+        )
+        for name, (generator, adapter, system_items) in runs.items()
+    }
+
+    primary = chosen[0].name
+    baseline = max(
+        BASELINE_WORDS.keys() & systems.keys(), key=lambda n: (systems[n].metrics[primary].mean, n == "few_shot")
+    )
+    diff = paired_bootstrap_diff(_scores(systems["tuned"], primary), _scores(systems[baseline], primary))
+    prompt_tokens = {name: report.prompt_tokens_per_request for name, report in systems.items()}
+    probe = (
+        run_probe((base_generator, None), (tuned_generator, tuned_adapter), batch_size=batch_size, log=log)
+        if forgetting
+        else None
+    )
+    return CompareReport(
+        base=str(base or base_dir),
+        tuned=str(tuned_model.path),
+        train=str(train),
+        data=str(data),
+        shots=shots,
+        seed=seed,
+        primary=primary,
+        baseline=baseline,
+        difference=Score.of(diff),
+        verdict=compare_verdict(primary, baseline, diff),
+        prompt_tokens=prompt_tokens,
+        token_note=token_note(prompt_tokens),
+        systems=systems,
+        forgetting=probe,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def _scores(report: EvalReport, metric: str) -> list[float]:
+    return [example.scores[metric] for example in report.examples]
+
+
+def write_compare_report(report: CompareReport, path: str | Path) -> tuple[Path, Path]:
+    """The summary JSON at `path`; beside it every answer of every system (and of the probe)."""
+    rows = [
+        {"system": name, **example.model_dump(mode="json")}
+        for name, system in report.systems.items()
+        for example in system.examples
+    ]
+    if report.forgetting:
+        rows += [{"system": "forgetting_probe", **row} for row in report.forgetting.examples]
+    return write_json_and_examples(report.to_dict(), rows, path)
+
+
+def print_compare_report(report: CompareReport, console=None) -> None:
+    """The systems side by side with intervals, the verdict, the token note, the probe."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    first = next(iter(report.systems.values()))
+    metrics = list(first.metrics)
+    table = Table(
+        "system",
+        *[f"{m} (95% CI)" for m in metrics],
+        "loss",
+        "prompt tokens",
+        title=f"{report.data}: {first.n} held-out examples, {report.shots} shots from {report.train}",
+        title_justify="left",
+    )
+    for name, system in report.systems.items():
+        loss = f"{system.loss.loss:.3f}" if system.loss else "-"
+        table.add_row(
+            name, *[format_score(system.metrics[m]) for m in metrics], loss, f"{system.prompt_tokens_per_request:.0f}"
+        )
+    console.print(table)
+    for name, why in first.skipped.items():
+        console.print(f"[yellow]{name}[/]: {why}")
+    console.print(f"[bold]verdict:[/] {report.verdict}")
+    console.print(report.token_note)
+    if report.forgetting:
+        probe = report.forgetting
+        skills = Table("forgetting probe", "base", "tuned", title_justify="left")
+        for skill, values in probe.by_skill.items():
+            skills.add_row(skill, f"{values['base']:.2f}", f"{values['tuned']:.2f}")
+        skills.add_row(f"all {probe.n} items", format_score(probe.base), format_score(probe.tuned))
+        console.print(skills)
+        console.print(f"[bold]forgetting:[/] {probe.verdict}")
+    console.print(f"{report.seconds:.0f}s in all")

@@ -1,0 +1,147 @@
+"""`tunery eval` and `tunery compare` end to end: the real CLI, the tiny model, a real LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+# The tiny model is 64 wide: one thread is faster than two fighting over the work.
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def run_json(cli, *args, cwd=None):
+    result = cli(*args, "--json", cwd=cwd, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout), result
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_compare_says_fine_tuning_wins_when_it_does(cli, tiny_model_dir, ticket_files, tuned_run, tmp_path):
+    out = tmp_path / "report" / "compare.json"
+    report, result = run_json(
+        cli,
+        "compare",
+        "--tuned",
+        tuned_run,
+        "--train",
+        ticket_files["train"],
+        "--data",
+        ticket_files["heldout"],
+        "--shots",
+        "3",
+        "--output",
+        out,
+    )
+    systems = report["systems"]
+    assert list(systems) == ["zero_shot", "few_shot", "tuned"]
+    assert report["base"] == str(tiny_model_dir)  # taken from the run's tunery.json
+    assert report["primary"] == "exact" and systems["tuned"]["graders"] == ["exact", "normalized"]
+    assert systems["tuned"]["metrics"]["exact"]["mean"] >= 0.75
+    assert systems["zero_shot"]["metrics"]["exact"]["mean"] == 0.0  # a random model never says "billing"
+    assert report["verdict"].startswith("fine-tuning beats ")
+    assert systems["tuned"]["loss"]["loss"] < systems["few_shot"]["loss"]["loss"]
+    # Three worked examples make every few-shot request longer than the tuned model's.
+    assert (
+        report["prompt_tokens"]["few_shot"] > report["prompt_tokens"]["tuned"] == report["prompt_tokens"]["zero_shot"]
+    )
+    assert "fewer for the tuned model" in report["token_note"]
+    assert report["forgetting"]["n"] == 30 and "verdict" in report["forgetting"]
+    assert "[eval] few_shot: generating 8 answers" in result.stderr
+
+    rows = read_rows(out.with_name("compare.examples.jsonl"))
+    assert [r["system"] for r in rows].count("tuned") == 8 and [r["system"] for r in rows].count(
+        "forgetting_probe"
+    ) == 30
+    few = next(r for r in rows if r["system"] == "few_shot")
+    assert {"where", "prompt", "reference", "output", "scores", "loss"} <= few.keys()
+    assert len([m for m in few["prompt"] if m["role"] == "assistant"]) == 3
+    assert json.loads(out.read_text())["verdict"] == report["verdict"]
+
+
+def test_compare_says_prompting_is_enough_when_tuning_changed_nothing(cli, ticket_files, untrained_run, tmp_path):
+    report, _ = run_json(
+        cli,
+        "compare",
+        "--tuned",
+        untrained_run,
+        "--train",
+        ticket_files["train"],
+        "--data",
+        ticket_files["heldout"],
+        "--shots",
+        "2",
+        "--no-forgetting",
+        "--no-loss",
+        "--output",
+        tmp_path / "c.json",
+    )
+    assert report["verdict"].startswith("prompting is enough here: the difference is within noise")
+    assert report["forgetting"] is None and report["systems"]["tuned"]["loss"] is None
+
+
+def test_eval_of_a_run_directory_finds_its_base(cli, tiny_model_dir, ticket_files, tuned_run, tmp_path):
+    out = tmp_path / "eval.json"
+    report, _ = run_json(
+        cli, "eval", "--adapter", tuned_run, "--data", ticket_files["heldout"], "--batch-size", "3", "--output", out
+    )
+    assert report["model"] == str(tiny_model_dir) and report["adapter"] == str(tuned_run / "final")
+    assert report["n"] == 8
+    assert report["max_new_tokens"] == 17  # longest reference "account": 6 tokens → ⌈1.5·6⌉ + 8
+    assert report["loss"]["tokens"] > 0 and report["loss"]["perplexity"] == pytest.approx(
+        2.718281828 ** report["loss"]["loss"]
+    )
+    rows = read_rows(tmp_path / "eval.examples.jsonl")
+    assert len(rows) == 8 and all(set(r["scores"]) == {"exact", "normalized"} for r in rows)
+    assert sum(r["scores"]["exact"] for r in rows) / 8 == report["metrics"]["exact"]["mean"]
+
+
+def test_eval_with_a_custom_grader_and_an_unconfigured_judge(cli, tiny_model_dir, ticket_files, tmp_path):
+    (tmp_path / "my_graders.py").write_text("def always_half(output, reference):\n    return 0.5\n")
+    report, result = run_json(
+        cli,
+        "eval",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        ticket_files["heldout"],
+        "--graders",
+        "my_graders:always_half,judge",
+        "--max-new-tokens",
+        "4",
+        "--no-loss",
+        "--output",
+        tmp_path / "e.json",
+        cwd=tmp_path,
+    )
+    assert report["metrics"] == {"my_graders:always_half": {"mean": 0.5, "low": 0.5, "high": 0.5}}
+    assert report["skipped"]["judge"].startswith("judge skipped: no judge endpoint is configured")
+    assert report["max_new_tokens"] == 4 and report["loss"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--data", "{heldout}"], "error: nothing to evaluate"),
+        (["eval", "--adapter", "{tmp}/nowhere", "--data", "{heldout}"], "is not a directory"),
+        (["eval", "--adapter", "{tmp}", "--data", "{heldout}"], "holds neither adapter_config.json nor config.json"),
+        (
+            ["eval", "--model", "{model}", "--data", "{heldout}", "--graders", "json_equal"],
+            "needs references JSON, but the reference at",
+        ),
+        (["eval", "--model", "{model}", "--data", "{tmp}/missing.jsonl"], "cannot read"),
+        (
+            ["compare", "--tuned", "{run}", "--train", "{heldout}", "--data", "{heldout}"],
+            "0 examples that are not in the held-out set; 5 shots",
+        ),
+    ],
+)
+def test_mistakes_get_one_clear_error_line(cli, tiny_model_dir, ticket_files, untrained_run, tmp_path, args, message):
+    values = {"heldout": ticket_files["heldout"], "tmp": tmp_path, "model": tiny_model_dir, "run": untrained_run}
+    result = cli(*[a.format(**values) for a in args], env=ENV)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

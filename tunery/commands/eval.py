@@ -1,0 +1,107 @@
+"""`tunery eval`: score a model, or a fine-tuned run, on held-out examples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "Evaluate a model (optionally with a fine-tuned adapter) on held-out examples."
+EXAMPLES = """\
+  tunery eval --model smollm2-135m-instruct --data test.jsonl
+  tunery eval --adapter runs/tickets --data test.jsonl            # base taken from the run
+  tunery eval --adapter runs/tickets --data test.jsonl --graders exact,normalized --json
+  tunery eval --model M --data qa.jsonl --graders token_f1,my_graders:mentions_price
+
+graders: exact, normalized, json_valid, json_equal, regex (reference written /PATTERN/FLAGS),
+token_f1, rouge_l, embedding, judge (needs TUNERY_JUDGE_BASE_URL and TUNERY_JUDGE_MODEL),
+or module:function. Left out, they are chosen from the references.
+Writes the summary to --output and every answer to <output>.examples.jsonl beside it.
+"""
+
+
+def add_common_options(parser: argparse.ArgumentParser, default_output: str) -> None:
+    """Options `eval` and `compare` share."""
+    parser.add_argument(
+        "--data", required=True, help="held-out JSONL (chat or preference); the last assistant turn is the reference"
+    )
+    parser.add_argument(
+        "--graders",
+        type=grader_list,
+        default=None,
+        help="comma-separated grader names (default: chosen from the references)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="generation batch size (default 8)")
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int, default=None, help="default: 1.5 × the longest reference + 8"
+    )
+    parser.add_argument("--no-loss", action="store_true", help="skip loss and perplexity on the references")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--output", default=default_output, help=f"summary JSON (default {default_output})")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", help="base model: embedded name, local dir, .gguf or hub id (default: the adapter's base)"
+    )
+    parser.add_argument(
+        "--adapter", help="a run directory (its final/ is used), an adapter directory, or a full fine-tuned model"
+    )
+    add_common_options(parser, "eval-report.json")
+
+
+def grader_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one grader name")
+    return names
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def quiet_loading() -> None:
+    """Model loading draws progress bars that tell an evaluation user nothing."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, so that --json output on stdout stays clean."""
+    print(f"[eval] {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunery.errors import TuneryError
+    from tunery.eval import evaluate, print_eval_report, write_eval_report
+
+    if not args.model and not args.adapter:
+        raise TuneryError("nothing to evaluate", hint="give --model, --adapter RUN_DIR, or both")
+    quiet_loading()
+    report = evaluate(
+        args.data,
+        model=args.model,
+        adapter=args.adapter,
+        graders=args.graders,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        with_loss=not args.no_loss,
+        device=args.device,
+        log=progress,
+    )
+    summary, examples = write_eval_report(report, args.output)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_eval_report(report)
+        print(f"summary: {summary}\nanswers: {examples}")
+    return 0

@@ -114,7 +114,11 @@ def even_odd():
 
 
 def legs():
-    return [(f"How many legs does a {animal} have?", f"A {animal} has {count} legs.") for animal, count in LEGS]
+    pairs = []
+    for animal, count in LEGS:
+        article = "an" if animal[0] in "aeiou" else "a"
+        pairs.append((f"How many legs does {article} {animal} have?", f"{article.title()} {animal} has {count} legs."))
+    return pairs
 
 
 SEEN_FAMILIES = [addition, multiplication, capital, opposite, plural, next_day, next_month, letter_count,

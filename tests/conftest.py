@@ -6,86 +6,25 @@ It is built once per test session in seconds, so unit tests never touch the netw
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from builders import (  # noqa: F401  (re-exported for tests that import them from here)
+    CHATML,
+    EXAMPLES,
+    REPO,
+    build_tiny_model,
+    build_tiny_tokenizer,
+    run_cli,
+    write_chat_dataset,
+    write_preference_dataset,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
 # Converted models are cached across test runs (the GGUF conversion takes ~25 s).
 os.environ.setdefault("TUNERY_HOME", str(REPO / ".tunery-home"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "What is the capital of France? Paris is the capital of France.",
-    "Classify the ticket: my invoice is wrong. Label: billing",
-    "system user assistant tool hello world thanks please answer briefly",
-    '{"name": "Ada", "age": 36, "city": "London"} json extract the fields',
-    "0 1 2 3 4 5 6 7 8 9 + - * / = ? ! . , : ; ( ) [ ] { } \" '",
-]
-
-
-def build_tiny_tokenizer(out: Path, template: str = CHATML) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
-    tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "bos_token": "<|im_start|>",
-                "eos_token": "<|im_end|>",
-                "pad_token": "<|im_end|>",
-                "unk_token": "<|endoftext|>",
-                "chat_template": template,
-            }
-        )
-    )
-
-
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    out.mkdir(parents=True, exist_ok=True)
-    build_tiny_tokenizer(out)
-    from tokenizers import Tokenizer
-
-    vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -102,49 +41,9 @@ def smollm2_dir() -> Path:
     return resolve_model(DEFAULT_MODEL)
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
-    """Run the real `tunery` CLI in a subprocess and return the CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-m", "tunery", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd or REPO,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
-
-
 @pytest.fixture
 def cli():
     return run_cli
-
-
-TOPICS = {
-    "billing": ["invoice", "refund", "charge", "payment"],
-    "shipping": ["package", "delivery", "courier", "parcel"],
-    "account": ["password", "login", "email", "profile"],
-    "other": ["weather", "music", "movie", "recipe"],
-}
-
-
-def write_chat_dataset(path: Path, n: int, seed: int = 0) -> Path:
-    """A small, deterministic labelling dataset in OpenAI chat format."""
-    import random
-
-    rng = random.Random(seed)
-    with path.open("w") as fh:
-        for i in range(n):
-            label = rng.choice(sorted(TOPICS))
-            word = rng.choice(TOPICS[label])
-            example = {
-                "messages": [
-                    {"role": "system", "content": "Label the ticket."},
-                    {"role": "user", "content": f"My {word} has a problem, please help (#{seed}-{i})"},
-                    {"role": "assistant", "content": label},
-                ]
-            }
-            fh.write(json.dumps(example) + "\n")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -152,24 +51,6 @@ def chat_data(tmp_path_factory) -> tuple[Path, Path]:
     """(train.jsonl, valid.jsonl): 48 and 12 short labelling examples."""
     root = tmp_path_factory.mktemp("chat-data")
     return write_chat_dataset(root / "train.jsonl", 48, seed=1), write_chat_dataset(root / "valid.jsonl", 12, seed=2)
-
-
-def write_preference_dataset(path: Path, n: int, seed: int = 0) -> Path:
-    """Pairs whose preferred answer always ends with the sign-off '-- tunery'."""
-    import random
-
-    rng = random.Random(seed)
-    with path.open("w") as fh:
-        for i in range(n):
-            word = rng.choice([w for words in TOPICS.values() for w in words])
-            answer = f"Your {word} request {i} is noted"
-            pair = {
-                "input": {"messages": [{"role": "user", "content": f"Help with my {word} please (#{seed}-{i})"}]},
-                "preferred_output": [{"role": "assistant", "content": f"{answer}. -- tunery"}],
-                "non_preferred_output": [{"role": "assistant", "content": f"{answer}."}],
-            }
-            fh.write(json.dumps(pair) + "\n")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -128,7 +128,6 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`["n_epochs=1", "lora.r=8"]` → nested dict, values parsed as YAML scalars."""
-    import yaml
 
     result: dict[str, Any] = {}
     for pair in pairs:

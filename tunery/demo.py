@@ -35,11 +35,23 @@ def main() -> int:
     model = "smollm2-135m-instruct"
     timings = {}
     started = time.monotonic()
-    timings["validate"] = step(1, "Validate the data, and show which tokens are trained", ["validate", train, "--validation", valid, "--model", model, "--show", "1"])
+    timings["validate"] = step(
+        1,
+        "Validate the data, and show which tokens are trained",
+        ["validate", train, "--validation", valid, "--model", model, "--show", "1"],
+    )
     timings["estimate"] = step(2, "Estimate tokens, time and cost", ["estimate", train, "--model", model])
-    timings["train"] = step(3, "Fine-tune with LoRA (the auto recipe)", ["train", "--model", model, "--data", train, "--validation", valid, "--output", run])
+    timings["train"] = step(
+        3,
+        "Fine-tune with LoRA (the auto recipe)",
+        ["train", "--model", model, "--data", train, "--validation", valid, "--output", run],
+    )
     timings["plot"] = step(4, "Plot the loss curves", ["plot", run])
-    timings["compare"] = step(5, "Was it worth it? Base zero-shot and 5-shot vs the tuned model, on 60 held-out tickets", ["compare", "--tuned", run, "--train", train, "--data", test, "--output", f"{run}/compare-report.json"])
+    timings["compare"] = step(
+        5,
+        "Was it worth it? Base zero-shot and 5-shot vs the tuned model, on 60 held-out tickets",
+        ["compare", "--tuned", run, "--train", train, "--data", test, "--output", f"{run}/compare-report.json"],
+    )
     total = time.monotonic() - started
     print("\n=== timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {total / 60:.1f} min")
     print(f"run directory: {run}  (final/ adapter, metrics.jsonl, loss.png, compare-report.json)")

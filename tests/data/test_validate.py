@@ -405,7 +405,7 @@ def test_example_too_long_warns_with_truncated_count(cli, tmp_path, tiny_model_d
 
 
 def _model_with_template(root: Path, template: str) -> Path:
-    from conftest import build_tiny_tokenizer
+    from builders import build_tiny_tokenizer
 
     root.mkdir()
     build_tiny_tokenizer(root, template=template)

@@ -10,7 +10,16 @@ from safetensors.torch import load_file
 
 from tunery.train.rundir import RunDir
 
-SETTINGS = ["--method", "dpo", "n_epochs=2", "batch_size=8", "learning_rate=1e-2", "eval_every=2", "save_every=2", "lora.r=4"]
+SETTINGS = [
+    "--method",
+    "dpo",
+    "n_epochs=2",
+    "batch_size=8",
+    "learning_rate=1e-2",
+    "eval_every=2",
+    "save_every=2",
+    "lora.r=4",
+]
 
 
 def dpo_args(model, data, out, *extra):
@@ -49,5 +58,7 @@ def test_dpo_reference_cache_gives_the_same_run(tiny_model_dir, preference_data,
 
 
 def test_dpo_rejects_chat_data(tiny_model_dir, chat_data, tmp_path, cli):
-    result = cli("train", "--method", "dpo", "--model", tiny_model_dir, "--data", chat_data[0], "--output", tmp_path / "x")
+    result = cli(
+        "train", "--method", "dpo", "--model", tiny_model_dir, "--data", chat_data[0], "--output", tmp_path / "x"
+    )
     assert result.returncode == 1 and "DPO needs preference pairs" in result.stderr

@@ -67,7 +67,9 @@ def _token_nll(model, batch) -> torch.Tensor:
 def test_packed_per_token_loss_equals_unpacked(setup):
     tok, model, plan = setup
     examples = _examples(tok)
-    alone = [_token_nll(model, tensor_batches(pack_rows([e], 512, packing=False), plan, tok.pad_id)[0]) for e in examples]
+    alone = [
+        _token_nll(model, tensor_batches(pack_rows([e], 512, packing=False), plan, tok.pad_id)[0]) for e in examples
+    ]
 
     capacity = sum(len(e.input_ids) for e in examples)
     rows = pack_rows(examples, capacity, packing=True)

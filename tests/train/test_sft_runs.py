@@ -27,7 +27,7 @@ def train_args(model: Path, data: tuple[Path, Path], out: Path, *extra: str) -> 
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_model_dir, chat_data, tmp_path_factory):
-    from conftest import run_cli
+    from builders import run_cli
 
     out = tmp_path_factory.mktemp("runs") / "ref"
     result = run_cli(*train_args(tiny_model_dir, chat_data, out))
@@ -95,7 +95,9 @@ def _spawn(args: list) -> subprocess.Popen:
     )
 
 
-def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(finished_run, tiny_model_dir, chat_data, tmp_path, cli):
+def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(
+    finished_run, tiny_model_dir, chat_data, tmp_path, cli
+):
     out = tmp_path / "killed"
     kill_after = random.Random().randint(3, 10)
     proc = _spawn(train_args(tiny_model_dir, chat_data, out))
@@ -133,7 +135,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_model_dir, chat_data, tm
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_model_dir, chat_data, tmp_path, cli):
     out = tmp_path / "nan"
-    result = cli(*train_args(tiny_model_dir, chat_data, out, "learning_rate=1e30", "save_every=1", "max_grad_norm=null"))
+    result = cli(
+        *train_args(tiny_model_dir, chat_data, out, "learning_rate=1e30", "save_every=1", "max_grad_norm=null")
+    )
     assert result.returncode == 1
     assert "not finite" in result.stderr and "Traceback" not in result.stderr
     status = RunDir(out).read_status()
@@ -175,7 +179,9 @@ def test_export_merge_gives_the_same_logits_as_base_plus_adapter(finished_run, t
     assert result.returncode == 0, result.stderr
     ids = torch.tensor([[1, 20, 30, 40, 50, 2]])
     with torch.no_grad():
-        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), finished_run[0] / "final")
+        adapted = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir), finished_run[0] / "final"
+        )
         merged = AutoModelForCausalLM.from_pretrained(merged_dir)
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-5, rtol=1e-5)

@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
 def _train(config, resume_dir: Path | None) -> int:
     import torch
 
-    from tunery.train.prepare import TrainingFailed, fail_run
-
-    from tunery.train.prepare import default_output
+    from tunery.train.prepare import TrainingFailed, default_output, fail_run
 
     if config is not None and config.output is None:
         config = config.model_copy(update={"output": default_output(config.method)})

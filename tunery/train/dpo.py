@@ -96,7 +96,13 @@ def pair_losses(plan: Plan, policy: tuple, reference: tuple | None):
         return simpo_loss(avg[:k], avg[k:], cfg.beta, cfg.simpo_gamma)
     ref_sums, ref_counts = reference
     if cfg.loss == "ipo":  # IPO compares per-token averages
-        return ipo_loss(sums[:k] / counts[:k], sums[k:] / counts[k:], ref_sums[:k] / ref_counts[:k], ref_sums[k:] / ref_counts[k:], cfg.beta)
+        return ipo_loss(
+            sums[:k] / counts[:k],
+            sums[k:] / counts[k:],
+            ref_sums[:k] / ref_counts[:k],
+            ref_sums[k:] / ref_counts[k:],
+            cfg.beta,
+        )
     return dpo_sigmoid_loss(sums[:k], sums[k:], ref_sums[:k], ref_sums[k:], cfg.beta)
 
 
@@ -131,7 +137,9 @@ class Reference:
             sums, counts = self.cache
             index = torch.tensor(group + group, device=sums.device)
             k = len(group)
-            return torch.cat([sums[index[:k], 0], sums[index[k:], 1]]), torch.cat([counts[index[:k], 0], counts[index[k:], 1]])
+            return torch.cat([sums[index[:k], 0], sums[index[k:], 1]]), torch.cat(
+                [counts[index[:k], 0], counts[index[k:], 1]]
+            )
         model, context = self._context()
         was_training = model.training
         model.eval()
@@ -267,24 +275,44 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 "eta_s": elapsed / (step - state["step"]) * (plan.total_steps - step),
             }
             run.log(record)
-            progress.update(step, f"loss {metrics['loss']:.4f} margin {metrics['reward_margin']:.3f} acc {metrics['reward_accuracy']:.2f}")
+            progress.update(
+                step,
+                f"loss {metrics['loss']:.4f} margin {metrics['reward_margin']:.3f} acc {metrics['reward_accuracy']:.2f}",
+            )
 
             if valid_pairs and (step % cfg.eval_every == 0 or step == plan.total_steps):
                 v = validate(model, valid_pairs[:VALID_SUBSET], valid_reference, plan)
-                run.log({"type": "valid", "step": step, "valid_loss": v["loss"], "valid_mean_token_accuracy": v["reward_accuracy"], **{f"valid_{k}": x for k, x in v.items()}})
-                progress.message(f"step {step}: validation loss {v['loss']:.4f}, preference accuracy {v['reward_accuracy']:.2f}")
+                run.log(
+                    {
+                        "type": "valid",
+                        "step": step,
+                        "valid_loss": v["loss"],
+                        "valid_mean_token_accuracy": v["reward_accuracy"],
+                        **{f"valid_{k}": x for k, x in v.items()},
+                    }
+                )
+                progress.message(
+                    f"step {step}: validation loss {v['loss']:.4f}, preference accuracy {v['reward_accuracy']:.2f}"
+                )
             if step % cfg.save_every == 0 or stop.signal or step == plan.total_steps:
                 prepared.save(step, model, optimizer, scheduler, elapsed)
             if stop.signal and step < plan.total_steps:
                 progress.close()
                 run.write_status("interrupted", step, plan.total_steps)
-                print(f"{stop.signal}: stopped after step {step}; checkpoint saved. Resume with: tunery train --resume {run.path}", flush=True)
+                print(
+                    f"{stop.signal}: stopped after step {step}; checkpoint saved. Resume with: tunery train --resume {run.path}",
+                    flush=True,
+                )
                 return run.path
     progress.close()
 
     final = {}
     if valid_pairs:
         v = validate(model, valid_pairs, valid_reference, plan)
-        final = {"full_valid_loss": v["loss"], "full_valid_mean_token_accuracy": v["reward_accuracy"], "full_valid_reward_margin": v["reward_margin"]}
+        final = {
+            "full_valid_loss": v["loss"],
+            "full_valid_mean_token_accuracy": v["reward_accuracy"],
+            "full_valid_reward_margin": v["reward_margin"],
+        }
         run.log({"type": "full_valid", "step": step, **final})
     return finish_run(prepared, plan, model, final)

@@ -54,9 +54,7 @@ def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, segment: torch.T
     """
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
     sums = torch.zeros(n_segments, dtype=logp.dtype, device=logp.device).index_add_(0, segment, logp)
-    counts = torch.zeros(n_segments, dtype=logp.dtype, device=logp.device).index_add_(
-        0, segment, torch.ones_like(logp)
-    )
+    counts = torch.zeros(n_segments, dtype=logp.dtype, device=logp.device).index_add_(0, segment, torch.ones_like(logp))
     return sums, counts
 
 

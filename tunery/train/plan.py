@@ -86,7 +86,11 @@ def resolve(
     if max_seq_len == "auto":
         cap = context_length or 2048
         max_seq_len = min(cap, max(64, math.ceil(longest / 64) * 64))
-        pick("max_seq_len", max_seq_len, f"longest example ({longest} tokens) rounded up to 64, at most the context ({cap})")
+        pick(
+            "max_seq_len",
+            max_seq_len,
+            f"longest example ({longest} tokens) rounded up to 64, at most the context ({cap})",
+        )
     if config.gradient_checkpointing == "auto":
         on = device == "cuda" and max_seq_len >= 2048
         pick("gradient_checkpointing", on, "long sequences on GPU" if on else "not worth the recompute here")

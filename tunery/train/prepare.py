@@ -73,7 +73,9 @@ def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
     for path, examples in ((config.data, train), (config.validation, validation)):
         if examples and not isinstance(examples[0], wanted):
             hint = "use --method dpo for preference data" if config.method == "sft" else "DPO needs preference pairs"
-            raise TrainingFailed("invalid_data", f"{path} is not {'chat' if config.method == 'sft' else 'preference'} data ({hint})")
+            raise TrainingFailed(
+                "invalid_data", f"{path} is not {'chat' if config.method == 'sft' else 'preference'} data ({hint})"
+            )
     return train, validation
 
 

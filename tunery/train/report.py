@@ -40,7 +40,8 @@ class Progress:
         self.started = time.monotonic()
         self._bar = None
         if self.tty:
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
                 TextColumn("step {task.completed}/{task.total}"),

@@ -17,7 +17,6 @@ import torch
 from tunery.config import RunConfig
 from tunery.data.pack import pack_rows
 from tunery.data.render import Rendered, render_chat
-from tunery.train import checkpoint as ckpt
 from tunery.train.losses import select_targets, token_nll_sum
 from tunery.train.modeling import (
     StopRequest,

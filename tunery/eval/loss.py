@@ -5,9 +5,10 @@ trained, so the mask marks exactly the reference's tokens and its end-of-turn to
 tokens SFT trains on. By render.py's convention `loss_mask[i] == 1` means token i is a target,
 predicted from the logits at position i − 1.
 
-Rows are left-padded so that every reference ends at the last column; then only the last K
-positions need logits (`logits_to_keep`), which keeps a batch of long few-shot prompts from
-materialising a (batch × length × vocabulary) tensor.
+Rows are laid out as generation lays them out (`tunery.inference.prefix_batch`): the prefix all
+rows share is run once and cached, then padding, then the rest, so every reference ends at the
+last column. Only the last K positions then need logits (`logits_to_keep`), which keeps a batch of
+long few-shot prompts from materialising a (batch × length × vocabulary) tensor.
 """
 
 from __future__ import annotations
@@ -39,25 +40,35 @@ def reference_losses(
     import torch
     import torch.nn.functional as F
 
+    from tunery.inference import prefill_prefix, prefix_batch, shared_prefix_length
+
     rendered = [render_chat(item.conversation(), tok) for item in items]
     order = sorted(range(len(items)), key=lambda i: len(rendered[i].input_ids))
     results: list[ReferenceLoss | None] = [None] * len(items)
     for start in range(0, len(order), batch_size):
-        batch = [rendered[i] for i in order[start : start + batch_size]]
-        width = max(len(r.input_ids) for r in batch)
-        ids = torch.tensor([[tok.pad_id] * (width - len(r.input_ids)) + r.input_ids for r in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(r.loss_mask)) + r.loss_mask for r in batch], device=device)
-        attention = torch.tensor(
-            [[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in batch], device=device
-        )
-        # Left padding shifts absolute positions; give each row its own, starting at 0.
+        chunk = order[start : start + batch_size]
+        rows = [rendered[i].input_ids for i in chunk]
+        masks = [rendered[i].loss_mask for i in chunk]
+        width = max(len(r) for r in rows)
+        # The position before a row's first target must produce logits, so it stays out of the cache.
+        context = [row[: mask.index(1) - 1] for row, mask in zip(rows, masks, strict=True)]
+        prefix = shared_prefix_length(context, keep=0)
+        ids, attention = prefix_batch(rows, prefix, tok.pad_id, device)
+        weights = torch.tensor([[0] * (width - len(m)) + m for m in masks], device=device)
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-        first_target = min(r.loss_mask.index(1) + width - len(r.loss_mask) for r in batch if 1 in r.loss_mask)
+        first_target = min(width - len(r) + len(c) + 1 for r, c in zip(rows, context, strict=True))
         keep = width - first_target + 1  # the logits at first_target - 1 predict the first target
         with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep).logits
-        targets, weights = ids[:, width - keep + 1 :], mask[:, width - keep + 1 :]
+            cache = prefill_prefix(model, rows[0][:prefix], len(rows), device)
+            logits = model(
+                input_ids=ids[:, prefix:],
+                attention_mask=attention,
+                position_ids=positions[:, prefix:],
+                cache=cache,
+                logits_to_keep=keep,
+            ).logits
+        targets, weights = ids[:, width - keep + 1 :], weights[:, width - keep + 1 :]
         nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
-        for row, i in enumerate(order[start : start + batch_size]):
+        for row, i in enumerate(chunk):
             results[i] = ReferenceLoss(nll=float((nll[row] * weights[row]).sum()), tokens=int(weights[row].sum()))
     return results  # type: ignore[return-value]

@@ -1,0 +1,39 @@
+"""Generator batching: grouping by length and sharing the prompt prefix change no answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunery.inference import MIN_SHARED_PREFIX, Generator, prefix_batch, shared_prefix_length
+
+SYSTEM = {"role": "system", "content": "You are a helpful assistant. Answer briefly, please, and thanks."}
+QUESTIONS = ["hello", "What is the capital of France?", "Classify the ticket: my invoice is wrong.", "2 + 2 = ?"]
+
+
+def test_shared_prefix_length_and_layout():
+    shared = list(range(100, 100 + MIN_SHARED_PREFIX))
+    rows = [shared + [1, 2, 3], shared + [1, 9]]
+    assert shared_prefix_length(rows) == MIN_SHARED_PREFIX + 1  # the common 1 as well
+    assert shared_prefix_length(rows, keep=2) == MIN_SHARED_PREFIX  # 2 tokens of the shorter row stay out
+    assert shared_prefix_length([shared[:-1] + [7], shared[:-1] + [8]]) == 0  # too short to be worth it
+    assert shared_prefix_length([shared + [1]]) == 0  # one row: nothing to share
+    ids, mask = prefix_batch([[5, 6, 7, 8], [5, 6, 9]], prefix=2, pad_id=0, device="cpu")
+    assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1]]
+
+
+@pytest.mark.parametrize("questions", [QUESTIONS, QUESTIONS[:1] * 3])
+def test_batched_generation_equals_one_at_a_time(tiny_model_dir, questions):
+    """Rows of different lengths share the system prompt; batched answers (prefix cached once,
+    padding in the middle) must equal the answers each prompt gets alone."""
+    generator = Generator(tiny_model_dir)
+    conversations = [[SYSTEM, {"role": "user", "content": q}] for q in questions]
+    prompts = [
+        generator.tokenizer.encode(generator.tokenizer.apply_template(c, add_generation_prompt=True))[0]
+        for c in conversations
+    ]
+    assert shared_prefix_length(prompts) >= MIN_SHARED_PREFIX
+    alone = [generator.generate([c], max_new_tokens=12)[0] for c in conversations]
+    together = generator.generate(conversations, max_new_tokens=12, batch_size=8)
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert [c.prompt_tokens for c in together] == [len(p) for p in prompts]

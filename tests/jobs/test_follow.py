@@ -56,3 +56,10 @@ def test_only_checkpoints_with_a_manifest_count(tmp_path):
     (tmp_path / "checkpoints" / "step-000008").mkdir()  # being written
     (tmp_path / "checkpoints" / ".tmp-step-000012-1").mkdir()
     assert list(finished_checkpoints(tmp_path)) == [4]
+
+
+def test_a_checkpointed_step_is_complete_without_waiting_for_the_next(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append(path, train(1, 2.0), train(2, 1.5))
+    update = read_metrics(path, 0, final=False, complete_through=2)
+    assert [s.step for s in update.steps] == [1, 2] and update.offset == path.stat().st_size

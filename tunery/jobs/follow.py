@@ -65,11 +65,13 @@ class MetricsUpdate:
     latest_train: dict | None  # the newest train record read, emitted or not (for ETA and token counts)
 
 
-def read_metrics(path: Path, offset: int, *, final: bool) -> MetricsUpdate:
+def read_metrics(path: Path, offset: int, *, final: bool, complete_through: int = 0) -> MetricsUpdate:
     """Group the records appended to `path` since `offset` into complete steps.
 
     Args:
         final: the trainer has exited, so the last step is complete too.
+        complete_through: steps up to this one are complete (the trainer logs a step's
+            validation before saving its checkpoint, so a checkpoint's step is complete).
     """
     try:
         with path.open("rb") as fh:
@@ -101,7 +103,7 @@ def read_metrics(path: Path, offset: int, *, final: bool) -> MetricsUpdate:
         current.values.update({k: v for k, v in record.items() if k != "type"})
     if current is None:
         return MetricsUpdate(steps, position, latest_train)
-    if final:
+    if final or current.step <= complete_through:
         return MetricsUpdate([*steps, current], position, latest_train)
     return MetricsUpdate(steps, current_start, latest_train)
 

@@ -158,4 +158,5 @@ def requeue(store: Store, job: JobRecord, *, resume: bool, reason: str) -> bool:
 def note_stopped_after_cancel(store: Store, job: JobRecord, step: int) -> None:
     with store.transaction() as tx:
         tx.update_job(job.id, trainer_pid=None, estimated_finish=None)
-        tx.add_event(events.message(job.id, f"Training stopped at step {step} after the job was cancelled"))
+        where = f"at step {step}" if step else "before its first step"
+        tx.add_event(events.message(job.id, f"Training stopped {where} after the job was cancelled"))

@@ -59,14 +59,15 @@ def ingest(store: Store, home: Home, job: JobRecord, *, final: bool = False) -> 
     offset = job.metrics_offset
     if metrics_file.exists() and metrics_file.stat().st_size < offset:
         offset = 0  # the trainer rewrote the file on resume; steps already reported are skipped below
-    update = read_metrics(metrics_file, offset, final=final)
+    checkpoints = finished_checkpoints(run_dir)
+    update = read_metrics(metrics_file, offset, final=final, complete_through=max(checkpoints, default=0))
     new_steps = [s for s in update.steps if s.step > job.metrics_step]
     last_metrics = {s.step: s.data for s in update.steps}
 
     known = store.list_checkpoints(job.id, limit=1_000_000).items
     newest_known = max((c.step for c in known), default=0)
     added: list[tuple[CheckpointRecord, ModelRecord]] = []
-    for step, path in sorted(finished_checkpoints(run_dir).items()):
+    for step, path in sorted(checkpoints.items()):
         if step <= newest_known:
             continue
         target = home.checkpoint_copy(job.id, step)

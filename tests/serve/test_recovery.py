@@ -1,0 +1,75 @@
+"""Killing the server mid-job loses nothing: the job resumes from its checkpoint after a restart.
+
+Twice on one job: first SIGKILL of the server process alone (the kernel then sends SIGTERM to
+its worker, which lets the trainer checkpoint), then SIGKILL of everything at once (server,
+worker and trainer: only the periodic checkpoints survive).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from conftest import wait_for_event, wait_for_status
+
+
+def resumed_from(alpha, job_id: str, after_step: int) -> int:
+    """Wait for a restart message newer than `after_step` and return the step it resumes from."""
+    event = wait_for_event(alpha, job_id, "will resume from its checkpoint at step")
+    step = int(event.message.rsplit(" ", 1)[1])
+    assert step >= after_step
+    return step
+
+
+def wait_for_checkpoint_after(alpha, job_id: str, step: int, timeout: float = 180) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = [c.step_number for c in alpha.fine_tuning.jobs.checkpoints.list(job_id)]
+        if steps and max(steps) > step:
+            return max(steps)
+        time.sleep(0.3)
+    raise AssertionError(f"no checkpoint after step {step} within {timeout}s")
+
+
+def test_a_killed_server_loses_nothing(make_server, chat_data, tmp_path_factory):
+    home = tmp_path_factory.mktemp("recovery-home")
+    server = make_server(workers=1, home=home)
+    alpha = server.client()
+    train = alpha.files.create(file=chat_data[0].open("rb"), purpose="fine-tune")
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny", training_file=train.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 2},
+                                                     "tunery": {"max_steps": 24, "save_every": 3}}},
+    )
+    waiting = alpha.fine_tuning.jobs.create(model="tiny", training_file=train.id)
+
+    wait_for_event(alpha, job.id, "Checkpoint created at step 3")
+    os.kill(server.proc.pid, signal.SIGKILL)  # the server process only
+    server.proc.wait(30)
+    server = make_server(workers=1, home=home)
+    alpha = server.client()
+    first = resumed_from(alpha, job.id, 3)
+    assert alpha.fine_tuning.jobs.retrieve(waiting.id).status == "queued"  # queued jobs stay queued
+    assert alpha.files.retrieve(train.id).status == "processed"  # and files stay
+
+    second = wait_for_checkpoint_after(alpha, job.id, first)
+    server.kill_everything()  # server, worker and trainer in one go
+    server = make_server(workers=1, home=home)
+    alpha = server.client()
+    events = list(alpha.fine_tuning.jobs.list_events(job.id, limit=200))
+    restarts = [e for e in events if "will resume from its checkpoint" in e.message]
+    assert len(restarts) == 2 and restarts[0].level == "warn"
+    assert int(restarts[0].message.rsplit(" ", 1)[1]) >= second
+
+    done = wait_for_status(alpha, job.id, {"succeeded", "failed"})
+    assert done.status == "succeeded", done.error
+    events = list(alpha.fine_tuning.jobs.list_events(job.id, limit=200))
+    steps = [e.data["step"] for e in reversed(events) if e.type == "metrics"]
+    assert steps == list(range(1, 25))  # every step reported once, in order, across both kills
+    metrics = home / "jobs" / job.id / "run" / "metrics.jsonl"
+    trained = [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if r["type"] == "train"]
+    assert trained == list(range(1, 25))
+    assert alpha.fine_tuning.jobs.retrieve(waiting.id).status in ("queued", "running")
+    alpha.fine_tuning.jobs.cancel(waiting.id)

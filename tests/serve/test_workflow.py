@@ -1,0 +1,196 @@
+"""The whole fine-tuning workflow through the real openai client, with one worker slot.
+
+A long job holds the slot and is paused, which lets the queued short job run: upload → job →
+events → checkpoints → models → chat (plain and streamed) on the fine-tuned model and a
+checkpoint. Then the long job resumes from its checkpoint and is cancelled. Also DPO, and the
+isolation of models between organisations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+import openai
+import pytest
+
+from conftest import wait_for_event, wait_for_status
+
+LONG = {"hyperparameters": {"n_epochs": 1000, "batch_size": 4}, "tunery": {"save_every": 100000}}
+
+
+@pytest.fixture(scope="module")
+def server(make_server):
+    return make_server(workers=1)
+
+
+@pytest.fixture(scope="module")
+def alpha(server):
+    return server.client("sk-alpha")
+
+
+@pytest.fixture(scope="module")
+def files(alpha, chat_data):
+    train, valid = chat_data
+    return (alpha.files.create(file=train.open("rb"), purpose="fine-tune"),
+            alpha.files.create(file=valid.open("rb"), purpose="fine-tune"))
+
+
+@pytest.fixture(scope="module")
+def long_job(alpha, files):
+    """A long job that takes the only slot; it is paused below, then resumed and cancelled."""
+    job = alpha.fine_tuning.jobs.create(model="tiny", training_file=files[0].id,
+                                        method={"type": "supervised", "supervised": LONG})
+    wait_for_event(alpha, job.id, "Step 2/")
+    return job
+
+
+@pytest.fixture(scope="module")
+def finished_job(alpha, files, long_job):
+    """A short job queued behind `long_job` (one slot): it starts only once that one is paused."""
+    train, valid = files
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny", training_file=train.id, validation_file=valid.id, suffix="wf", seed=3,
+        method={"type": "supervised", "supervised": {
+            # A high rate, so that six steps visibly change the tiny model's answers.
+            "hyperparameters": {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 30},
+            "tunery": {"max_steps": 6, "save_every": 2, "eval_every": 3, "lora": {"r": 4}},
+        }},
+    )
+    time.sleep(1)  # a few worker ticks: a free slot would have started it by now
+    assert alpha.fine_tuning.jobs.retrieve(job.id).status == "queued"
+    assert alpha.fine_tuning.jobs.pause(long_job.id).status == "pausing"
+    assert wait_for_status(alpha, long_job.id, {"paused", "failed"}, timeout=60).status == "paused"
+    return wait_for_status(alpha, job.id, {"succeeded", "failed", "cancelled"})
+
+
+def test_the_job_succeeds_with_openai_fields(alpha, finished_job):
+    job = finished_job
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:tiny:org-alpha:wf:{job.id.removeprefix('ftjob-')}"
+    assert job.trained_tokens > 0 and job.finished_at >= job.created_at and job.error is None
+    assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 4 and job.seed == 3
+    assert job.hyperparameters.learning_rate_multiplier == 30
+    [result] = job.result_files
+    assert alpha.files.retrieve(result).purpose == "fine-tune-results"
+    rows = list(csv.DictReader(io.StringIO(alpha.files.content(result).text)))
+    assert list(rows[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_queued_job_starts_when_the_slot_frees(alpha, long_job, finished_job):
+    paused = wait_for_event(alpha, long_job.id, "paused at step")
+    started = wait_for_event(alpha, finished_job.id, "Fine-tuning job started")
+    assert started.created_at >= paused.created_at
+
+
+def test_events_carry_one_metrics_record_per_step(alpha, finished_job):
+    job = finished_job
+    events = list(alpha.fine_tuning.jobs.list_events(job.id, limit=100))
+    assert events == sorted(events, key=lambda e: e.created_at, reverse=True)  # newest first
+    metrics = [e for e in reversed(events) if e.type == "metrics"]
+    assert [e.data["step"] for e in metrics] == [1, 2, 3, 4, 5, 6]
+    assert set(metrics[0].data) >= {"step", "total_steps", "train_loss", "valid_loss", "full_valid_loss",
+                                    "train_mean_token_accuracy", "valid_mean_token_accuracy",
+                                    "full_valid_mean_token_accuracy"}
+    with_valid = [e.data["step"] for e in metrics if e.data["valid_loss"] is not None]
+    assert with_valid == [3, 6]
+    assert metrics[-1].data["full_valid_loss"] is not None
+    assert metrics[-1].message.startswith("Step 6/6: training loss=")
+    messages = [e.message for e in events]
+    for expected in ("Validating training file", "Files validated", "Fine-tuning job started",
+                     "New fine-tuned model created", "The job has successfully completed"):
+        assert any(expected in m for m in messages), expected
+    # Paging through events with after/limit yields the same list.
+    paged = list(alpha.fine_tuning.jobs.list_events(job.id, limit=3))
+    assert [e.id for e in paged] == [e.id for e in events]
+
+
+def test_checkpoints_are_listed_and_servable(alpha, finished_job):
+    job = finished_job
+    checkpoints = list(alpha.fine_tuning.jobs.checkpoints.list(job.id))
+    assert [c.step_number for c in checkpoints] == [6, 4, 2]  # kept although the trainer rotated step 2
+    for c in checkpoints:
+        assert c.fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{c.step_number}"
+        assert c.metrics.step == c.step_number and c.metrics.train_loss is not None
+        assert c.fine_tuning_job_id == job.id and c.id.startswith("ftckpt_")
+    models = {m.id for m in alpha.models.list()}
+    assert {job.fine_tuned_model, *(c.fine_tuned_model_checkpoint for c in checkpoints)} <= models
+    reply = alpha.chat.completions.create(model=checkpoints[-1].fine_tuned_model_checkpoint,
+                                          messages=[{"role": "user", "content": "hello"}], max_tokens=4)
+    assert reply.model == checkpoints[-1].fine_tuned_model_checkpoint
+
+
+def test_chat_with_the_new_model_without_a_restart(alpha, finished_job):
+    job = finished_job
+    request = dict(model=job.fine_tuned_model, temperature=0, max_tokens=8,
+                   messages=[{"role": "system", "content": "Label the ticket."},
+                             {"role": "user", "content": "My invoice has a problem, please help"}])
+    reply = alpha.chat.completions.create(**request)
+    assert reply.model == job.fine_tuned_model and reply.usage.prompt_tokens > 0
+    streamed = "".join(c.choices[0].delta.content or "" for c in alpha.chat.completions.create(**request, stream=True))
+    assert streamed == reply.choices[0].message.content
+    base = alpha.chat.completions.create(**{**request, "model": "tiny"})
+    assert base.choices[0].message.content != reply.choices[0].message.content  # the adapter changes the output
+
+
+def test_models_are_private_to_their_organisation_and_deletable(server, alpha, finished_job):
+    job = finished_job
+    beta = server.client("sk-beta")
+    assert job.fine_tuned_model not in {m.id for m in beta.models.list()}
+    with pytest.raises(openai.NotFoundError):
+        beta.models.retrieve(job.fine_tuned_model)
+    with pytest.raises(openai.NotFoundError):
+        beta.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError):
+        beta.models.delete(job.fine_tuned_model)
+    step2 = f"{job.fine_tuned_model}:ckpt-step-2"
+    assert alpha.models.delete(step2).deleted
+    with pytest.raises(openai.NotFoundError):
+        alpha.chat.completions.create(model=step2, messages=[{"role": "user", "content": "hi"}])
+    assert step2 not in {m.id for m in alpha.models.list()}
+
+
+def test_resume_continues_from_the_checkpoint_and_cancel_stops_it(server, alpha, long_job, finished_job):
+    step = int(wait_for_event(alpha, long_job.id, "paused at step").message.rsplit(" ", 1)[1])
+    assert step in [c.step_number for c in alpha.fine_tuning.jobs.checkpoints.list(long_job.id)]
+    assert alpha.fine_tuning.jobs.resume(long_job.id).status == "queued"
+    wait_for_event(alpha, long_job.id, f"resumed from step {step}")
+    wait_for_event(alpha, long_job.id, f"Step {step + 2}/")
+    cancelled = alpha.fine_tuning.jobs.cancel(long_job.id)
+    assert cancelled.status == "cancelled" and cancelled.error.code == "cancelled"
+    wait_for_event(alpha, long_job.id, "Training stopped at step", timeout=60)
+    # The trainer continued the same run: every step once, in order, across the pause.
+    metrics = server.home / "jobs" / long_job.id / "run" / "metrics.jsonl"
+    steps = [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if r["type"] == "train"]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > step
+
+
+def test_a_dpo_job_trains_on_preference_data(alpha, tmp_path):
+    pairs = tmp_path / "prefs.jsonl"
+    with pairs.open("w") as fh:
+        for i in range(12):
+            fh.write(json.dumps({
+                "input": {"messages": [{"role": "user", "content": f"Classify ticket {i}: my invoice is wrong"}]},
+                "preferred_output": [{"role": "assistant", "content": "billing"}],
+                "non_preferred_output": [{"role": "assistant", "content": "other"}],
+            }) + "\n")
+    uploaded = alpha.files.create(file=pairs.open("rb"), purpose="fine-tune")
+    assert uploaded.status == "processed", uploaded.status_details
+    # Preference data under a supervised method fails in validating_files, with the reason.
+    wrong = alpha.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id)
+    failed = wait_for_status(alpha, wrong.id, {"failed"}, timeout=60)
+    assert failed.error.code == "invalid_training_file" and "preference" in failed.error.message
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny", training_file=uploaded.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "batch_size": 4, "n_epochs": 1},
+                                       "tunery": {"max_steps": 2}}},
+    )
+    done = wait_for_status(alpha, job.id, {"succeeded", "failed"})
+    assert done.status == "succeeded", done.error
+    assert done.method.type == "dpo" and done.method.dpo.hyperparameters.beta == 0.2
+    reply = alpha.chat.completions.create(model=done.fine_tuned_model, max_tokens=3,
+                                          messages=[{"role": "user", "content": "Classify ticket 1"}])
+    assert reply.choices[0].message.role == "assistant"

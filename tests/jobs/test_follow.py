@@ -15,8 +15,15 @@ def append(path, *records, partial: str = ""):
 
 
 def train(step, loss, total=3):
-    return {"type": "train", "step": step, "total_steps": total, "train_loss": loss,
-            "train_mean_token_accuracy": 0.5, "trained_tokens": 10, "eta_s": 2.0}
+    return {
+        "type": "train",
+        "step": step,
+        "total_steps": total,
+        "train_loss": loss,
+        "train_mean_token_accuracy": 0.5,
+        "trained_tokens": 10,
+        "eta_s": 2.0,
+    }
 
 
 def test_a_step_waits_for_the_next_one_then_carries_its_validation(tmp_path):
@@ -38,8 +45,11 @@ def test_a_step_waits_for_the_next_one_then_carries_its_validation(tmp_path):
 
 def test_the_final_read_includes_the_full_validation_of_the_last_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    append(path, train(3, 1.0), {"type": "full_valid", "step": 3, "full_valid_loss": 1.2,
-                                 "full_valid_mean_token_accuracy": 0.7})
+    append(
+        path,
+        train(3, 1.0),
+        {"type": "full_valid", "step": 3, "full_valid_loss": 1.2, "full_valid_mean_token_accuracy": 0.7},
+    )
     update = read_metrics(path, 0, final=True)
     assert update.steps[0].data["full_valid_loss"] == 1.2
     assert update.offset == path.stat().st_size

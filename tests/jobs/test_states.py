@@ -18,8 +18,19 @@ def test_terminal_states_lead_nowhere_and_everything_else_can_be_cancelled():
 def test_move_refuses_an_illegal_transition_and_skips_a_stale_one(tmp_path):
     store = open_store(tmp_path / "t.db")
     with store.transaction() as tx:
-        tx.add_job(JobRecord(id="ftjob-1", org="a", model="m", training_file="f", status="succeeded",
-                             created_at=1, seed=0, method={}, hyperparameters={}))
+        tx.add_job(
+            JobRecord(
+                id="ftjob-1",
+                org="a",
+                model="m",
+                training_file="f",
+                status="succeeded",
+                created_at=1,
+                seed=0,
+                method={},
+                hyperparameters={},
+            )
+        )
         with pytest.raises(IllegalTransition):
             move(tx, "ftjob-1", ["succeeded"], "running")
         assert not move(tx, "ftjob-1", ["running"], "cancelled")  # the job already finished

@@ -8,8 +8,6 @@ import httpx
 import openai
 import pytest
 
-from conftest import KEYS  # noqa: F401  (tests/serve/conftest.py)
-
 MiB = 1024 * 1024
 
 
@@ -46,8 +44,12 @@ def test_a_valid_training_file_is_processed_and_served_back(alpha, training_file
 
 def test_a_malformed_file_ends_in_error_naming_its_lines(alpha, tmp_path):
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    lines = [json.dumps(good), "this is not json", json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
-             *[json.dumps(good).replace("hi", f"hi {i}") for i in range(10)]]
+    lines = [
+        json.dumps(good),
+        "this is not json",
+        json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
+        *[json.dumps(good).replace("hi", f"hi {i}") for i in range(10)],
+    ]
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
     uploaded = alpha.files.create(file=path.open("rb"), purpose="fine-tune")
@@ -108,9 +110,14 @@ def test_requests_without_a_valid_key_get_401(server):
 
 def test_another_organisation_sees_404_for_files_and_jobs(alpha, beta, training_file):
     job = alpha.fine_tuning.jobs.create(model="tiny", training_file=training_file.id)
-    for call in (lambda: beta.files.retrieve(training_file.id), lambda: beta.files.content(training_file.id),
-                 lambda: beta.files.delete(training_file.id), lambda: beta.fine_tuning.jobs.retrieve(job.id),
-                 lambda: beta.fine_tuning.jobs.cancel(job.id), lambda: beta.fine_tuning.jobs.list_events(job.id)):
+    for call in (
+        lambda: beta.files.retrieve(training_file.id),
+        lambda: beta.files.content(training_file.id),
+        lambda: beta.files.delete(training_file.id),
+        lambda: beta.fine_tuning.jobs.retrieve(job.id),
+        lambda: beta.fine_tuning.jobs.cancel(job.id),
+        lambda: beta.fine_tuning.jobs.list_events(job.id),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     assert training_file.id not in [f.id for f in beta.files.list()]
@@ -134,8 +141,13 @@ def test_job_creation_validates_the_request(alpha, training_file):
         ({"method": {"type": "supervised", "supervised": {"tunery": {"no_such_key": 1}}}}, "unknown key"),
         ({"suffix": "has:colon"}, "suffix"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "16"),
-        ({"hyperparameters": {"n_epochs": 2},
-          "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}}, "not both"),
+        (
+            {
+                "hyperparameters": {"n_epochs": 2},
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}},
+            },
+            "not both",
+        ),
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "n_epochs"),
     ]
     for extra, message in cases:
@@ -147,7 +159,10 @@ def test_job_creation_validates_the_request(alpha, training_file):
 def test_job_states_pagination_and_metadata_filter(alpha, training_file):
     created = [
         alpha.fine_tuning.jobs.create(
-            model="tiny", training_file=training_file.id, suffix="pg", seed=5,
+            model="tiny",
+            training_file=training_file.id,
+            suffix="pg",
+            seed=5,
             metadata={"batch": "pagination", "i": str(i)},
             hyperparameters={"n_epochs": 2},  # the deprecated field still works
         )
@@ -215,9 +230,12 @@ def test_chat_sampling_options(alpha):
     assert texts[0] == texts[1]  # the same seed, the same sample
     # Stop at an ASCII pair that first occurs mid-text: the answer is cut just before it.
     text = texts[0]
-    cut = next(i for i in range(2, len(text) - 1)
-               if text[i:i + 2].isascii() and text[i:i + 2].isalnum() and text.index(text[i:i + 2]) == i)
-    stopped = alpha.chat.completions.create(**sample, stop=[text[cut:cut + 2]])
+    cut = next(
+        i
+        for i in range(2, len(text) - 1)
+        if text[i : i + 2].isascii() and text[i : i + 2].isalnum() and text.index(text[i : i + 2]) == i
+    )
+    stopped = alpha.chat.completions.create(**sample, stop=[text[cut : cut + 2]])
     assert stopped.choices[0].message.content == text[:cut]
     assert stopped.choices[0].finish_reason == "stop"
 

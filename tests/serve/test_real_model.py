@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conftest import REPO, wait_for_status
+from serving import REPO, wait_for_status
 
 pytestmark = pytest.mark.real_model
 
@@ -24,9 +23,16 @@ def test_fine_tune_and_chat_with_smollm2_through_the_openai_client(server):
     training = client.files.create(file=(TICKETS / "train.jsonl").open("rb"), purpose="fine-tune")
     assert training.status == "processed", training.status_details
     job = client.fine_tuning.jobs.create(
-        model="smollm2-135m-instruct", training_file=training.id, suffix="tickets",
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 1},
-                                                     "tunery": {"max_steps": 2, "save_every": 100}}},
+        model="smollm2-135m-instruct",
+        training_file=training.id,
+        suffix="tickets",
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 1, "batch_size": 1},
+                "tunery": {"max_steps": 2, "save_every": 100},
+            },
+        },
     )
     done = wait_for_status(client, job.id, {"succeeded", "failed"}, timeout=300)
     assert done.status == "succeeded", done.error
@@ -35,10 +41,10 @@ def test_fine_tune_and_chat_with_smollm2_through_the_openai_client(server):
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
 
     ticket = json.loads((TICKETS / "valid.jsonl").read_text().splitlines()[0])["messages"][:2]
-    reply = client.chat.completions.create(model=done.fine_tuned_model, messages=ticket, max_tokens=12,
-                                           temperature=0)
+    reply = client.chat.completions.create(model=done.fine_tuned_model, messages=ticket, max_tokens=12, temperature=0)
     text = reply.choices[0].message.content
     assert text.strip() and reply.usage.prompt_tokens > 100  # the system prompt lists the labels
-    stream = client.chat.completions.create(model=done.fine_tuned_model, messages=ticket, max_tokens=12,
-                                            temperature=0, stream=True)
+    stream = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=ticket, max_tokens=12, temperature=0, stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream) == text

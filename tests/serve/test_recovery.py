@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from conftest import wait_for_event, wait_for_status
+from serving import wait_for_event, wait_for_status
 
 
 def resumed_from(alpha, job_id: str, after_step: int) -> int:
@@ -39,9 +39,15 @@ def test_a_killed_server_loses_nothing(make_server, chat_data, tmp_path_factory)
     alpha = server.client()
     train = alpha.files.create(file=chat_data[0].open("rb"), purpose="fine-tune")
     job = alpha.fine_tuning.jobs.create(
-        model="tiny", training_file=train.id,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 2},
-                                                     "tunery": {"max_steps": 24, "save_every": 3}}},
+        model="tiny",
+        training_file=train.id,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 1, "batch_size": 2},
+                "tunery": {"max_steps": 24, "save_every": 3},
+            },
+        },
     )
     waiting = alpha.fine_tuning.jobs.create(model="tiny", training_file=train.id)
 

@@ -15,8 +15,7 @@ import time
 
 import openai
 import pytest
-
-from conftest import wait_for_event, wait_for_status
+from serving import wait_for_event, wait_for_status
 
 LONG = {"hyperparameters": {"n_epochs": 1000, "batch_size": 4}, "tunery": {"save_every": 100000}}
 
@@ -34,15 +33,18 @@ def alpha(server):
 @pytest.fixture(scope="module")
 def files(alpha, chat_data):
     train, valid = chat_data
-    return (alpha.files.create(file=train.open("rb"), purpose="fine-tune"),
-            alpha.files.create(file=valid.open("rb"), purpose="fine-tune"))
+    return (
+        alpha.files.create(file=train.open("rb"), purpose="fine-tune"),
+        alpha.files.create(file=valid.open("rb"), purpose="fine-tune"),
+    )
 
 
 @pytest.fixture(scope="module")
 def long_job(alpha, files):
     """A long job that takes the only slot; it is paused below, then resumed and cancelled."""
-    job = alpha.fine_tuning.jobs.create(model="tiny", training_file=files[0].id,
-                                        method={"type": "supervised", "supervised": LONG})
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny", training_file=files[0].id, method={"type": "supervised", "supervised": LONG}
+    )
     wait_for_event(alpha, job.id, "Step 2/")
     return job
 
@@ -52,12 +54,19 @@ def finished_job(alpha, files, long_job):
     """A short job queued behind `long_job` (one slot): it starts only once that one is paused."""
     train, valid = files
     job = alpha.fine_tuning.jobs.create(
-        model="tiny", training_file=train.id, validation_file=valid.id, suffix="wf", seed=3,
-        method={"type": "supervised", "supervised": {
-            # A high rate, so that six steps visibly change the tiny model's answers.
-            "hyperparameters": {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 30},
-            "tunery": {"max_steps": 6, "save_every": 2, "eval_every": 3, "lora": {"r": 4}},
-        }},
+        model="tiny",
+        training_file=train.id,
+        validation_file=valid.id,
+        suffix="wf",
+        seed=3,
+        method={
+            "type": "supervised",
+            "supervised": {
+                # A high rate, so that six steps visibly change the tiny model's answers.
+                "hyperparameters": {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 30},
+                "tunery": {"max_steps": 6, "save_every": 2, "eval_every": 3, "lora": {"r": 4}},
+            },
+        },
     )
     time.sleep(1)  # a few worker ticks: a free slot would have started it by now
     assert alpha.fine_tuning.jobs.retrieve(job.id).status == "queued"
@@ -92,16 +101,28 @@ def test_events_carry_one_metrics_record_per_step(alpha, finished_job):
     assert events == sorted(events, key=lambda e: e.created_at, reverse=True)  # newest first
     metrics = [e for e in reversed(events) if e.type == "metrics"]
     assert [e.data["step"] for e in metrics] == [1, 2, 3, 4, 5, 6]
-    assert set(metrics[0].data) >= {"step", "total_steps", "train_loss", "valid_loss", "full_valid_loss",
-                                    "train_mean_token_accuracy", "valid_mean_token_accuracy",
-                                    "full_valid_mean_token_accuracy"}
+    assert set(metrics[0].data) >= {
+        "step",
+        "total_steps",
+        "train_loss",
+        "valid_loss",
+        "full_valid_loss",
+        "train_mean_token_accuracy",
+        "valid_mean_token_accuracy",
+        "full_valid_mean_token_accuracy",
+    }
     with_valid = [e.data["step"] for e in metrics if e.data["valid_loss"] is not None]
     assert with_valid == [3, 6]
     assert metrics[-1].data["full_valid_loss"] is not None
     assert metrics[-1].message.startswith("Step 6/6: training loss=")
     messages = [e.message for e in events]
-    for expected in ("Validating training file", "Files validated", "Fine-tuning job started",
-                     "New fine-tuned model created", "The job has successfully completed"):
+    for expected in (
+        "Validating training file",
+        "Files validated",
+        "Fine-tuning job started",
+        "New fine-tuned model created",
+        "The job has successfully completed",
+    ):
         assert any(expected in m for m in messages), expected
     # Paging through events with after/limit yields the same list.
     paged = list(alpha.fine_tuning.jobs.list_events(job.id, limit=3))
@@ -118,16 +139,23 @@ def test_checkpoints_are_listed_and_servable(alpha, finished_job):
         assert c.fine_tuning_job_id == job.id and c.id.startswith("ftckpt_")
     models = {m.id for m in alpha.models.list()}
     assert {job.fine_tuned_model, *(c.fine_tuned_model_checkpoint for c in checkpoints)} <= models
-    reply = alpha.chat.completions.create(model=checkpoints[-1].fine_tuned_model_checkpoint,
-                                          messages=[{"role": "user", "content": "hello"}], max_tokens=4)
+    reply = alpha.chat.completions.create(
+        model=checkpoints[-1].fine_tuned_model_checkpoint, messages=[{"role": "user", "content": "hello"}], max_tokens=4
+    )
     assert reply.model == checkpoints[-1].fine_tuned_model_checkpoint
 
 
 def test_chat_with_the_new_model_without_a_restart(alpha, finished_job):
     job = finished_job
-    request = dict(model=job.fine_tuned_model, temperature=0, max_tokens=8,
-                   messages=[{"role": "system", "content": "Label the ticket."},
-                             {"role": "user", "content": "My invoice has a problem, please help"}])
+    request = dict(
+        model=job.fine_tuned_model,
+        temperature=0,
+        max_tokens=8,
+        messages=[
+            {"role": "system", "content": "Label the ticket."},
+            {"role": "user", "content": "My invoice has a problem, please help"},
+        ],
+    )
     reply = alpha.chat.completions.create(**request)
     assert reply.model == job.fine_tuned_model and reply.usage.prompt_tokens > 0
     streamed = "".join(c.choices[0].delta.content or "" for c in alpha.chat.completions.create(**request, stream=True))
@@ -172,11 +200,18 @@ def test_a_dpo_job_trains_on_preference_data(alpha, tmp_path):
     pairs = tmp_path / "prefs.jsonl"
     with pairs.open("w") as fh:
         for i in range(12):
-            fh.write(json.dumps({
-                "input": {"messages": [{"role": "user", "content": f"Classify ticket {i}: my invoice is wrong"}]},
-                "preferred_output": [{"role": "assistant", "content": "billing"}],
-                "non_preferred_output": [{"role": "assistant", "content": "other"}],
-            }) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "input": {
+                            "messages": [{"role": "user", "content": f"Classify ticket {i}: my invoice is wrong"}]
+                        },
+                        "preferred_output": [{"role": "assistant", "content": "billing"}],
+                        "non_preferred_output": [{"role": "assistant", "content": "other"}],
+                    }
+                )
+                + "\n"
+            )
     uploaded = alpha.files.create(file=pairs.open("rb"), purpose="fine-tune")
     assert uploaded.status == "processed", uploaded.status_details
     # Preference data under a supervised method fails in validating_files, with the reason.
@@ -184,13 +219,17 @@ def test_a_dpo_job_trains_on_preference_data(alpha, tmp_path):
     failed = wait_for_status(alpha, wrong.id, {"failed"}, timeout=60)
     assert failed.error.code == "invalid_training_file" and "preference" in failed.error.message
     job = alpha.fine_tuning.jobs.create(
-        model="tiny", training_file=uploaded.id,
-        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "batch_size": 4, "n_epochs": 1},
-                                       "tunery": {"max_steps": 2}}},
+        model="tiny",
+        training_file=uploaded.id,
+        method={
+            "type": "dpo",
+            "dpo": {"hyperparameters": {"beta": 0.2, "batch_size": 4, "n_epochs": 1}, "tunery": {"max_steps": 2}},
+        },
     )
     done = wait_for_status(alpha, job.id, {"succeeded", "failed"})
     assert done.status == "succeeded", done.error
     assert done.method.type == "dpo" and done.method.dpo.hyperparameters.beta == 0.2
-    reply = alpha.chat.completions.create(model=done.fine_tuned_model, max_tokens=3,
-                                          messages=[{"role": "user", "content": "Classify ticket 1"}])
+    reply = alpha.chat.completions.create(
+        model=done.fine_tuned_model, max_tokens=3, messages=[{"role": "user", "content": "Classify ticket 1"}]
+    )
     assert reply.choices[0].message.role == "assistant"

@@ -11,13 +11,31 @@ from tunery.store.records import CheckpointRecord, UnknownCursor
 
 
 def file_record(i: int, org: str = "a", purpose: str = "fine-tune") -> FileRecord:
-    return FileRecord(id=f"file-{i}", org=org, filename=f"f{i}.jsonl", purpose=purpose, bytes=i,
-                      created_at=1000 + i, status="processed", path=f"/x/{i}")
+    return FileRecord(
+        id=f"file-{i}",
+        org=org,
+        filename=f"f{i}.jsonl",
+        purpose=purpose,
+        bytes=i,
+        created_at=1000 + i,
+        status="processed",
+        path=f"/x/{i}",
+    )
 
 
 def job_record(job_id: str, org: str = "a", status: str = "queued", metadata=None) -> JobRecord:
-    return JobRecord(id=job_id, org=org, model="tiny", training_file="file-1", status=status, created_at=1,
-                     seed=0, method={"type": "supervised"}, hyperparameters={"n_epochs": "auto"}, metadata=metadata)
+    return JobRecord(
+        id=job_id,
+        org=org,
+        model="tiny",
+        training_file="file-1",
+        status=status,
+        created_at=1,
+        seed=0,
+        method={"type": "supervised"},
+        hyperparameters={"n_epochs": "auto"},
+        metadata=metadata,
+    )
 
 
 @pytest.fixture
@@ -91,8 +109,9 @@ def test_json_columns_round_trip_and_metadata_filter(store):
 
 
 def test_a_checkpoint_step_is_recorded_once(store):
-    ckpt = CheckpointRecord(id="ftckpt_1", job_id="ftjob-1", step=5, created_at=1, model="ft:x:ckpt-step-5",
-                            metrics={"step": 5}, path="/p")
+    ckpt = CheckpointRecord(
+        id="ftckpt_1", job_id="ftjob-1", step=5, created_at=1, model="ft:x:ckpt-step-5", metrics={"step": 5}, path="/p"
+    )
     with store.transaction() as tx:
         assert tx.add_checkpoint(ckpt)
         assert not tx.add_checkpoint(CheckpointRecord(**{**ckpt.__dict__, "id": "ftckpt_2"}))

@@ -19,11 +19,18 @@ EXAMPLES = """\
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--home", type=Path, help="state directory: store, files, job runs (default $TUNERY_HOME/server)")
+    parser.add_argument(
+        "--home", type=Path, help="state directory: store, files, job runs (default $TUNERY_HOME/server)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="fine-tuning jobs run at once; 0 = API only (default 1)")
     parser.add_argument("--config", type=Path, help="server settings YAML (api_keys, models, limits)")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=REF",
-                        help="offer a base model under NAME (repeatable); REF as for `tunery train --model`")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=REF",
+        help="offer a base model under NAME (repeatable); REF as for `tunery train --model`",
+    )
     parser.add_argument("--max-upload-mb", type=int, help="largest accepted upload, in MiB (default 512)")
     parser.add_argument("--adapter-cache", type=int, help="LoRA adapters kept loaded per base (default 8)")
     parser.add_argument("--device", help="where chat models run: auto, cpu, cuda (default auto)")
@@ -55,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise TuneryError("--workers must be 0 or more")
     settings = load_settings(
-        args.config, home=args.home, models=models, device=args.device,
+        args.config,
+        home=args.home,
+        models=models,
+        device=args.device,
         max_upload_bytes=args.max_upload_mb * 1024 * 1024 if args.max_upload_mb else None,
         adapter_cache_size=args.adapter_cache,
     )
@@ -69,11 +79,19 @@ def run(args: argparse.Namespace) -> int:
     from tunery.serve.app import create_app
 
     app = create_app(settings)
-    print(f"tunery serve: http://{args.host}:{args.port}/v1  home {settings.home}  "
-          f"models {', '.join(settings.models)}  job slots {args.workers}", file=sys.stderr, flush=True)
+    print(
+        f"tunery serve: http://{args.host}:{args.port}/v1  home {settings.home}  "
+        f"models {', '.join(settings.models)}  job slots {args.workers}",
+        file=sys.stderr,
+        flush=True,
+    )
     if settings.local_mode:
-        print(f"no API keys configured: listening on loopback only; every request acts as organisation "
-              f"{LOCAL_ORG!r}. Set TUNERY_API_KEYS=\"key=org,...\" to require keys.", file=sys.stderr, flush=True)
+        print(
+            f"no API keys configured: listening on loopback only; every request acts as organisation "
+            f'{LOCAL_ORG!r}. Set TUNERY_API_KEYS="key=org,..." to require keys.',
+            file=sys.stderr,
+            flush=True,
+        )
     worker = _start_worker(settings.home, args.workers) if args.workers else None
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)

@@ -10,9 +10,7 @@ from tunery.store.ids import new_id
 
 
 def message(job_id: str, text: str, level: str = "info") -> EventRecord:
-    return EventRecord(
-        id=new_id("ftevent-"), job_id=job_id, created_at=int(time.time()), level=level, message=text
-    )
+    return EventRecord(id=new_id("ftevent-"), job_id=job_id, created_at=int(time.time()), level=level, message=text)
 
 
 def metrics(job_id: str, step: StepMetrics) -> EventRecord:

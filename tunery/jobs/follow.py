@@ -50,8 +50,11 @@ class StepMetrics:
     def message(self) -> str:
         total = self.values.get("total_steps")
         parts = []
-        for key, label in (("train_loss", "training loss"), ("valid_loss", "validation loss"),
-                           ("full_valid_loss", "full validation loss")):
+        for key, label in (
+            ("train_loss", "training loss"),
+            ("valid_loss", "validation loss"),
+            ("full_valid_loss", "full validation loss"),
+        ):
             if self.values.get(key) is not None:
                 parts.append(f"{label}={self.values[key]:.4f}")
         head = f"Step {self.step}/{total}" if total else f"Step {self.step}"

@@ -1,13 +1,13 @@
 """Where the server keeps its state under its home directory.
 
-    HOME/tunery.db                 the store (SQLite, WAL)
-    HOME/files/<file-id>           uploaded bytes, named by id: a client's filename is never a path
-    HOME/jobs/<job-id>/config.yaml the run config the API wrote for `tunery train --config`
-    HOME/jobs/<job-id>/run/        the trainer's RUN_DIR (metrics.jsonl, status.json, checkpoints/, final/)
-    HOME/jobs/<job-id>/train.log   the trainer's stdout and stderr
-    HOME/jobs/<job-id>/checkpoints/step-N/  servable copies of checkpoints (hard links where possible),
-                                   kept even when the trainer rotates its own
-    HOME/worker.lock               held by the one worker process allowed per home
+HOME/tunery.db                 the store (SQLite, WAL)
+HOME/files/<file-id>           uploaded bytes, named by id: a client's filename is never a path
+HOME/jobs/<job-id>/config.yaml the run config the API wrote for `tunery train --config`
+HOME/jobs/<job-id>/run/        the trainer's RUN_DIR (metrics.jsonl, status.json, checkpoints/, final/)
+HOME/jobs/<job-id>/train.log   the trainer's stdout and stderr
+HOME/jobs/<job-id>/checkpoints/step-N/  servable copies of checkpoints (hard links where possible),
+                               kept even when the trainer rotates its own
+HOME/worker.lock               held by the one worker process allowed per home
 """
 
 from __future__ import annotations

@@ -50,8 +50,7 @@ def error_from_status(status: dict | None, exit_code: int | None, log: Path) -> 
         )
     return job_error(
         "internal_error",
-        f"The trainer exited with code {exit_code} without reporting an outcome. "
-        f"Last lines of its log:\n{_tail(log)}",
+        f"The trainer exited with code {exit_code} without reporting an outcome. Last lines of its log:\n{_tail(log)}",
     )
 
 
@@ -88,7 +87,10 @@ def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:
     has_checkpoint = any(c.step >= step for c in store.list_checkpoints(job.id, limit=1_000_000).items)
     with store.transaction() as tx:
         moved = move(
-            tx, job.id, ACTIVE, "succeeded",
+            tx,
+            job.id,
+            ACTIVE,
+            "succeeded",
             fine_tuned_model=name,
             result_files=[result_file.id] if result_file else [],
             finished_at=now,
@@ -98,17 +100,35 @@ def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:
         )
         if not moved:
             return False
-        tx.add_model(ModelRecord(id=name, org=job.org, base=job.model, kind=kind, path=str(final),
-                                 created_at=now, job_id=job.id))
+        tx.add_model(
+            ModelRecord(id=name, org=job.org, base=job.model, kind=kind, path=str(final), created_at=now, job_id=job.id)
+        )
         if not has_checkpoint and step:
             # OpenAI lists the final step among the checkpoints; it is the final model itself.
             ckpt = checkpoint_model_name(job, step)
-            tx.add_checkpoint(CheckpointRecord(
-                id=new_id("ftckpt_"), job_id=job.id, step=step, created_at=now, model=ckpt,
-                metrics=checkpoint_metrics(final), path=str(final),
-            ))
-            tx.add_model(ModelRecord(id=ckpt, org=job.org, base=job.model, kind=kind, path=str(final),
-                                     created_at=now, job_id=job.id, step=step))
+            tx.add_checkpoint(
+                CheckpointRecord(
+                    id=new_id("ftckpt_"),
+                    job_id=job.id,
+                    step=step,
+                    created_at=now,
+                    model=ckpt,
+                    metrics=checkpoint_metrics(final),
+                    path=str(final),
+                )
+            )
+            tx.add_model(
+                ModelRecord(
+                    id=ckpt,
+                    org=job.org,
+                    base=job.model,
+                    kind=kind,
+                    path=str(final),
+                    created_at=now,
+                    job_id=job.id,
+                    step=step,
+                )
+            )
         if result_file:
             tx.add_file(result_file)
         tx.add_event(events.message(job.id, f"New fine-tuned model created: {name}"))
@@ -124,15 +144,29 @@ def _store_results_csv(home: Home, job: JobRecord, now: int) -> FileRecord | Non
     target = home.file_path(file_id)
     shutil.copyfile(source, target)
     return FileRecord(
-        id=file_id, org=job.org, filename="step_metrics.csv", purpose="fine-tune-results",
-        bytes=target.stat().st_size, created_at=now, status="processed", path=str(target),
+        id=file_id,
+        org=job.org,
+        filename="step_metrics.csv",
+        purpose="fine-tune-results",
+        bytes=target.stat().st_size,
+        created_at=now,
+        status="processed",
+        path=str(target),
     )
 
 
 def fail(store: Store, job: JobRecord, error: dict, sources=ACTIVE) -> bool:
     with store.transaction() as tx:
-        moved = move(tx, job.id, sources, "failed", error=error, finished_at=int(time.time()),
-                     estimated_finish=None, trainer_pid=None)
+        moved = move(
+            tx,
+            job.id,
+            sources,
+            "failed",
+            error=error,
+            finished_at=int(time.time()),
+            estimated_finish=None,
+            trainer_pid=None,
+        )
         if moved:
             tx.add_event(events.message(job.id, f"Fine-tuning job failed: {error['message']}", level="error"))
     return moved

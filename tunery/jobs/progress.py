@@ -87,8 +87,14 @@ def ingest(store: Store, home: Home, job: JobRecord, *, final: bool = False) -> 
                     path=str(target),
                 ),
                 ModelRecord(
-                    id=name, org=job.org, base=job.model, kind=model_kind(target), path=str(target),
-                    created_at=now, job_id=job.id, step=step,
+                    id=name,
+                    org=job.org,
+                    base=job.model,
+                    kind=model_kind(target),
+                    path=str(target),
+                    created_at=now,
+                    job_id=job.id,
+                    step=step,
                 ),
             )
         )

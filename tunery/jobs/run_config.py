@@ -18,9 +18,7 @@ from tunery.config import merge
 METHODS = {"supervised": "sft", "dpo": "dpo"}
 
 
-def build_run_config(
-    *, method: dict, seed: int, model: str, data: Path, validation: Path | None, output: Path
-) -> dict:
+def build_run_config(*, method: dict, seed: int, model: str, data: Path, validation: Path | None, output: Path) -> dict:
     """The run config dict for a job whose (normalised) `method` is `{type, <type>: {...}}`."""
     kind = method["type"]
     block = method[kind]

@@ -28,7 +28,9 @@ def _die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def spawn_with_parent_death_signal(argv: list[str], *, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+def spawn_with_parent_death_signal(
+    argv: list[str], *, log: Path | None = None, env: dict | None = None
+) -> subprocess.Popen:
     """Start `argv` (output appended to `log`, or inherited); SIGTERM reaches it if we die."""
     parent = os.getpid()
     if log is None:

@@ -31,10 +31,10 @@ def file_problem(store: Store, job: JobRecord, file_id: str, method: str) -> str
         return f"file {file_id} failed validation: {record.status_details}"
     wanted = FORMAT_FOR_METHOD[method]
     if record.format != wanted:
-        return (
-            f"file {file_id} holds {record.format} examples, but method {method!r} trains on {wanted} examples"
-            + (" ({'input', 'preferred_output', 'non_preferred_output'} per line)" if wanted == "preference" else
-               " ({'messages': [...]} per line)")
+        return f"file {file_id} holds {record.format} examples, but method {method!r} trains on {wanted} examples" + (
+            " ({'input', 'preferred_output', 'non_preferred_output'} per line)"
+            if wanted == "preference"
+            else " ({'messages': [...]} per line)"
         )
     return None
 
@@ -55,8 +55,12 @@ def validate_job(store: Store, home: Home, job: JobRecord) -> None:
 
         resolve_model(config["model"])
     except (OSError, yaml.YAMLError, KeyError) as exc:
-        fail(store, job, job_error("internal_error", f"the job's run config is unreadable: {exc}"),
-             sources=["validating_files"])
+        fail(
+            store,
+            job,
+            job_error("internal_error", f"the job's run config is unreadable: {exc}"),
+            sources=["validating_files"],
+        )
         return
     except TuneryError as exc:
         fail(store, job, job_error("model_not_available", str(exc), "model"), sources=["validating_files"])

@@ -33,8 +33,9 @@ MAX_LAUNCHES = 10
 
 
 class Worker:
-    def __init__(self, home: Home, store: Store, *, slots: int = 1, poll_interval: float = 0.5,
-                 shutdown_timeout: float = 300):
+    def __init__(
+        self, home: Home, store: Store, *, slots: int = 1, poll_interval: float = 0.5, shutdown_timeout: float = 300
+    ):
         if slots < 1:
             raise ValueError("a worker needs at least one slot")
         self.home = home
@@ -101,8 +102,16 @@ class Worker:
                 return None
             checkpoints = finished_checkpoints(self.home.run_dir(job.id)) if job.resume else {}
             # The trainer may rewrite metrics.jsonl on resume: re-read it all; reported steps are skipped.
-            move(tx, job.id, ["queued"], "running", attempts=job.attempts + 1, metrics_offset=0,
-                 resume=bool(checkpoints), trainer_pid=None)
+            move(
+                tx,
+                job.id,
+                ["queued"],
+                "running",
+                attempts=job.attempts + 1,
+                metrics_offset=0,
+                resume=bool(checkpoints),
+                trainer_pid=None,
+            )
             text = f"Fine-tuning job resumed from step {max(checkpoints)}" if checkpoints else "Fine-tuning job started"
             tx.add_event(events.message(job.id, text))
             return tx.get_job(job.id)
@@ -112,8 +121,13 @@ class Worker:
         if not job.resume:
             shutil.rmtree(run_dir, ignore_errors=True)  # a fresh start must not mix with an old run
         try:
-            trainer = TrainerProcess.launch(job.id, config=self.home.job_config(job.id), run_dir=run_dir,
-                                            log=self.home.train_log(job.id), resume=job.resume)
+            trainer = TrainerProcess.launch(
+                job.id,
+                config=self.home.job_config(job.id),
+                run_dir=run_dir,
+                log=self.home.train_log(job.id),
+                resume=job.resume,
+            )
         except OSError as exc:
             outcome.fail(self.store, job, outcome.job_error("internal_error", f"could not start the trainer: {exc}"))
             return
@@ -148,12 +162,21 @@ class Worker:
             elif self.stopping:
                 pass  # stays `running`: the next worker's recovery re-queues it to resume
             elif job.attempts < MAX_LAUNCHES:
-                outcome.requeue(self.store, job, resume=True, reason=(
-                    f"The trainer was interrupted at step {step} without a request; the job is queued "
-                    "again and will resume from its last checkpoint"))
+                outcome.requeue(
+                    self.store,
+                    job,
+                    resume=True,
+                    reason=(
+                        f"The trainer was interrupted at step {step} without a request; the job is queued "
+                        "again and will resume from its last checkpoint"
+                    ),
+                )
             else:
-                outcome.fail(self.store, job, outcome.job_error(
-                    "internal_error", f"the trainer was interrupted {job.attempts} times; giving up"))
+                outcome.fail(
+                    self.store,
+                    job,
+                    outcome.job_error("internal_error", f"the trainer was interrupted {job.attempts} times; giving up"),
+                )
         elif self.stopping and state not in ("succeeded", "failed"):
             pass  # killed during shutdown: recovery decides
         else:

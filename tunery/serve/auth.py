@@ -22,8 +22,12 @@ def current_org(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
-                       code="missing_api_key", type="invalid_request_error")
+        raise APIError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+            code="missing_api_key",
+            type="invalid_request_error",
+        )
     key = key.strip()
     for known, org in keys.items():
         if hmac.compare_digest(known.encode(), key.encode()):  # constant time: no key guessing by timing

@@ -86,7 +86,7 @@ class _RowStreamer:
         if not self.prompt_seen:  # generate() first hands over the prompt itself
             self.prompt_seen = True
             return
-        for row, token in zip(self.rows, value.tolist()):
+        for row, token in zip(self.rows, value.tolist(), strict=True):
             if row.finish_reason is not None:
                 continue
             if token in self.stop_ids:
@@ -126,8 +126,9 @@ def pick_device(setting: str) -> str:
 
 
 class ChatEngine:
-    def __init__(self, *, device: str = "auto", base_cache_size: int = 2, adapter_cache_size: int = 8,
-                 max_batch_size: int = 8):
+    def __init__(
+        self, *, device: str = "auto", base_cache_size: int = 2, adapter_cache_size: int = 8, max_batch_size: int = 8
+    ):
         self.device_setting = device
         self.base_cache_size = base_cache_size
         self.adapter_cache_size = adapter_cache_size
@@ -254,11 +255,12 @@ class ChatEngine:
 
         base_dir = batch[0].model.base_dir
         generator = self._generator(base_dir)
-        names = [self._adapter(generator, base_dir, j.model.adapter_dir) if j.model.adapter_dir else None
-                 for j in batch]
+        names = [
+            self._adapter(generator, base_dir, j.model.adapter_dir) if j.model.adapter_dir else None for j in batch
+        ]
         tok = generator.tokenizer
         rows, prompts, row_names = [], [], []
-        for job, name in zip(batch, names):
+        for job, name in zip(batch, names, strict=True):
             for index in range(job.n):
                 rows.append(_Row(job, index, TextStream(tok.decode, job.stop)))
                 prompts.append(job.prompt)
@@ -294,5 +296,13 @@ class ChatEngine:
             row.finish("length" if len(row.stream.ids) >= row.job.max_tokens else "stop")
         for job in batch:
             completion = sum(len(r.stream.ids) for r in rows if r.job is job)
-            job.emit(("done", {"prompt_tokens": len(job.prompt), "completion_tokens": completion,
-                               "total_tokens": len(job.prompt) + completion}))
+            job.emit(
+                (
+                    "done",
+                    {
+                        "prompt_tokens": len(job.prompt),
+                        "completion_tokens": completion,
+                        "total_tokens": len(job.prompt) + completion,
+                    },
+                )
+            )

@@ -15,13 +15,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("tunery.serve")
 
-_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
-          409: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str | None = None):
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None, type: str | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -58,8 +65,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        message = "Unknown request URL: " + f"{request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
-        return error_response(APIError(exc.status_code, message, code="unknown_url" if exc.status_code == 404 else None))
+        message = (
+            "Unknown request URL: " + f"{request.method} {request.url.path}"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        return error_response(
+            APIError(exc.status_code, message, code="unknown_url" if exc.status_code == 404 else None)
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):

@@ -71,13 +71,16 @@ def parse_key_list(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, org = item.partition("=")
         if not sep or not key.strip() or not org.strip():
-            raise TuneryError(f"TUNERY_API_KEYS entry {item!r} is not key=org", hint='TUNERY_API_KEYS="key1=org1,key2=org2"')
+            raise TuneryError(
+                f"TUNERY_API_KEYS entry {item!r} is not key=org", hint='TUNERY_API_KEYS="key1=org1,key2=org2"'
+            )
         keys[key.strip()] = org.strip()
     return keys
 
 
-def load_settings(config: Path | None, *, home: Path | None = None, models: dict[str, str] | None = None,
-                  **overrides) -> ServerSettings:
+def load_settings(
+    config: Path | None, *, home: Path | None = None, models: dict[str, str] | None = None, **overrides
+) -> ServerSettings:
     """Settings from `config` (if given), TUNERY_API_KEYS, and explicit overrides, in that order.
 
     Raises:

@@ -46,8 +46,12 @@ class _Receiver:
     def callbacks(self) -> dict:
         return {
             "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: setattr(self, "_header_name", self._header_name + data[start:end]),
-            "on_header_value": lambda data, start, end: setattr(self, "_header_value", self._header_value + data[start:end]),
+            "on_header_field": lambda data, start, end: setattr(
+                self, "_header_name", self._header_name + data[start:end]
+            ),
+            "on_header_value": lambda data, start, end: setattr(
+                self, "_header_value", self._header_value + data[start:end]
+            ),
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
@@ -75,8 +79,12 @@ class _Receiver:
         if self._name == "file":
             self.upload.size += end - start
             if self.upload.size > self.max_bytes:
-                raise APIError(413, f"the file is larger than this server's limit of {self.max_bytes} bytes",
-                               param="file", code="file_too_large")
+                raise APIError(
+                    413,
+                    f"the file is larger than this server's limit of {self.max_bytes} bytes",
+                    param="file",
+                    code="file_too_large",
+                )
             self._file.write(data[start:end])
         else:
             self._field += data[start:end]
@@ -111,8 +119,12 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
         raise APIError(400, "upload the file as multipart/form-data with fields `file` and `purpose`")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MAX_FIELD_BYTES:
-        raise APIError(413, f"the file is larger than this server's limit of {max_bytes} bytes",
-                       param="file", code="file_too_large")
+        raise APIError(
+            413,
+            f"the file is larger than this server's limit of {max_bytes} bytes",
+            param="file",
+            code="file_too_large",
+        )
     receiver = _Receiver(tmp_dir, max_bytes)
     parser = MultipartParser(boundary, receiver.callbacks())
     try:

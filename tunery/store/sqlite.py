@@ -102,10 +102,8 @@ class SQLiteTransaction:
     def _insert(self, record) -> None:
         table, json_cols = _TABLES[type(record)]
         names = [f.name for f in fields(record)]
-        values = [_encode(v, n in json_cols) for n, v in zip(names, astuple(record))]
-        self._conn.execute(
-            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values
-        )
+        values = [_encode(v, n in json_cols) for n, v in zip(names, astuple(record), strict=True)]
+        self._conn.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
 
     def add_file(self, record: FileRecord) -> None:
         self._insert(record)
@@ -121,9 +119,7 @@ class SQLiteTransaction:
         return _decode(JobRecord, row) if row else None
 
     def oldest_job(self, status: str) -> JobRecord | None:
-        row = self._conn.execute(
-            "SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (status,)
-        ).fetchone()
+        row = self._conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (status,)).fetchone()
         return _decode(JobRecord, row) if row else None
 
     def update_job(self, job_id: str, *, expect: Collection[str] | None = None, **changes) -> bool:
@@ -232,9 +228,11 @@ class SQLiteStore:
             where += " AND seq > ?" if order == "asc" else " AND seq < ?"
             params = [*params, row["seq"]]
         direction = "ASC" if order == "asc" else "DESC"
-        rows = self._conn().execute(
-            f"SELECT * FROM {table} WHERE {where} ORDER BY seq {direction} LIMIT ?", [*params, limit + 1]
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(f"SELECT * FROM {table} WHERE {where} ORDER BY seq {direction} LIMIT ?", [*params, limit + 1])
+            .fetchall()
+        )
         return Page(items=[_decode(cls, r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     def get_file(self, file_id: str, org: str | None = None) -> FileRecord | None:
@@ -257,11 +255,15 @@ class SQLiteStore:
         return self._page(FileRecord, where, params, after=after, limit=limit, order=order)
 
     def file_in_use(self, file_id: str) -> bool:
-        row = self._conn().execute(
-            "SELECT 1 FROM jobs WHERE (training_file = ? OR validation_file = ?)"
-            " AND status NOT IN ('succeeded', 'failed', 'cancelled') LIMIT 1",
-            (file_id, file_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM jobs WHERE (training_file = ? OR validation_file = ?)"
+                " AND status NOT IN ('succeeded', 'failed', 'cancelled') LIMIT 1",
+                (file_id, file_id),
+            )
+            .fetchone()
+        )
         return row is not None
 
     def get_job(self, job_id: str, org: str | None = None) -> JobRecord | None:
@@ -281,17 +283,17 @@ class SQLiteStore:
 
     def jobs_in(self, statuses: Collection[str]) -> list[JobRecord]:
         statuses = list(statuses)
-        rows = self._conn().execute(
-            f"SELECT * FROM jobs WHERE status IN ({', '.join('?' * len(statuses))}) ORDER BY seq", statuses
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(f"SELECT * FROM jobs WHERE status IN ({', '.join('?' * len(statuses))}) ORDER BY seq", statuses)
+            .fetchall()
+        )
         return [_decode(JobRecord, r) for r in rows]
 
     def list_events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> Page[EventRecord]:
         return self._page(EventRecord, "job_id = ?", [job_id], after=after, limit=limit)
 
-    def list_checkpoints(
-        self, job_id: str, *, after: str | None = None, limit: int = 10
-    ) -> Page[CheckpointRecord]:
+    def list_checkpoints(self, job_id: str, *, after: str | None = None, limit: int = 10) -> Page[CheckpointRecord]:
         return self._page(CheckpointRecord, "job_id = ?", [job_id], after=after, limit=limit)
 
     def get_model(self, model_id: str, org: str | None = None) -> ModelRecord | None:

@@ -44,7 +44,9 @@ def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
     try:
         prompt = render_prompt([m.for_template() for m in body.messages], tokenizer)
     except TuneryError as exc:
-        raise APIError(400, f"the model's chat template cannot render these messages: {exc}", param="messages") from None
+        raise APIError(
+            400, f"the model's chat template cannot render these messages: {exc}", param="messages"
+        ) from None
     room = model.context_length - len(prompt)
     asked = body.max_completion_tokens or body.max_tokens
     if room < 1 or (asked is not None and asked > room):
@@ -53,7 +55,8 @@ def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
             f"This model's maximum context length is {model.context_length} tokens. However, you requested "
             f"{len(prompt) + (asked or 1)} tokens ({len(prompt)} in the messages, {asked or 1} in the completion). "
             "Please reduce the length of the messages or completion.",
-            param="messages", code="context_length_exceeded",
+            param="messages",
+            code="context_length_exceeded",
         )
     return model, prompt, asked or min(server.settings.default_max_tokens, room)
 
@@ -77,9 +80,17 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
 
     n = body.n or 1
     job = ChatJob(
-        model=model, prompt=prompt, max_tokens=max_tokens, emit=emit, n=n, stop=body.stop or [],
-        sampling=Sampling(temperature=1.0 if body.temperature is None else body.temperature,
-                          top_p=1.0 if body.top_p is None else body.top_p, seed=body.seed),
+        model=model,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        emit=emit,
+        n=n,
+        stop=body.stop or [],
+        sampling=Sampling(
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            seed=body.seed,
+        ),
     )
     server.engine.submit(job)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
@@ -107,8 +118,13 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     finally:
         job.cancelled.set()  # a client that hung up stops costing compute
     return ChatCompletion(
-        id=completion_id, created=created, model=body.model, usage=Usage(**usage),
-        choices=[Choice(index=i, message=AssistantMessage(content=texts[i]), finish_reason=reasons[i]) for i in range(n)],
+        id=completion_id,
+        created=created,
+        model=body.model,
+        usage=Usage(**usage),
+        choices=[
+            Choice(index=i, message=AssistantMessage(content=texts[i]), finish_reason=reasons[i]) for i in range(n)
+        ],
     )
 
 
@@ -117,8 +133,9 @@ def _data(payload) -> str:
     return f"data: {body}\n\n"
 
 
-async def _sse(job: ChatJob, results: asyncio.Queue, completion_id: str, created: int, model: str, n: int,
-               include_usage: bool) -> AsyncIterator[str]:
+async def _sse(
+    job: ChatJob, results: asyncio.Queue, completion_id: str, created: int, model: str, n: int, include_usage: bool
+) -> AsyncIterator[str]:
     """OpenAI's stream: a role chunk per choice, content deltas, finish chunks, [usage], `data: [DONE]`."""
 
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:

@@ -64,9 +64,17 @@ async def create_file(request: Request, org: str = Depends(current_org)) -> File
         target = server.home.file_path(file_id)
         os.replace(upload.path, target)
         record = FileRecord(
-            id=file_id, org=org, filename=(upload.filename or "upload")[:255], purpose=purpose, bytes=upload.size,
-            created_at=int(time.time()), status=status, path=str(target), status_details=details,
-            format=fmt, examples=examples,
+            id=file_id,
+            org=org,
+            filename=(upload.filename or "upload")[:255],
+            purpose=purpose,
+            bytes=upload.size,
+            created_at=int(time.time()),
+            status=status,
+            path=str(target),
+            status_details=details,
+            format=fmt,
+            examples=examples,
         )
 
         def save() -> None:
@@ -113,8 +121,13 @@ def delete_file(file_id: str, request: Request, org: str = Depends(current_org))
     record = _own_file(request, file_id, org)
     store = server_of(request).store
     if store.file_in_use(file_id):
-        raise APIError(409, f"file {file_id} is used by a fine-tuning job that has not finished; "
-                            "cancel the job or wait for it to finish", param="file_id", code="file_in_use")
+        raise APIError(
+            409,
+            f"file {file_id} is used by a fine-tuning job that has not finished; "
+            "cancel the job or wait for it to finish",
+            param="file_id",
+            code="file_in_use",
+        )
     with store.transaction() as tx:
         deleted = tx.delete_file(file_id)
     Path(record.path).unlink(missing_ok=True)

@@ -45,16 +45,24 @@ def normalise_method(body: JobCreateRequest) -> dict:
         return {"type": "supervised", "supervised": block.model_dump(mode="json")}
     kind = body.method.type
     if kind == "reinforcement":
-        raise APIError(400, "method 'reinforcement' is not supported yet; use 'supervised' or 'dpo'",
-                       param="method.type", code="unsupported_method")
+        raise APIError(
+            400,
+            "method 'reinforcement' is not supported yet; use 'supervised' or 'dpo'",
+            param="method.type",
+            code="unsupported_method",
+        )
     other = "dpo" if kind == "supervised" else "supervised"
     if getattr(body.method, other) is not None:
         raise APIError(400, f"method.{other} is given but method.type is {kind!r}", param=f"method.{other}")
     block = getattr(body.method, kind) or (SupervisedMethod() if kind == "supervised" else DpoMethod())
     if body.hyperparameters is not None:
         if kind != "supervised" or "hyperparameters" in block.model_fields_set:
-            raise APIError(400, "give hyperparameters either in method.<type>.hyperparameters or in the deprecated "
-                                "top-level field (supervised jobs only), not both", param="hyperparameters")
+            raise APIError(
+                400,
+                "give hyperparameters either in method.<type>.hyperparameters or in the deprecated "
+                "top-level field (supervised jobs only), not both",
+                param="hyperparameters",
+            )
         block = block.model_copy(update={"hyperparameters": body.hyperparameters})
     return {"type": kind, kind: block.model_dump(mode="json")}
 
@@ -64,11 +72,19 @@ def _usable_file(server: Server, file_id: str, org: str, param: str) -> Path:
     if record is None:
         raise APIError(400, f"invalid {param}: no such file {file_id}", param=param, code=f"invalid_{param}")
     if record.purpose != "fine-tune":
-        raise APIError(400, f"invalid {param}: file {file_id} has purpose {record.purpose!r}; "
-                            "upload it with purpose 'fine-tune'", param=param, code=f"invalid_{param}")
+        raise APIError(
+            400,
+            f"invalid {param}: file {file_id} has purpose {record.purpose!r}; upload it with purpose 'fine-tune'",
+            param=param,
+            code=f"invalid_{param}",
+        )
     if record.status == "error":
-        raise APIError(400, f"invalid {param}: file {file_id} failed validation: {record.status_details}",
-                       param=param, code=f"invalid_{param}")
+        raise APIError(
+            400,
+            f"invalid {param}: file {file_id} failed validation: {record.status_details}",
+            param=param,
+            code=f"invalid_{param}",
+        )
     return Path(record.path)
 
 
@@ -78,8 +94,11 @@ def _check_run_config(config: dict, kind: str) -> None:
     try:
         RunConfig.model_validate(config)
     except ValidationError as exc:
-        raise APIError(400, describe_errors(exc, f"method.{kind}.tunery / hyperparameters").replace("\n", ";"),
-                       param=f"method.{kind}") from None
+        raise APIError(
+            400,
+            describe_errors(exc, f"method.{kind}.tunery / hyperparameters").replace("\n", ";"),
+            param=f"method.{kind}",
+        ) from None
 
 
 @router.post("", response_model=FineTuningJob)
@@ -89,29 +108,53 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
     if body.integrations:
         raise APIError(400, "integrations are not supported: tunery runs offline", param="integrations")
     if body.model not in server.settings.models:
-        raise APIError(400, f"model {body.model!r} is not available for fine-tuning here; available: "
-                            f"{sorted(server.settings.models)}", param="model", code="model_not_available")
+        raise APIError(
+            400,
+            f"model {body.model!r} is not available for fine-tuning here; available: {sorted(server.settings.models)}",
+            param="model",
+            code="model_not_available",
+        )
     data = _usable_file(server, body.training_file, org, "training_file")
     validation = _usable_file(server, body.validation_file, org, "validation_file") if body.validation_file else None
 
     job_id = new_id("ftjob-")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-    config = build_run_config(method=method, seed=seed, model=server.settings.models[body.model], data=data,
-                              validation=validation, output=server.home.run_dir(job_id))
+    config = build_run_config(
+        method=method,
+        seed=seed,
+        model=server.settings.models[body.model],
+        data=data,
+        validation=validation,
+        output=server.home.run_dir(job_id),
+    )
     _check_run_config(config, method["type"])
     _write_config(server.home.job_config(job_id), config)
 
     hyperparameters = dict(method[method["type"]]["hyperparameters"])
     record = JobRecord(
-        id=job_id, org=org, model=body.model, training_file=body.training_file, status="validating_files",
-        created_at=int(time.time()), seed=seed, method=method, hyperparameters=hyperparameters,
-        validation_file=body.validation_file, suffix=body.suffix or None, metadata=body.metadata,
+        id=job_id,
+        org=org,
+        model=body.model,
+        training_file=body.training_file,
+        status="validating_files",
+        created_at=int(time.time()),
+        seed=seed,
+        method=method,
+        hyperparameters=hyperparameters,
+        validation_file=body.validation_file,
+        suffix=body.suffix or None,
+        metadata=body.metadata,
     )
     with server.store.transaction() as tx:
         tx.add_job(record)
         tx.add_event(events.message(job_id, f"Created fine-tuning job: {job_id}"))
-        tx.add_event(events.message(job_id, f"Validating training file: {body.training_file}"
-                                    + (f" and validation file: {body.validation_file}" if body.validation_file else "")))
+        tx.add_event(
+            events.message(
+                job_id,
+                f"Validating training file: {body.training_file}"
+                + (f" and validation file: {body.validation_file}" if body.validation_file else ""),
+            )
+        )
     return FineTuningJob.of(record)
 
 
@@ -135,8 +178,9 @@ def _metadata_filter(request: Request) -> dict[str, str]:
 
 
 @router.get("", response_model=CursorPage[FineTuningJob])
-def list_jobs(request: Request, org: str = Depends(current_org), after: str | None = None,
-              limit: int = Query(20, ge=1, le=100)) -> CursorPage[FineTuningJob]:
+def list_jobs(
+    request: Request, org: str = Depends(current_org), after: str | None = None, limit: int = Query(20, ge=1, le=100)
+) -> CursorPage[FineTuningJob]:
     store = server_of(request).store
     try:
         page = store.list_jobs(org, after=after, limit=limit, metadata=_metadata_filter(request))
@@ -157,8 +201,10 @@ def retrieve_job(job_id: str, request: Request, org: str = Depends(current_org))
     return FineTuningJob.of(_own_job(request, job_id, org))
 
 
-def _transition(request: Request, job_id: str, org: str, target: str, verb: str, message: str, **fields) -> FineTuningJob:
-    job = _own_job(request, job_id, org)
+def _transition(
+    request: Request, job_id: str, org: str, target: str, verb: str, message: str, **fields
+) -> FineTuningJob:
+    _own_job(request, job_id, org)  # 404 for a job of another organisation
     store = server_of(request).store
     allowed = sources_of(target)
     with store.transaction() as tx:
@@ -167,8 +213,11 @@ def _transition(request: Request, job_id: str, org: str, target: str, verb: str,
             tx.add_event(events.message(job_id, message))
     if not moved:
         current = store.get_job(job_id).status
-        raise APIError(409, f"job {job_id} is {current} and cannot be {verb}; "
-                            f"only jobs that are {' or '.join(sorted(allowed))} can", code="invalid_job_state")
+        raise APIError(
+            409,
+            f"job {job_id} is {current} and cannot be {verb}; only jobs that are {' or '.join(sorted(allowed))} can",
+            code="invalid_job_state",
+        )
     return FineTuningJob.of(store.get_job(job_id))
 
 
@@ -176,29 +225,52 @@ def _transition(request: Request, job_id: str, org: str, target: str, verb: str,
 def cancel_job(job_id: str, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
     now = int(time.time())
     error = {"code": "cancelled", "message": "The job was cancelled.", "param": None}
-    return _transition(request, job_id, org, "cancelled", "cancelled", "Fine-tuning job cancelled",
-                       error=error, finished_at=now, estimated_finish=None)
+    return _transition(
+        request,
+        job_id,
+        org,
+        "cancelled",
+        "cancelled",
+        "Fine-tuning job cancelled",
+        error=error,
+        finished_at=now,
+        estimated_finish=None,
+    )
 
 
 @router.post("/{job_id}/pause", response_model=FineTuningJob)
 def pause_job(job_id: str, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
-    return _transition(request, job_id, org, "pausing", "paused",
-                       "Pausing fine-tuning job: the trainer will checkpoint and stop")
+    return _transition(
+        request, job_id, org, "pausing", "paused", "Pausing fine-tuning job: the trainer will checkpoint and stop"
+    )
 
 
 @router.post("/{job_id}/resume", response_model=FineTuningJob)
 def resume_job(job_id: str, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
     job = _own_job(request, job_id, org)
     if job.status != "paused":  # `queued` is also reached from validating_files and running
-        raise APIError(409, f"job {job_id} is {job.status} and cannot be resumed; only paused jobs can",
-                       code="invalid_job_state")
-    return _transition(request, job_id, org, "queued", "resumed", "Fine-tuning job resumed: queued to continue "
-                       "from its last checkpoint", resume=True)
+        raise APIError(
+            409, f"job {job_id} is {job.status} and cannot be resumed; only paused jobs can", code="invalid_job_state"
+        )
+    return _transition(
+        request,
+        job_id,
+        org,
+        "queued",
+        "resumed",
+        "Fine-tuning job resumed: queued to continue from its last checkpoint",
+        resume=True,
+    )
 
 
 @router.get("/{job_id}/events", response_model=CursorPage[FineTuningJobEvent])
-def list_events(job_id: str, request: Request, org: str = Depends(current_org), after: str | None = None,
-                limit: int = Query(20, ge=1, le=1000)) -> CursorPage[FineTuningJobEvent]:
+def list_events(
+    job_id: str,
+    request: Request,
+    org: str = Depends(current_org),
+    after: str | None = None,
+    limit: int = Query(20, ge=1, le=1000),
+) -> CursorPage[FineTuningJobEvent]:
     _own_job(request, job_id, org)
     try:
         page = server_of(request).store.list_events(job_id, after=after, limit=limit)
@@ -208,12 +280,16 @@ def list_events(job_id: str, request: Request, org: str = Depends(current_org), 
 
 
 @router.get("/{job_id}/checkpoints", response_model=CursorPage[FineTuningJobCheckpoint])
-def list_checkpoints(job_id: str, request: Request, org: str = Depends(current_org), after: str | None = None,
-                     limit: int = Query(10, ge=1, le=100)) -> CursorPage[FineTuningJobCheckpoint]:
+def list_checkpoints(
+    job_id: str,
+    request: Request,
+    org: str = Depends(current_org),
+    after: str | None = None,
+    limit: int = Query(10, ge=1, le=100),
+) -> CursorPage[FineTuningJobCheckpoint]:
     _own_job(request, job_id, org)
     try:
         page = server_of(request).store.list_checkpoints(job_id, after=after, limit=limit)
     except UnknownCursor:
         raise not_found("checkpoint", after, param="after") from None
     return CursorPage.of([FineTuningJobCheckpoint.of(c) for c in page.items], page.has_more)
-

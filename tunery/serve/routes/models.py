@@ -31,7 +31,9 @@ def _base_created(server: Server, name: str) -> int:
 @router.get("", response_model=ModelList)
 def list_models(request: Request, org: str = Depends(current_org)) -> ModelList:
     server = server_of(request)
-    bases = [Model(id=name, created=_base_created(server, name), owned_by=BASE_OWNER) for name in server.settings.models]
+    bases = [
+        Model(id=name, created=_base_created(server, name), owned_by=BASE_OWNER) for name in server.settings.models
+    ]
     tuned = [Model(id=m.id, created=m.created_at, owned_by=m.org) for m in server.store.list_models(org)]
     return ModelList(data=bases + tuned)
 
@@ -52,8 +54,12 @@ def delete_model(model_id: str, request: Request, org: str = Depends(current_org
     """Delete a fine-tuned model or checkpoint and its weights. Base models cannot be deleted."""
     server = server_of(request)
     if model_id in server.settings.models:
-        raise APIError(403, f"{model_id} is a base model; only fine-tuned models can be deleted",
-                       param="model", code="model_not_deletable")
+        raise APIError(
+            403,
+            f"{model_id} is a base model; only fine-tuned models can be deleted",
+            param="model",
+            code="model_not_deletable",
+        )
     record = server.store.get_model(model_id, org)
     if record is None:
         raise not_found("model", model_id, param="model", code="model_not_found")

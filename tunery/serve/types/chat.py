@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,15 +18,17 @@ class TextPart(_Request):
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[TextPart], None] = None
+    content: str | list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
     def for_template(self) -> dict:
         """The message as chat templates expect it: string content, `developer` read as `system`."""
-        content = self.content if isinstance(self.content, str) or self.content is None else "".join(
-            part.text for part in self.content
+        content = (
+            self.content
+            if isinstance(self.content, str) or self.content is None
+            else "".join(part.text for part in self.content)
         )
         message = {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
         for key in ("name", "tool_calls", "tool_call_id"):
@@ -48,7 +50,7 @@ class ChatCompletionRequest(_Request):
     n: int | None = Field(None, ge=1, le=16)
     max_tokens: int | None = Field(None, ge=1, description="deprecated alias of max_completion_tokens")
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: Union[str, list[str], None] = None
+    stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None

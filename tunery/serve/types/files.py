@@ -9,8 +9,17 @@ from pydantic import BaseModel
 from tunery.store import FileRecord
 
 FilePurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
-ALL_PURPOSES = ("assistants", "assistants_output", "batch", "batch_output", "fine-tune", "fine-tune-results",
-                "vision", "user_data", "evals")
+ALL_PURPOSES = (
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+    "evals",
+)
 
 
 class FileObject(BaseModel):

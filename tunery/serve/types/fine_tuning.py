@@ -8,7 +8,7 @@ the request already sets through OpenAI's own fields.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
@@ -26,9 +26,9 @@ class _Request(BaseModel):
 
 
 class SupervisedHyperparameters(_Request):
-    n_epochs: Union[Auto, PositiveInt] = "auto"
-    batch_size: Union[Auto, PositiveInt] = "auto"
-    learning_rate_multiplier: Union[Auto, PositiveFloat] = "auto"
+    n_epochs: Auto | PositiveInt = "auto"
+    batch_size: Auto | PositiveInt = "auto"
+    learning_rate_multiplier: Auto | PositiveFloat = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -38,7 +38,7 @@ class SupervisedHyperparameters(_Request):
 
 
 class DpoHyperparameters(SupervisedHyperparameters):
-    beta: Union[Auto, PositiveFloat] = "auto"
+    beta: Auto | PositiveFloat = "auto"
 
 
 class _MethodBlock(_Request):
@@ -101,9 +101,9 @@ class JobError(BaseModel):
 
 
 class Hyperparameters(BaseModel):
-    n_epochs: Union[Auto, int, None] = None
-    batch_size: Union[Auto, int, None] = None
-    learning_rate_multiplier: Union[Auto, float, None] = None
+    n_epochs: Auto | int | None = None
+    batch_size: Auto | int | None = None
+    learning_rate_multiplier: Auto | float | None = None
 
 
 JobStatus = Literal["validating_files", "queued", "running", "pausing", "paused", "succeeded", "failed", "cancelled"]
@@ -165,8 +165,14 @@ class FineTuningJobEvent(BaseModel):
 
     @classmethod
     def of(cls, event: EventRecord) -> FineTuningJobEvent:
-        return cls(id=event.id, created_at=event.created_at, level=event.level, message=event.message,
-                   data=event.data or {}, type=event.type)
+        return cls(
+            id=event.id,
+            created_at=event.created_at,
+            level=event.level,
+            message=event.message,
+            data=event.data or {},
+            type=event.type,
+        )
 
 
 class CheckpointMetrics(BaseModel):
@@ -195,6 +201,8 @@ class FineTuningJobCheckpoint(BaseModel):
             created_at=checkpoint.created_at,
             fine_tuned_model_checkpoint=checkpoint.model,
             fine_tuning_job_id=checkpoint.job_id,
-            metrics=CheckpointMetrics(**{k: v for k, v in checkpoint.metrics.items() if k in CheckpointMetrics.model_fields}),
+            metrics=CheckpointMetrics(
+                **{k: v for k, v in checkpoint.metrics.items() if k in CheckpointMetrics.model_fields}
+            ),
             step_number=checkpoint.step,
         )

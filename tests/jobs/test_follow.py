@@ -73,3 +73,10 @@ def test_a_checkpointed_step_is_complete_without_waiting_for_the_next(tmp_path):
     append(path, train(1, 2.0), train(2, 1.5))
     update = read_metrics(path, 0, final=False, complete_through=2)
     assert [s.step for s in update.steps] == [1, 2] and update.offset == path.stat().st_size
+
+
+def test_the_last_step_waits_for_the_end_even_when_checkpointed(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append(path, train(2, 1.5), train(3, 1.0))
+    update = read_metrics(path, 0, final=False, complete_through=3)
+    assert [s.step for s in update.steps] == [2]  # step 3 of 3 still expects its full validation

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import openai
 import pytest
+from serving import server_env
 
 MiB = 1024 * 1024
 
@@ -250,3 +253,24 @@ def test_chat_errors_are_openai_shaped(alpha):
     assert too_long.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError, match="temperature"):
         alpha.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=3)
+
+
+# -- local mode --------------------------------------------------------------------------------
+
+
+def test_without_keys_the_server_stays_on_loopback(make_server, chat_data, tmp_path):
+    refused = subprocess.run(
+        [sys.executable, "-m", "tunery", "serve", "--host", "0.0.0.0", "--home", str(tmp_path)],
+        env=server_env(None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "refusing to listen on 0.0.0.0 without API keys" in refused.stderr
+    local = make_server(workers=0, keys=None)
+    assert "no API keys configured: listening on loopback only" in local.log.read_text()
+    client = local.client("any-key-at-all")
+    uploaded = client.files.create(file=chat_data[0].open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id)
+    assert job.organization_id == "local"
+    client.fine_tuning.jobs.cancel(job.id)

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -22,7 +23,8 @@ LONG = {"hyperparameters": {"n_epochs": 1000, "batch_size": 4}, "tunery": {"save
 
 @pytest.fixture(scope="module")
 def server(make_server):
-    return make_server(workers=1)
+    # Two adapters loaded at most: the tests below use four models, so the LRU cache evicts.
+    return make_server(workers=1, args=["--adapter-cache", "2"])
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +164,23 @@ def test_chat_with_the_new_model_without_a_restart(alpha, finished_job):
     assert streamed == reply.choices[0].message.content
     base = alpha.chat.completions.create(**{**request, "model": "tiny"})
     assert base.choices[0].message.content != reply.choices[0].message.content  # the adapter changes the output
+
+
+def test_concurrent_requests_on_different_adapters_get_their_own_answers(alpha, finished_job):
+    tuned = finished_job.fine_tuned_model
+    models = [tuned, f"{tuned}:ckpt-step-4", "tiny", f"{tuned}:ckpt-step-2"]
+    messages = [{"role": "user", "content": "My invoice is wrong"}]
+
+    def answer(model: str) -> str:
+        reply = alpha.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=6)
+        return reply.choices[0].message.content
+
+    alone = {m: answer(m) for m in models}
+    assert alone[tuned] != alone["tiny"]
+    # Sent together, they are micro-batched (mixing adapters, evicting from the cache of two).
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(answer, models * 3))
+    assert together == [alone[m] for m in models * 3]
 
 
 def test_models_are_private_to_their_organisation_and_deletable(server, alpha, finished_job):

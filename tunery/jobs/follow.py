@@ -74,7 +74,8 @@ def read_metrics(path: Path, offset: int, *, final: bool, complete_through: int 
     Args:
         final: the trainer has exited, so the last step is complete too.
         complete_through: steps up to this one are complete (the trainer logs a step's
-            validation before saving its checkpoint, so a checkpoint's step is complete).
+            validation before saving its checkpoint, so a checkpoint's step is complete), except
+            the run's last step, whose full validation comes after its checkpoint.
     """
     try:
         with path.open("rb") as fh:
@@ -106,7 +107,9 @@ def read_metrics(path: Path, offset: int, *, final: bool, complete_through: int 
         current.values.update({k: v for k, v in record.items() if k != "type"})
     if current is None:
         return MetricsUpdate(steps, position, latest_train)
-    if final or current.step <= complete_through:
+    # The last step also gets the full validation pass after its checkpoint: it ends with the run.
+    last_step = current.step == current.values.get("total_steps")
+    if final or (current.step <= complete_through and not last_step):
         return MetricsUpdate([*steps, current], position, latest_train)
     return MetricsUpdate(steps, current_start, latest_train)
 

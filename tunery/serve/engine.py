@@ -192,15 +192,24 @@ class ChatEngine:
         """The oldest request, plus queued ones that can share its forward passes."""
         head = self._queue.popleft()
         batch, rows, key = [head], head.n, head.sampling.batch_key()
+        adapters = {head.model.adapter_dir} - {None}
         if key is None:
             return batch
         for job in list(self._queue):
             if rows + job.n > self.max_batch_size:
                 break
-            if job.model.base_dir == head.model.base_dir and job.sampling.batch_key() == key:
+            # A batch never needs more adapters than the cache holds, so loading one of them
+            # cannot evict another that the same batch is about to use.
+            needed = adapters | ({job.model.adapter_dir} - {None})
+            if (
+                job.model.base_dir == head.model.base_dir
+                and job.sampling.batch_key() == key
+                and (len(needed) <= self.adapter_cache_size)
+            ):
                 self._queue.remove(job)
                 batch.append(job)
                 rows += job.n
+                adapters = needed
         return batch
 
     def _generator(self, base_dir: Path):

@@ -33,6 +33,7 @@ def server_of(request: Request) -> Server:
 def create_app(settings: ServerSettings) -> FastAPI:
     from tunery import __version__
     from tunery.serve.routes import chat_completions, files, fine_tuning_jobs, models
+    from tunery.web import install_dashboard
 
     home = Home.at(settings.home)
     store = open_store(home.db)
@@ -53,6 +54,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     install_error_handlers(app)
     for module in (files, fine_tuning_jobs, models, chat_completions):
         app.include_router(module.router, prefix="/v1")
+    install_dashboard(app)  # the web pages at / and their read-only /v1/tunery endpoints
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:

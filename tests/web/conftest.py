@@ -1,0 +1,143 @@
+"""Fixtures for the dashboard tests: one real `tunery serve` for the session, and headless Chromium.
+
+The server runs the tiny model with two job slots. As soon as it is up, a short job is created
+through the real openai client and, once it succeeds, `tunery compare` writes a report into the
+job's evals/ folder, in a background thread: by the time the playground and evaluation tests run,
+there is a fine-tuned model to chat with and a report to read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# The server harness of tests/serve (a real `tunery serve` subprocess), reused rather than copied.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+from browsing import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from builders import run_cli, write_chat_dataset  # noqa: E402
+from serving import KEYS, ServerProcess, server_env, wait_for_status  # noqa: E402
+
+# Four steps, checkpoints on the way: a servable model in seconds on the tiny model.
+SHORT_JOB = {
+    "type": "supervised",
+    "supervised": {
+        "hyperparameters": {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 30},
+        "tunery": {"max_steps": 4, "save_every": 2, "eval_every": 2, "lora": {"r": 4}},
+    },
+}
+
+
+@dataclass
+class Dashboard:
+    server: ServerProcess
+    train: Path  # chat training data (48 examples)
+    valid: Path  # chat validation data (12 examples)
+    short_job_id: str
+    evaluated: Future  # → (succeeded job, compare-report.json path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Path, held_out: Path):
+    """Wait for the short job, then write `tunery compare`'s report where the dashboard reads it."""
+    job = wait_for_status(dashboard_server.client(), job_id, {"succeeded", "failed", "cancelled"}, timeout=600)
+    assert job.status == "succeeded", job.error
+    run = dashboard_server.home / "jobs" / job_id / "run"
+    report = dashboard_server.home / "jobs" / job_id / "evals" / "compare-report.json"
+    # No forgetting probe: its 30 questions × 2 models take minutes on a busy 2-core machine.
+    done = run_cli(
+        "compare",
+        "--tuned",
+        run,
+        "--train",
+        train,
+        "--data",
+        held_out,
+        "--shots",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--no-forgetting",
+        "--output",
+        report,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return job, report
+
+
+@pytest.fixture(scope="session")
+def dashboard(tmp_path_factory, tiny_model_dir) -> Iterator[Dashboard]:
+    root = tmp_path_factory.mktemp("dashboard")
+    train = write_chat_dataset(root / "train.jsonl", 48, seed=1)
+    valid = write_chat_dataset(root / "valid.jsonl", 12, seed=2)
+    held_out = write_chat_dataset(root / "held-out.jsonl", 6, seed=3)
+    home = root / "home"
+    server = ServerProcess(
+        home=home,
+        args=["--workers", "2", "--model", f"tiny={tiny_model_dir}"],
+        env=server_env(KEYS),
+        log=root / "server.log",
+    ).start()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        alpha = server.client("sk-alpha")
+        train_file = alpha.files.create(file=train.open("rb"), purpose="fine-tune")
+        job = alpha.fine_tuning.jobs.create(
+            model="tiny", training_file=train_file.id, suffix="web", seed=7, method=SHORT_JOB
+        )
+        evaluated = pool.submit(_finish_and_compare, server, job.id, train, held_out)
+        yield Dashboard(server=server, train=train, valid=valid, short_job_id=job.id, evaluated=evaluated)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("the browser tests need Debian's chromium: apt-get install -y chromium (.ci/run does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_page(browser, dashboard):
+    """open_page(key="sk-alpha") → a fresh browser page whose localStorage holds that API key.
+
+    The test fails if any page threw a JavaScript error or logged one.
+    """
+    contexts = []
+    errors: list[str] = []
+
+    def open_with(key: str | None = "sk-alpha"):
+        context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=dashboard.url)
+        if key:
+            context.add_init_script(f"localStorage.setItem('tunery.apiKey', {key!r})")
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        page.on("console", lambda msg: msg.type == "error" and not _api_status(msg.text) and errors.append(msg.text))
+        return page
+
+    yield open_with
+    for context in contexts:
+        context.close()
+    assert not errors, errors
+
+
+def _api_status(text: str) -> bool:
+    # Chromium logs every non-2xx response; the pages show those as error states, and some tests
+    # provoke them (a missing key, another organisation's job).
+    return text.startswith("Failed to load resource: the server responded with a status of")

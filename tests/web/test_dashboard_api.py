@@ -1,0 +1,116 @@
+"""The dashboard's pages and its read-only /v1/tunery endpoints, over HTTP on a real server."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tunery.data.formats import to_example
+from tunery.data.render import ChatTokenizer, render_chat
+from tunery.data.validate import first_valid_examples
+from tunery.web.pages import PAGES
+
+
+def get(dashboard, path: str, key: str | None = "sk-alpha", **params) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.get(dashboard.url + path, headers=headers, params=params, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def files(dashboard, tmp_path_factory):
+    """(good file id, bad file id) uploaded by org-alpha; the bad one has errors on known lines."""
+    alpha = dashboard.server.client("sk-alpha")
+    lines = dashboard.valid.read_text().splitlines()
+    lines[3] = '{"messages": [{"role": "user", "content": "hi"}]}'  # line 4: no assistant reply
+    lines[7] = lines[7][:-1]  # line 8: cut-off JSON
+    bad = tmp_path_factory.mktemp("bad") / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    good = alpha.files.create(file=dashboard.valid.open("rb"), purpose="fine-tune")
+    broken = alpha.files.create(file=bad.open("rb"), purpose="fine-tune")
+    assert good.status == "processed" and broken.status == "error"
+    return good.id, broken.id
+
+
+@pytest.mark.parametrize("path", [p.replace("{job_id}", "ftjob-x").replace("{file_id}", "file-x") for p in PAGES])
+def test_every_page_is_html_without_auth_and_forbids_inline_script(dashboard, path):
+    response = get(dashboard, path, key=None)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "script-src" not in response.headers["content-security-policy"]  # default-src 'self' covers it
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    script = response.text.split('<script type="module" src="')[1].split('"')[0]
+    assert get(dashboard, script, key=None).status_code == 200
+
+
+def test_the_endpoints_need_a_key(dashboard):
+    assert get(dashboard, "/v1/tunery/session", key=None).status_code == 401
+    assert get(dashboard, "/v1/tunery/session", key="sk-nope").status_code == 401
+    assert get(dashboard, "/v1/tunery/session").json()["organization"] == "org-alpha"
+
+
+def test_full_report_groups_every_issue_with_its_line(dashboard, files):
+    _, bad = files
+    body = get(dashboard, f"/v1/tunery/files/{bad}/report", model="tiny").json()
+    report = body["report"]
+    lines = {issue["code"]: issue["line"] for issue in report["issues"]}
+    assert lines["example_missing_assistant_message"] == 4 and lines["invalid_json"] == 8
+    assert report["file"] == "bad.jsonl" and all(i["file"] == "bad.jsonl" for i in report["issues"])
+    assert "invalid_json" in body["fixes"] and body["tokenizer"] == {"model": "tiny", "max_seq_len": 512}
+    assert sum(b["count"] for b in body["histogram"]) == body["histogram_examples"] == report["stats"]["examples"]
+    line = get(dashboard, f"/v1/tunery/files/{bad}/lines", start=8, count=1).json()["lines"][0]
+    assert line["line"] == 8 and not line["text"].endswith("}")
+
+
+def test_token_view_marks_exactly_the_trainers_mask(dashboard, files, tiny_model_dir):
+    good, _ = files
+    view = get(dashboard, f"/v1/tunery/files/{good}/tokens", model="tiny", n=3).json()
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    expected = [render_chat(to_example(obj, line), tok, 512) for line, obj in first_valid_examples(dashboard.valid, 3)]
+    assert [x["trained"] for x in view["examples"]] == [r.trained_tokens for r in expected]
+    for shown, rendered in zip(view["examples"], expected, strict=True):
+        assert [trained for _, trained in shown["tokens"]] == [bool(m) for m in rendered.loss_mask]
+        assert "".join(text for text, _ in shown["tokens"]) == tok.decode(rendered.input_ids, skip_special_tokens=False)
+
+
+def test_another_organisation_sees_none_of_it(dashboard, files):
+    good, _ = files
+    job = dashboard.short_job_id
+    for path in (
+        f"/v1/tunery/files/{good}/report",
+        f"/v1/tunery/files/{good}/tokens",
+        f"/v1/tunery/files/{good}/lines",
+        f"/v1/tunery/jobs/{job}/metrics",
+        f"/v1/tunery/jobs/{job}/details",
+        f"/v1/tunery/evals/{job}/compare-report",
+    ):
+        assert get(dashboard, path, key="sk-beta").status_code == 404, path
+    assert get(dashboard, "/v1/tunery/jobs/progress", key="sk-beta").json() == {"data": {}}
+    assert get(dashboard, "/v1/tunery/evals", key="sk-beta").json()["data"] == []
+
+
+def test_metrics_page_by_offset(dashboard):
+    job, _ = dashboard.evaluated.result(timeout=600)
+    everything = get(dashboard, f"/v1/tunery/jobs/{job.id}/metrics").json()
+    train = [r for r in everything["records"] if r["type"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4] and not everything["reset"]
+    rest = get(dashboard, f"/v1/tunery/jobs/{job.id}/metrics", offset=2).json()
+    assert rest["records"] == everything["records"][2:] and rest["offset"] == everything["offset"]
+    assert get(dashboard, f"/v1/tunery/jobs/{job.id}/metrics", offset=10_000).json()["reset"]
+    details = get(dashboard, f"/v1/tunery/jobs/{job.id}/details").json()
+    assert details["run_config"]["max_steps"] == 4 and details["run_config"]["data"] == job.training_file
+    assert "output" not in details["run_config"]
+    assert get(dashboard, "/v1/tunery/jobs/progress").json()["data"][job.id] == {
+        "step": 4,
+        "total_steps": 4,
+        "epoch": train[-1]["epoch"],
+    }
+
+
+def test_eval_reports_are_found_beside_the_job_and_names_are_not_paths(dashboard):
+    job, _ = dashboard.evaluated.result(timeout=600)
+    [summary] = get(dashboard, "/v1/tunery/evals").json()["data"]
+    assert summary["job_id"] == job.id and summary["kind"] == "compare" and summary["n"] == 6
+    view = get(dashboard, f"/v1/tunery/evals/{job.id}/compare-report").json()
+    assert set(view["report"]["systems"]) == {"zero_shot", "few_shot", "tuned"}
+    assert len(view["examples"]) == 3 * 6
+    assert get(dashboard, f"/v1/tunery/evals/{job.id}/..%2Fconfig").status_code == 404

@@ -83,6 +83,9 @@ class RunConfig(_Strict):
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null = off")
     max_seq_len: Union[int, Auto] = Field("auto", description="longer examples are truncated")
     packing: bool = Field(True, description="pack examples into rows with per-example attention")
+    share_prefix: bool = Field(
+        True, description="when a step's examples share a long prompt prefix (a system prompt), compute it once"
+    )
     seed: int = 0
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps (smoke runs)")
 

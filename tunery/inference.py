@@ -17,11 +17,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunery.data.pack import MIN_SHARED_PREFIX, shared_prefix_length  # noqa: F401  (re-exported)
 from tunery.data.render import ChatTokenizer, render_prompt
 
-
 # Below this many shared tokens, a separate prefill pass costs more than it saves.
-MIN_SHARED_PREFIX = 16
 
 
 @dataclass(frozen=True)
@@ -30,19 +29,6 @@ class Completion:
     token_ids: list[int]
     prompt_tokens: int
     finish_reason: str  # "stop" (a stop token or string) or "length"
-
-
-def shared_prefix_length(rows: list[list[int]], keep: int = 1) -> int:
-    """How many leading tokens all rows share, leaving at least `keep` tokens of each row after
-    it; 0 when that is under MIN_SHARED_PREFIX or there is only one row."""
-    if len(rows) < 2:
-        return 0
-    limit = min(len(r) for r in rows) - keep
-    first = rows[0]
-    length = 0
-    while length < limit and all(r[length] == first[length] for r in rows):
-        length += 1
-    return length if length >= MIN_SHARED_PREFIX else 0
 
 
 def prefix_batch(rows: list[list[int]], prefix: int, pad_id: int, device: str):

@@ -16,7 +16,7 @@ from tunery.data.formats import ChatExample
 from tunery.data.pack import pack_rows
 from tunery.data.render import ChatTokenizer, render_chat
 from tunery.train.losses import select_targets
-from tunery.train.modeling import build_model, hidden_states, tensor_batches
+from tunery.train.modeling import build_model, hidden_states, step_batches, tensor_batches
 from tunery.train.plan import resolve
 from tunery.train.sft import step_loss
 
@@ -140,3 +140,40 @@ def test_one_batch_of_8_equals_8_accumulation_steps_of_1(setup):
     naive = _grads(model)
     assert any(not torch.allclose(naive[n], grads_one[n], atol=1e-6, rtol=1e-4) for n in grads_one)
     model.zero_grad(set_to_none=True)
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradients_as_packing(tiny_model_dir):
+    """A system prompt shared by every example is computed once; nothing else may change."""
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    system = {"role": "system", "content": "You label support tickets. Answer briefly, with one word, please."}
+    examples = [
+        render_chat(
+            ChatExample(messages=[system, {"role": "user", "content": q}, {"role": "assistant", "content": a}]), tok
+        )
+        for q, a in QUESTIONS
+    ]
+    torch.manual_seed(0)
+    plan = _plan(tiny_model_dir, micro_batch_tokens=150)  # LoRA, several micro-batches
+    model = build_model(plan, tiny_model_dir)
+    with torch.no_grad():  # make the adapter non-trivial so its gradients flow everywhere
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+
+    def run(share: bool):
+        p = plan.__class__(**{**plan.__dict__, "config": plan.config.model_copy(update={"share_prefix": share})})
+        batches = step_batches(examples, p, tok.pad_id)
+        model.zero_grad(set_to_none=True)
+        loss, accuracy, n = step_loss(model, batches, p, backward=True)
+        return batches, loss, n, _grads(model)
+
+    shared_batches, shared_loss, shared_n, shared_grads = run(True)
+    packed_batches, packed_loss, packed_n, packed_grads = run(False)
+    assert all("prefix_ids" in b for b in shared_batches) and len(shared_batches) > 1
+    assert shared_batches[0]["prefix_ids"].shape[1] >= 16
+    assert not any("prefix_ids" in b for b in packed_batches)
+    assert shared_n == packed_n
+    assert shared_loss == pytest.approx(packed_loss, rel=1e-6)
+    assert shared_grads.keys() == packed_grads.keys() and any("layers.0." in n for n in shared_grads)
+    for name in packed_grads:
+        torch.testing.assert_close(shared_grads[name], packed_grads[name], atol=1e-6, rtol=1e-4)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 from tunery.data.render import Rendered
 
+# Below this many shared tokens, running a prefix separately costs more than it saves.
+MIN_SHARED_PREFIX = 16
+
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Group example indices into bins whose total length is at most `capacity`.
@@ -130,3 +133,42 @@ def padding_fraction(lengths: Sequence[int], capacity: int, rows_per_batch: int,
         for i in range(0, len(row_lengths), rows_per_batch)
     )
     return 1.0 - sum(lengths) / computed
+
+
+def shared_prefix_length(rows: list[list[int]], keep: int = 1) -> int:
+    """How many leading tokens all rows share, leaving at least `keep` tokens of each row after
+    it; 0 when that is under MIN_SHARED_PREFIX or there is only one row."""
+    if len(rows) < 2:
+        return 0
+    limit = min(len(r) for r in rows) - keep
+    first = rows[0]
+    length = 0
+    while length < limit and all(r[length] == first[length] for r in rows):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def split_shared_prefix(rendered: Sequence[Rendered]) -> tuple[list[int], list[Row]] | None:
+    """The prompt prefix all examples share (typically the system prompt), and their suffixes.
+
+    Chat datasets often repeat one long system prompt in every example. Computing it once per
+    micro-batch and letting every suffix attend to its KV cache gives the same loss and the same
+    gradients as computing it in every row, for a fraction of the work. The prefix stops before
+    the first trained token of any example, so every target is predicted inside a suffix.
+    Returns None when the shared part is too short to be worth it.
+    """
+    prefix = shared_prefix_length([r.input_ids for r in rendered], keep=2)
+    first_trained = min((r.loss_mask.index(1) for r in rendered if 1 in r.loss_mask), default=0)
+    prefix = min(prefix, first_trained - 1)
+    if prefix < MIN_SHARED_PREFIX:
+        return None
+    rows = [
+        Row(
+            input_ids=r.input_ids[prefix:],
+            position_ids=list(range(prefix, len(r.input_ids))),
+            loss_mask=r.loss_mask[prefix:],
+            segments=[i] * (len(r.input_ids) - prefix),
+        )
+        for i, r in enumerate(rendered)
+    ]
+    return rendered[0].input_ids[:prefix], rows

@@ -25,7 +25,6 @@ import torch
 
 from tunery.config import RunConfig
 from tunery.data.formats import PreferenceExample
-from tunery.data.pack import pack_rows, padded
 from tunery.data.render import ChatTokenizer, Rendered, render_chat
 from tunery.home import tunery_home
 from tunery.models import weights_hash
@@ -40,6 +39,7 @@ from tunery.train.modeling import (
     epoch_order,
     hidden_states,
     seed_everything,
+    step_batches,
 )
 from tunery.train.plan import Plan
 from tunery.train.prepare import TrainingFailed, finish_run, prepare, start_or_resume
@@ -70,20 +70,23 @@ def pair_groups(indices: list[int], pairs: list[Pair], max_tokens: int) -> list[
     return groups + [current] if current else groups
 
 
-def pair_batch(group: list[int], pairs: list[Pair], plan: Plan, pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen answers are sequences 0..k-1, rejected ones k..2k-1, all packed into one batch."""
+def pair_batches(group: list[int], pairs: list[Pair], plan: Plan, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """Chosen answers are sequences 0..k-1, rejected ones k..2k-1, packed (or sharing a prefix) together."""
     sequences = [pairs[i][0] for i in group] + [pairs[i][1] for i in group]
-    rows = pack_rows(sequences, plan.config.max_seq_len, packing=plan.config.packing)
-    return {k: torch.tensor(v, device=plan.config.device) for k, v in padded(rows, pad_id).items()}
+    return step_batches(sequences, plan, pad_id)
 
 
-def answer_logps(model, batch: dict[str, torch.Tensor], n_sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed answer log-probs and answer lengths for every sequence in the batch."""
+def answer_logps(model, batches: list[dict[str, torch.Tensor]], n_sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer log-probs and answer lengths for every sequence in the batches."""
     _, head = backbone_and_head(model)
-    hidden = hidden_states(model, batch)
-    rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
-    segment = batch["segments"][:, 1:][batch["loss_mask"][:, 1:].bool()]
-    return sequence_logps(head(rows), targets, segment, n_sequences)
+    sums, counts = 0.0, 0.0
+    for batch in batches:
+        hidden = hidden_states(model, batch)
+        rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
+        segment = batch["segments"][:, 1:][batch["loss_mask"][:, 1:].bool()]
+        s, c = sequence_logps(head(rows), targets, segment, n_sequences)
+        sums, counts = sums + s, counts + c
+    return sums, counts
 
 
 def pair_losses(plan: Plan, policy: tuple, reference: tuple | None):
@@ -144,7 +147,7 @@ class Reference:
         was_training = model.training
         model.eval()
         with context, autocast(self.plan):
-            out = answer_logps(model, pair_batch(group, pairs, self.plan, self.pad_id), 2 * len(group))
+            out = answer_logps(model, pair_batches(group, pairs, self.plan, self.pad_id), 2 * len(group))
         model.train(was_training)
         return out
 
@@ -180,7 +183,7 @@ def preference_step(model, groups, pairs, reference: Reference, plan: Plan, *, b
     for group in groups:
         ref = reference.compute(group, pairs) if reference.needed else None
         with autocast(plan):
-            policy = answer_logps(model, pair_batch(group, pairs, plan, reference.pad_id), 2 * len(group))
+            policy = answer_logps(model, pair_batches(group, pairs, plan, reference.pad_id), 2 * len(group))
             losses, chosen, rejected = pair_losses(plan, policy, ref)
         if backward:
             (losses.sum() / n_pairs).backward()  # normalised by the whole step's pairs

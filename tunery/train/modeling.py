@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunery.data.pack import Row, micro_batches, padded
+from tunery.data.pack import Row, micro_batches, pack_rows, padded, split_shared_prefix
+from tunery.data.render import Rendered
 from tunery.train.plan import Plan
 
 
@@ -69,7 +70,7 @@ def count_parameters(model) -> tuple[int, int]:
 def build_optimizer(model, plan: Plan) -> torch.optim.Optimizer:
     """AdamW on the trainable parameters; no weight decay on norms and biases."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [
@@ -111,15 +112,50 @@ def tensor_batches(rows: list[Row], plan: Plan, pad_id: int) -> list[dict[str, t
     return out
 
 
-def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Final hidden states for a packed batch.
+def step_batches(examples: list[Rendered], plan: Plan, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """The micro-batches for one step's examples.
 
-    No attention mask is passed on purpose: from the per-example position ids, transformers
-    builds a block-diagonal causal mask, so packed examples never attend to one another
-    (see tunery/data/pack.py and the packing invariant test).
+    When the examples share a long prompt prefix (a system prompt repeated in every example), the
+    prefix is computed once per micro-batch and each row holds only the rest of its example.
+    Otherwise examples are packed into rows. Both give the same loss and gradients.
+    """
+    cfg = plan.config
+    # Gradient checkpointing turns the KV cache off, which the shared prefix needs.
+    split = split_shared_prefix(examples) if cfg.share_prefix and not cfg.gradient_checkpointing else None
+    if split is None:
+        return tensor_batches(pack_rows(examples, cfg.max_seq_len, packing=cfg.packing), plan, pad_id)
+    prefix, rows = split
+    batches = tensor_batches(rows, plan, pad_id)
+    for batch in batches:
+        batch["prefix_ids"] = torch.tensor([prefix], device=cfg.device)
+        batch["attention_mask"] = (batch["segments"] >= 0).long()
+    return batches
+
+
+def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Final hidden states for a packed batch, or for suffixes after a shared prefix.
+
+    Packed: no attention mask is passed on purpose. From the per-example position ids,
+    transformers builds a block-diagonal causal mask, so packed examples never attend to one
+    another (see tunery/data/pack.py and the packing invariant test).
+
+    Shared prefix: the prefix runs once; its KV cache (still part of the autograd graph, so the
+    prefix's weights get their gradients) is repeated for every row, and the rows run on top of it.
     """
     body, _ = backbone_and_head(model)
-    return body(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
+    if "prefix_ids" not in batch:
+        return body(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
+    rows, prefix = batch["input_ids"].shape[0], batch["prefix_ids"].shape[1]
+    cache = body(input_ids=batch["prefix_ids"], use_cache=True).cache
+    cache.batch_repeat_interleave(rows)
+    mask = torch.cat([batch["attention_mask"].new_ones(rows, prefix), batch["attention_mask"]], dim=1)
+    return body(
+        input_ids=batch["input_ids"],
+        position_ids=batch["position_ids"],
+        attention_mask=mask,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

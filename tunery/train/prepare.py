@@ -22,6 +22,7 @@ from tunery.config import RunConfig, dump_config, load_config
 from tunery.data.formats import ChatExample, Example, PreferenceExample, load_examples
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
+from tunery.lineage.hooks import register_finished_run
 from tunery.models import describe_model, resolve_model, weights_hash
 from tunery.train import checkpoint as ckpt
 from tunery.train.modeling import count_parameters
@@ -238,6 +239,7 @@ def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Pa
     ckpt.publish(tmp, run.final)
     run.write_results_csv()
     run.write_status("succeeded", plan.total_steps, plan.total_steps)
+    register_finished_run(run.path)  # lineage, datasets, model card: warns, never fails a finished run
     return run.path
 
 

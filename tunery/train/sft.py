@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from tunery.config import RunConfig
-from tunery.data.pack import pack_rows
 from tunery.data.render import Rendered, render_chat
 from tunery.train.losses import select_targets, token_nll_sum
 from tunery.train.modeling import (
@@ -28,7 +27,7 @@ from tunery.train.modeling import (
     epoch_order,
     hidden_states,
     seed_everything,
-    tensor_batches,
+    step_batches,
 )
 from tunery.train.plan import Plan
 from tunery.train.prepare import Prepared, TrainingFailed, finish_run, prepare, start_or_resume
@@ -65,8 +64,8 @@ def validation_loss(model, examples: list[Rendered], plan: Plan, pad_id: int) ->
     if not examples:
         return math.nan, math.nan
     model.eval()
-    rows = pack_rows(examples, plan.config.max_seq_len, packing=plan.config.packing)
-    loss, accuracy, _ = step_loss(model, tensor_batches(rows, plan, pad_id), plan, backward=False)
+    batches = [b for i in range(0, len(examples), 64) for b in step_batches(examples[i : i + 64], plan, pad_id)]
+    loss, accuracy, _ = step_loss(model, batches, plan, backward=False)
     model.train()
     return loss, accuracy
 
@@ -107,9 +106,8 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
             epoch, index = divmod(step, plan.steps_per_epoch)
             order = epoch_order(len(train_set), cfg.seed, epoch)
             chosen = [train_set[i] for i in order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
-            rows = pack_rows(chosen, cfg.max_seq_len, packing=cfg.packing)
-            batches = tensor_batches(rows, plan, tok.pad_id)
-            real_tokens = sum(len(r) for r in rows)
+            batches = step_batches(chosen, plan, tok.pad_id)
+            real_tokens = sum(len(e.input_ids) for e in chosen)  # the examples' tokens, no padding
 
             t0 = time.monotonic()
             loss, accuracy, n_targets = step_loss(model, batches, plan, backward=True)

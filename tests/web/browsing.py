@@ -1,9 +1,10 @@
-"""Helpers for driving the dashboard in headless Chromium: launch flags and screenshots."""
+"""Helpers for the dashboard tests: Chromium launch flags, screenshots, and API calls with a key."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 from builders import REPO
 
 # Debian's chromium; Playwright's own browser download cannot work offline.
@@ -27,3 +28,9 @@ def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def api_get(dashboard, path: str, key: str | None = "sk-alpha", **params) -> httpx.Response:
+    """GET a path of the dashboard's server as the organisation of `key` (none: no Authorization)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.get(dashboard.url + path, headers=headers, params=params, timeout=120)

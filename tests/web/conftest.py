@@ -39,13 +39,14 @@ class Dashboard:
     valid: Path  # chat validation data (12 examples)
     short_job_id: str
     evaluated: Future  # → (succeeded job, compare-report.json path)
+    tunery_home: Path  # the server's $TUNERY_HOME: its registry of runs, reports and monitor suites
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.port}"
 
 
-def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Path, held_out: Path):
+def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Path, held_out: Path, env: dict):
     """Wait for the short job, then write `tunery compare`'s report where the dashboard reads it."""
     job = wait_for_status(dashboard_server.client(), job_id, {"succeeded", "failed", "cancelled"}, timeout=600)
     assert job.status == "succeeded", job.error
@@ -67,6 +68,7 @@ def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Pat
         "--no-forgetting",
         "--output",
         report,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return job, report
@@ -78,11 +80,15 @@ def dashboard(tmp_path_factory, tiny_model_dir) -> Iterator[Dashboard]:
     train = write_chat_dataset(root / "train.jsonl", 48, seed=1)
     valid = write_chat_dataset(root / "valid.jsonl", 12, seed=2)
     held_out = write_chat_dataset(root / "held-out.jsonl", 6, seed=3)
-    home = root / "home"
+    # Its own $TUNERY_HOME (registry) and only the tiny model: nothing here reads or writes the
+    # developer's home, and no page waits for SmolLM2 to load.
+    home_env = {"TUNERY_HOME": str(root / "tunery-home")}
+    config = root / "server.yaml"
+    config.write_text(f"models: {{tiny: '{tiny_model_dir}'}}\n")
     server = ServerProcess(
-        home=home,
-        args=["--workers", "2", "--model", f"tiny={tiny_model_dir}"],
-        env=server_env(KEYS),
+        home=root / "home",
+        args=["--workers", "2", "--config", str(config)],
+        env={**server_env(KEYS), **home_env},
         log=root / "server.log",
     ).start()
     pool = ThreadPoolExecutor(max_workers=1)
@@ -92,8 +98,15 @@ def dashboard(tmp_path_factory, tiny_model_dir) -> Iterator[Dashboard]:
         job = alpha.fine_tuning.jobs.create(
             model="tiny", training_file=train_file.id, suffix="web", seed=7, method=SHORT_JOB
         )
-        evaluated = pool.submit(_finish_and_compare, server, job.id, train, held_out)
-        yield Dashboard(server=server, train=train, valid=valid, short_job_id=job.id, evaluated=evaluated)
+        evaluated = pool.submit(_finish_and_compare, server, job.id, train, held_out, home_env)
+        yield Dashboard(
+            server=server,
+            train=train,
+            valid=valid,
+            short_job_id=job.id,
+            evaluated=evaluated,
+            tunery_home=root / "tunery-home",
+        )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         server.stop()

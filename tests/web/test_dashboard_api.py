@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
+from browsing import api_get as get
 
 from tunery.data.formats import to_example
 from tunery.data.render import ChatTokenizer, render_chat
 from tunery.data.validate import first_valid_examples
 from tunery.web.pages import PAGES
-
-
-def get(dashboard, path: str, key: str | None = "sk-alpha", **params) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.get(dashboard.url + path, headers=headers, params=params, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -86,31 +81,3 @@ def test_another_organisation_sees_none_of_it(dashboard, files):
         assert get(dashboard, path, key="sk-beta").status_code == 404, path
     assert get(dashboard, "/v1/tunery/jobs/progress", key="sk-beta").json() == {"data": {}}
     assert get(dashboard, "/v1/tunery/evals", key="sk-beta").json()["data"] == []
-
-
-def test_metrics_page_by_offset(dashboard):
-    job, _ = dashboard.evaluated.result(timeout=600)
-    everything = get(dashboard, f"/v1/tunery/jobs/{job.id}/metrics").json()
-    train = [r for r in everything["records"] if r["type"] == "train"]
-    assert [r["step"] for r in train] == [1, 2, 3, 4] and not everything["reset"]
-    rest = get(dashboard, f"/v1/tunery/jobs/{job.id}/metrics", offset=2).json()
-    assert rest["records"] == everything["records"][2:] and rest["offset"] == everything["offset"]
-    assert get(dashboard, f"/v1/tunery/jobs/{job.id}/metrics", offset=10_000).json()["reset"]
-    details = get(dashboard, f"/v1/tunery/jobs/{job.id}/details").json()
-    assert details["run_config"]["max_steps"] == 4 and details["run_config"]["data"] == job.training_file
-    assert "output" not in details["run_config"]
-    assert get(dashboard, "/v1/tunery/jobs/progress").json()["data"][job.id] == {
-        "step": 4,
-        "total_steps": 4,
-        "epoch": train[-1]["epoch"],
-    }
-
-
-def test_eval_reports_are_found_beside_the_job_and_names_are_not_paths(dashboard):
-    job, _ = dashboard.evaluated.result(timeout=600)
-    [summary] = get(dashboard, "/v1/tunery/evals").json()["data"]
-    assert summary["job_id"] == job.id and summary["kind"] == "compare" and summary["n"] == 6
-    view = get(dashboard, f"/v1/tunery/evals/{job.id}/compare-report").json()
-    assert set(view["report"]["systems"]) == {"zero_shot", "few_shot", "tuned"}
-    assert len(view["examples"]) == 3 * 6
-    assert get(dashboard, f"/v1/tunery/evals/{job.id}/..%2Fconfig").status_code == 404

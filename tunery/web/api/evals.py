@@ -1,6 +1,8 @@
 """/v1/tunery/evals: the evaluation reports kept with a job, for the Evaluation page.
 
-A report belongs to a job when it sits in the job's `evals/` folder under the server home:
+A report belongs to a job when the registry links it to the job's run (`tunery compare --tuned
+HOME/jobs/JOB/run ...` records it there, wherever --output puts it), or when it sits in the job's
+`evals/` folder under the server home:
 
     tunery compare --tuned HOME/jobs/JOB/run --train train.jsonl --data test.jsonl \\
         --output HOME/jobs/JOB/evals/compare-report.json
@@ -12,7 +14,7 @@ answers written beside it; both are the files those commands write, unchanged.
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,11 +24,12 @@ from pydantic import BaseModel
 from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
 from tunery.serve.errors import not_found
+from tunery.store import JobRecord
+from tunery.web.runs import job_runs, org_jobs, registry_if_any
 
 router = APIRouter(prefix="/evals", tags=["dashboard"])
 
 MAX_EXAMPLE_ROWS = 5000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a report's file stem; never a path
 HOW_TO = (
     "tunery compare --tuned HOME/jobs/JOB_ID/run --train train.jsonl --data test.jsonl "
     "--output HOME/jobs/JOB_ID/evals/compare-report.json"
@@ -65,17 +68,17 @@ def report_kind(report: dict) -> Literal["compare", "eval"] | None:
     return None
 
 
-def _summary(job_id: str, path: Path, report: dict, fine_tuned_model: str | None) -> EvalSummary | None:
+def _summary(job: JobRecord, name: str, path: Path, report: dict) -> EvalSummary | None:
     kind = report_kind(report)
     if kind is None:
         return None
     first = next(iter(report["systems"].values()), {}) if kind == "compare" else report
     return EvalSummary(
-        job_id=job_id,
-        name=path.stem,
+        job_id=job.id,
+        name=name,
         kind=kind,
         created_at=int(path.stat().st_mtime),
-        fine_tuned_model=fine_tuned_model,
+        fine_tuned_model=job.fine_tuned_model,
         verdict=report.get("verdict"),
         primary=report.get("primary") or next(iter(report.get("metrics") or {}), None),
         n=first.get("n"),
@@ -86,44 +89,62 @@ def _summary(job_id: str, path: Path, report: dict, fine_tuned_model: str | None
 def _read_report(path: Path) -> dict | None:
     try:
         report = json.loads(path.read_text())
-    except (OSError, ValueError):  # being written, or not a report: skip it
+    except (OSError, ValueError):  # being written, moved away, or not a report: skip it
         return None
     return report if isinstance(report, dict) else None
 
 
-def _reports(server: Server, org: str) -> list[tuple[EvalSummary, Path, dict]]:
-    found = []
-    for folder in sorted((server.home.root / "jobs").glob("*/evals")):
-        job = server.store.get_job(folder.parent.name, org)
-        if job is None:  # another organisation's job
-            continue
-        for path in folder.glob("*.json"):
-            report = _read_report(path)
-            summary = _summary(job.id, path, report, job.fine_tuned_model) if report else None
-            if summary:
-                found.append((summary, path, report))
-    return sorted(found, key=lambda item: item[0].created_at, reverse=True)
+@dataclass(frozen=True)
+class _Found:
+    summary: EvalSummary
+    path: Path
+    report: dict
+
+
+def _found(job: JobRecord, name: str, path: Path) -> _Found | None:
+    report = _read_report(path)
+    summary = _summary(job, name, path, report) if report else None
+    return _Found(summary, path, report) if summary else None
+
+
+def _reports(server: Server, org: str) -> list[_Found]:
+    """The reports in the jobs' evals/ folders, then those the registry links to the jobs' runs."""
+    jobs = org_jobs(server.store, org)
+    found = [
+        item
+        for job in jobs
+        for path in sorted((server.home.job_dir(job.id) / "evals").glob("*.json"))
+        if (item := _found(job, path.stem, path))
+    ]
+    seen = {item.path.resolve() for item in found}
+    with registry_if_any() as registry:
+        for job, run in job_runs(registry, server.home, jobs) if registry else []:
+            for record in registry.reports(run.id):
+                path = Path(record.path)
+                if record.kind in ("compare", "eval") and path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    if item := _found(job, f"registry-{record.seq}", path):
+                        found.append(item)
+    return sorted(found, key=lambda item: item.summary.created_at, reverse=True)
 
 
 @router.get("", response_model=EvalList)
 def list_evals(request: Request, org: str = Depends(current_org)) -> EvalList:
-    return EvalList(data=[summary for summary, _, _ in _reports(server_of(request), org)], how_to=HOW_TO)
+    return EvalList(data=[item.summary for item in _reports(server_of(request), org)], how_to=HOW_TO)
 
 
 @router.get("/{job_id}/{name}", response_model=EvalReportView)
 def get_eval(job_id: str, name: str, request: Request, org: str = Depends(current_org)) -> EvalReportView:
+    """One report by the (job, name) the list gave: a name is never read as a path."""
     from tunery.eval.report import examples_path
 
-    server = server_of(request)
-    job = server.store.get_job(job_id, org)
-    path = server.home.job_dir(job_id) / "evals" / f"{name}.json"
-    report = _read_report(path) if job is not None and _NAME.match(name) else None
-    summary = _summary(job_id, path, report, job.fine_tuned_model) if report else None
-    if summary is None:
+    wanted = [i for i in _reports(server_of(request), org) if i.summary.job_id == job_id and i.summary.name == name]
+    if not wanted:
         raise not_found("evaluation report", f"{job_id}/{name}", param="name")
+    item = wanted[0]
     rows, cut = [], False
     try:
-        with examples_path(path).open() as fh:
+        with examples_path(item.path).open() as fh:
             for line in fh:
                 if len(rows) == MAX_EXAMPLE_ROWS:
                     cut = True
@@ -132,4 +153,4 @@ def get_eval(job_id: str, name: str, request: Request, org: str = Depends(curren
                     rows.append(json.loads(line))
     except FileNotFoundError:
         pass
-    return EvalReportView(summary=summary, report=report, examples=rows, examples_cut=cut)
+    return EvalReportView(summary=item.summary, report=item.report, examples=rows, examples_cut=cut)

@@ -3,7 +3,7 @@
 // points, which the browser tests use to see a live curve grow.
 
 const NS = "http://www.w3.org/2000/svg";
-const PAD = { left: 52, right: 14, top: 26, bottom: 34 };
+const PAD = { left: 52, right: 14, top: 44, bottom: 34 }; // the top holds the title and the legend
 export const COLORS = ["#2f5bd3", "#e0712b", "#2a9d5c", "#b03a8c", "#7a6f2a"];
 
 function svg(tag, attrs = {}, text) {
@@ -41,7 +41,7 @@ function frame(width, height, title, xLabel) {
  * lineChart({title, xLabel, series: [{name, points: [[x, y], ...], color, dots}], height, log})
  * Points with a null or non-finite y are skipped. Returns an <svg>.
  */
-export function lineChart({ title, xLabel = "step", series, width = 560, height = 230, yFormat = label }) {
+export function lineChart({ title, xLabel = "step", series, width = 560, height = 230, yFormat = label, xFormat = label }) {
   const root = frame(width, height, title, xLabel);
   const clean = series.map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) }));
   const all = clean.flatMap((s) => s.points);
@@ -64,16 +64,16 @@ export function lineChart({ title, xLabel = "step", series, width = 560, height 
     root.append(svg("text", { x: PAD.left - 6, y: Y(t) + 4, class: "tick", "text-anchor": "end" }, yFormat(t)));
   }
   for (const t of niceTicks(x0, x1, 6).filter((t) => t >= x0 && t <= x1)) {
-    root.append(svg("text", { x: X(t), y: height - PAD.bottom + 16, class: "tick", "text-anchor": "middle" }, label(t)));
+    root.append(svg("text", { x: X(t), y: height - PAD.bottom + 16, class: "tick", "text-anchor": "middle" }, xFormat(t)));
   }
   root.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: height - PAD.bottom, y2: height - PAD.bottom, class: "axis" }));
 
   const colored = clean.map((s, i) => ({ ...s, color: s.color || COLORS[i % COLORS.length] }));
-  // The legend reads left to right in series order, right-aligned; empty series get none.
-  let legendX = width - PAD.right;
-  for (const s of colored.filter((s) => s.points.length).reverse()) {
-    root.append(svg("text", { x: legendX, y: 16, class: "legend", "text-anchor": "end", fill: s.color }, `■ ${s.name}`));
-    legendX -= 14 + 6.5 * (s.name.length + 2);
+  // The legend sits under the title, in series order; series without points get none.
+  let legendX = PAD.left;
+  for (const s of colored.filter((s) => s.points.length)) {
+    root.append(svg("text", { x: legendX, y: 33, class: "legend", fill: s.color }, `■ ${s.name}`));
+    legendX += 16 + 6.5 * (s.name.length + 2);
   }
   colored.forEach((s) => {
     const color = s.color;
@@ -83,18 +83,18 @@ export function lineChart({ title, xLabel = "step", series, width = 560, height 
       if (s.dots || s.points.length === 1) {
         for (const [x, y] of s.points) {
           const dot = svg("circle", { cx: X(x), cy: Y(y), r: 3.2, fill: color, class: "dot" });
-          dot.append(svg("title", {}, `${s.name} · ${xLabel} ${label(x)}: ${yFormat(y)}`));
+          dot.append(svg("title", {}, `${s.name} · ${xLabel} ${xFormat(x)}: ${yFormat(y)}`));
           root.append(dot);
         }
       }
     }
   });
-  addReadout(root, clean, X, Y, yFormat, xLabel, height);
+  addReadout(root, clean, X, Y, yFormat, xFormat, xLabel, height);
   return root;
 }
 
 /** A vertical rule and the nearest values of every series under the pointer. */
-function addReadout(root, series, X, Y, yFormat, xLabel, height) {
+function addReadout(root, series, X, Y, yFormat, xFormat, xLabel, height) {
   const rule = svg("line", { y1: PAD.top, y2: height - PAD.bottom, class: "rule", visibility: "hidden" });
   const text = svg("text", { y: PAD.top + 12, class: "readout", visibility: "hidden" });
   root.append(rule, text);
@@ -113,7 +113,7 @@ function addReadout(root, series, X, Y, yFormat, xLabel, height) {
     rule.setAttribute("x1", X(at));
     rule.setAttribute("x2", X(at));
     text.setAttribute("x", Math.min(X(at) + 6, root.viewBox.baseVal.width - 200));
-    text.textContent = `${xLabel} ${label(at)}: ${parts.join(" · ")}`;
+    text.textContent = `${xLabel} ${xFormat(at)}: ${parts.join(" · ")}`;
     rule.setAttribute("visibility", "visible");
     text.setAttribute("visibility", "visible");
   });

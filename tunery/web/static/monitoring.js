@@ -5,28 +5,29 @@ import { lineChart } from "./chart.js";
 
 const root = startPage("Monitoring");
 
-function seriesChart(title, series) {
-  const chart = lineChart({
-    title, xLabel: "time", yFormat: (v) => String(+v.toPrecision(3)),
-    series: series.flatMap((s) => [
-      { name: s.name, points: s.points.map((p) => [p.at, p.value]), dots: true },
-      ...(s.threshold !== null && s.threshold !== undefined && s.points.length
-        ? [{ name: `${s.name} threshold`, color: "#c53030", points: [[s.points[0].at, s.threshold], [s.points[s.points.length - 1].at, s.threshold]] }]
-        : []),
-    ]),
-  });
-  return el("div", { class: "card chart" }, chart);
+const when = (t) => new Date(t * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+
+/** A metric over time: every result, the alerts again in red, and the alert threshold. */
+function seriesChart(title, s) {
+  const at = (p) => [p.at, p.value];
+  const alerts = s.points.filter((p) => p.alert);
+  const series = [{ name: s.name, points: s.points.map(at), dots: true }];
+  if (alerts.length) series.push({ name: "alert", color: "#c53030", points: alerts.map(at), dots: true });
+  if (s.threshold !== null && s.threshold !== undefined && s.points.length) {
+    const ends = [s.points[0].at, s.points[s.points.length - 1].at];
+    series.push({ name: "alert below", color: "#e09a9a", points: ends.map((t) => [t, s.threshold]) });
+  }
+  return el("div", { class: "card chart" }, lineChart({ title, xLabel: "time", series, xFormat: when, yFormat: (v) => String(+v.toPrecision(3)) }));
 }
 
-function modelCard(m) {
-  const alerts = m.alerts.length
-    ? el("ul", { class: "alert-list" }, m.alerts.map((a) => el("li", {}, a)))
-    : el("p", { class: "muted" }, "No alerts.");
-  return card(m.model,
+function modelCard(m, message) {
+  const alerts = m.alerts.length ? el("ul", { class: "alert-list" }, m.alerts.map((a) => el("li", {}, a))) : el("p", { class: "muted" }, "No alerts.");
+  return card(
+    m.model,
     alerts,
-    el("div", { class: "charts" },
-      m.drift.length ? m.drift.map((s) => seriesChart(`Drift: ${s.name}`, [s])) : el("p", { class: "muted" }, "No drift measured yet (prompt logging is off or no prompts arrived)."),
-      m.evals.length ? m.evals.map((s) => seriesChart(`Re-evaluation: ${s.name}`, [s])) : el("p", { class: "muted" }, "No scheduled evaluation has run yet.")));
+    el("div", { class: "charts" }, m.evals.length ? m.evals.map((s) => seriesChart(`Re-evaluation: ${s.name}`, s)) : el("p", { class: "muted" }, "No scheduled evaluation has run yet: tunery monitor run runs the suites that are due.")),
+    m.drift.length ? el("div", { class: "charts" }, m.drift.map((s) => seriesChart(`Drift: ${s.name}`, s))) : el("p", { class: "muted small" }, message),
+  );
 }
 
 async function start() {
@@ -45,7 +46,7 @@ async function start() {
     const alerts = view.models.flatMap((m) => m.alerts.map((a) => `${m.model}: ${a}`));
     fill(root, head,
       alerts.length ? el("div", { class: "notice bad", id: "alerts" }, `${alerts.length} alert(s): ${alerts[0]}${alerts.length > 1 ? " …" : ""}`) : el("div", { class: "notice good" }, "No alerts."),
-      ...view.models.map(modelCard));
+      view.models.map((m) => modelCard(m, view.message)));
   } catch (error) {
     failed(root, error, start);
   }

@@ -92,32 +92,17 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    worker = _start_worker(settings.home, args.workers) if args.workers else None
+    supervisor = None
+    if args.workers:
+        from tunery.jobs.supervisor import WorkerSupervisor
+
+        # A separate process: training never runs inside the API process, and a crashing
+        # trainer cannot take the API down.
+        supervisor = WorkerSupervisor(settings.home, args.workers)
+        supervisor.start()
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
     finally:
-        if worker is not None:
-            _stop_worker(worker)
+        if supervisor is not None:
+            supervisor.stop()
     return 0
-
-
-def _start_worker(home: Path, slots: int):
-    import sys
-
-    from tunery.jobs.trainer_process import spawn_with_parent_death_signal
-
-    # A separate process: training never runs inside the API process, and a crashing trainer
-    # cannot take the API down. If this process dies, the worker gets SIGTERM from the kernel.
-    return spawn_with_parent_death_signal(
-        [sys.executable, "-m", "tunery", "jobs", "worker", "--home", str(home), "--workers", str(slots)]
-    )
-
-
-def _stop_worker(worker) -> None:
-    import signal
-    import sys
-
-    if worker.poll() is None:
-        print("waiting for running jobs to checkpoint...", file=sys.stderr, flush=True)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait()

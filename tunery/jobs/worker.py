@@ -64,7 +64,10 @@ class Worker:
         try:
             recover(self.store, self.home)
             while not stop.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # e.g. a store locked for too long: log it and try again next tick
+                    log.exception("worker tick failed; retrying")
                 stop.wait(self.poll_interval)
             self.shutdown()
         finally:

@@ -8,6 +8,7 @@ there is a fine-tuned model to chat with and a report to read.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,12 +75,24 @@ def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Pat
     return job, report
 
 
+def write_regex_held_out(path: Path) -> Path:
+    """Six held-out examples graded by regex; two accept any answer (`/.*/`), so that whatever the
+    tiny model says, the evaluation page has both passes and failures to filter."""
+    write_chat_dataset(path, 6, seed=3)
+    examples = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, example in enumerate(examples):
+        answer = example["messages"][-1]
+        answer["content"] = "/.*/" if i in (1, 4) else f"/^{answer['content']}$/"
+    path.write_text("".join(json.dumps(example) + "\n" for example in examples))
+    return path
+
+
 @pytest.fixture(scope="session")
 def dashboard(tmp_path_factory, tiny_model_dir) -> Iterator[Dashboard]:
     root = tmp_path_factory.mktemp("dashboard")
     train = write_chat_dataset(root / "train.jsonl", 48, seed=1)
     valid = write_chat_dataset(root / "valid.jsonl", 12, seed=2)
-    held_out = write_chat_dataset(root / "held-out.jsonl", 6, seed=3)
+    held_out = write_regex_held_out(root / "held-out.jsonl")
     # Its own $TUNERY_HOME (registry) and only the tiny model: nothing here reads or writes the
     # developer's home, and no page waits for SmolLM2 to load.
     home_env = {"TUNERY_HOME": str(root / "tunery-home")}

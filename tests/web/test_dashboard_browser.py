@@ -162,8 +162,15 @@ def test_evaluation_shows_the_comparison_and_filters_to_failures(open_page, dash
         json.loads(line) for line in report_path.with_name("compare-report.examples.jsonl").read_text().splitlines()
     ]
     failures = sum(1 for r in rows if r["system"] == "tuned" and r["scores"][report["primary"]] < 1)
+    assert 0 < failures < 6  # two items accept any answer, four only their label
     page.get_by_label(re.compile("only failures")).check()
     expect(page.locator("#example-count")).to_have_text(f"{failures} of 6 examples")
+    expect(page.locator("#examples tbody tr.failure")).to_have_count(failures)
+    # Search narrows further: the second item accepts any answer, so it is no failure.
+    page.get_by_placeholder("search prompts and answers").fill("(#3-1)")
+    expect(page.locator("#example-count")).to_have_text("0 of 6 examples")
+    page.get_by_label(re.compile("only failures")).uncheck()
+    expect(page.locator("#example-count")).to_have_text("1 of 6 examples")
     screenshot(page, "40-evaluation")
 
 

@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export TUNERY_HOME ?= $(CURDIR)/.tunery-home
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/python -m tunery.demo
 
-test: setup
+# The dashboard's browser tests drive Debian's headless Chromium (Playwright cannot download one here).
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

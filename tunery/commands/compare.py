@@ -36,6 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunery.eval import compare, print_compare_report, write_compare_report
+    from tunery.lineage.hooks import record_report
 
     quiet_loading()
     report = compare(
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         log=progress,
     )
     summary, examples = write_compare_report(report, args.output)
+    record_report("compare", args.tuned, summary, report.to_dict())  # into the run's lineage and model card
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

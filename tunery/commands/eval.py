@@ -83,6 +83,7 @@ def progress(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunery.errors import TuneryError
     from tunery.eval import evaluate, print_eval_report, write_eval_report
+    from tunery.lineage.hooks import record_report
 
     if not args.model and not args.adapter:
         raise TuneryError("nothing to evaluate", hint="give --model, --adapter RUN_DIR, or both")
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         log=progress,
     )
     summary, examples = write_eval_report(report, args.output)
+    record_report("eval", args.adapter, summary, report.to_dict())  # into the run's lineage and model card
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -1,0 +1,214 @@
+"""The model card: a README.md in each final model directory, written from the registry.
+
+It says what the model is (base and its weights hash, method, data, hyper-parameters), how good it
+is (final metrics, the latest `tunery compare` verdict and forgetting probe, other evaluations),
+what it is for, and how to use and reproduce it. It replaces the template peft leaves in
+`final/README.md`, and is rewritten whenever a new report is registered for the run. The YAML
+front matter is the Hugging Face Hub's, so the directory can be uploaded as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from tunery.store.registry import Registry, RunRecord
+from tunery.train.rundir import atomic_write
+
+HYPERPARAMETERS = (
+    "n_epochs", "batch_size", "learning_rate", "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm",
+    "max_seq_len", "packing", "seed", "precision", "device",
+)
+METRICS = (
+    "step", "trained_tokens", "train_loss", "train_mean_token_accuracy", "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
+SAMPLE_LINES = 500  # enough to find the task's system prompt without reading a large file
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _task_hint(blob: str) -> tuple[str | None, str | None]:
+    """(most common system prompt, first user message) in the first lines of a dataset."""
+    systems: Counter[str] = Counter()
+    first_user = None
+    path = Path(blob)
+    if not path.is_file():
+        return None, None
+    with path.open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i >= SAMPLE_LINES:
+                break
+            obj = json.loads(line)
+            messages = obj.get("messages") or (obj.get("input") or {}).get("messages") or []
+            for message in messages:
+                content = message.get("content")
+                if not isinstance(content, str):
+                    continue
+                if message.get("role") == "system":
+                    systems[content] += 1
+                elif message.get("role") == "user" and first_user is None:
+                    first_user = content
+    return (systems.most_common(1)[0][0] if systems else None), first_user
+
+
+def _adapter_words(run: RunRecord) -> str:
+    if run.adapter == "lora":
+        lora = run.config.get("lora") or {}
+        return f"LoRA (r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')})"
+    return "full fine-tuning"
+
+
+def render_card(registry: Registry, run: RunRecord) -> str:
+    """The card's markdown."""
+    name = Path(run.path).name
+    method = {"sft": "supervised fine-tuning (SFT)", "dpo": "direct preference optimisation (DPO)"}.get(
+        run.method, run.method
+    )
+    lines = [
+        "---",
+        f"base_model: {run.base_model}",
+        f"library_name: {'peft' if run.adapter == 'lora' else 'transformers'}",
+        "pipeline_tag: text-generation",
+        "tags:",
+        *(f"- {tag}" for tag in ("tunery", run.method, run.adapter)),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"{run.base_model} adapted by {method} with {_adapter_words(run)}, trained with tunery "
+        f"{run.versions.get('tunery')}. Registry id `{run.id}`"
+        + (f", trained {run.created_at}." if run.created_at else "."),
+        "",
+        "## Base model",
+        "",
+        *_table(("field", "value"), [("reference", run.base_model), ("weights sha256", run.base_model_sha256 or "unknown")]),
+        "",
+        "## Training data",
+        "",
+    ]
+    rows, hint = [], (None, None)
+    for link in run.datasets:
+        if link.dataset_id is None:
+            rows.append((link.role, "unknown (file changed after training)", "", "", link.path))
+            continue
+        data = registry.get_dataset(link.dataset_id)
+        check = "ok" if data.ok else f"{data.errors} errors"
+        check += f", {data.warnings} warnings" if data.warnings else ""
+        rows.append((link.role, f"`{data.id[:12]}`", data.examples, check, link.path))
+        if link.role == "train":
+            hint = _task_hint(data.blob)
+    lines += _table(("role", "dataset", "examples", "validation", "file"), rows)
+    system, user = hint
+    if system:
+        lines += ["", f"System prompt of the training data: “{system}”"]
+    if user:
+        lines += ["", f"A training input: “{user[:200]}”"]
+
+    config = run.config
+    params = [(key, config[key]) for key in HYPERPARAMETERS if key in config]
+    if run.adapter == "lora":
+        params += [(f"lora.{k}", v) for k, v in (config.get("lora") or {}).items()]
+    if run.method == "dpo":
+        params += [(f"dpo.{k}", v) for k, v in (config.get("dpo") or {}).items()]
+    lines += ["", "## Hyper-parameters", "", *_table(("setting", "value"), params)]
+
+    metrics = [(key, run.metrics[key]) for key in METRICS if key in run.metrics]
+    lines += ["", "## Metrics", "", "At the end of training:", "", *_table(("metric", "value"), metrics)]
+    lines += _evaluation_sections(registry, run)
+    lines += _intended_use(run, system)
+    lines += [
+        "",
+        "## How to use",
+        "",
+        "```bash",
+        f"tunery eval --adapter {run.path} --data heldout.jsonl",
+        f"tunery reproduce {run.id}        # re-train from the recorded lineage and check the metrics",
+        "```",
+        "",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in run.versions.items() if v)}.",
+        "",
+        f"_Card generated by tunery on {datetime.now().isoformat(timespec='seconds')}._",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
+    compares = registry.reports(run.id, "compare")
+    lines = ["", "## Compared with prompting the base model", ""]
+    if not compares:
+        lines.append(
+            f"Not compared yet. Run `tunery compare --tuned {run.path} --train TRAIN.jsonl --data HELDOUT.jsonl` "
+            "to see whether fine-tuning beat zero-shot and few-shot prompting; this card will show the verdict."
+        )
+        forgetting = None
+    else:
+        summary = compares[-1].summary
+        primary = summary.get("primary")
+        lines += [f"**Verdict:** {summary.get('verdict')}", ""]
+        rows = []
+        for system, report in (summary.get("systems") or {}).items():
+            score = (report.get("metrics") or {}).get(primary) or {}
+            rows.append((system, f"{score.get('mean', float('nan')):.3f} ({score.get('low', 0):.2f}..{score.get('high', 0):.2f})",
+                         f"{report.get('prompt_tokens_per_request', 0):.0f}"))
+        lines += _table(("system", f"{primary} (95% CI)", "prompt tokens"), rows)
+        lines += ["", f"On {summary.get('data')} ({compares[-1].path})."]
+        forgetting = summary.get("forgetting")
+    lines += ["", "## Forgetting probe", ""]
+    if forgetting:
+        lines += [f"{forgetting.get('verdict')}", ""]
+        lines += _table(
+            ("skill", "base", "tuned"),
+            [(skill, values.get("base"), values.get("tuned")) for skill, values in (forgetting.get("by_skill") or {}).items()],
+        )
+    else:
+        lines.append("Not run (it runs with `tunery compare`, unless --no-forgetting).")
+    evals = registry.reports(run.id, "eval")
+    if evals:
+        lines += ["", "## Evaluations", ""]
+        rows = []
+        for report in evals[-5:]:
+            summary = report.summary
+            scores = ", ".join(f"{k} {v['mean']:.3f}" for k, v in (summary.get("metrics") or {}).items())
+            loss = (summary.get("loss") or {}).get("loss")
+            rows.append((summary.get("data"), summary.get("n"), scores, "-" if loss is None else f"{loss:.3f}"))
+        lines += _table(("data", "examples", "scores", "loss"), rows)
+    return lines
+
+
+def _intended_use(run: RunRecord, system: str | None) -> list[str]:
+    task = f"the task set by its system prompt (“{system}”)" if system else "the task its training data shows"
+    return [
+        "",
+        "## Intended use",
+        "",
+        f"Inputs like those in the training data, for {task}. The model learned from "
+        f"{'preference pairs' if run.method == 'dpo' else 'worked examples'} only; on other inputs it falls back "
+        "on the base model's behaviour and shares its limitations and biases. Check it on held-out data from "
+        "your own traffic before use, and watch for input drift once deployed (`tunery monitor drift`).",
+    ]
+
+
+def write_card(registry: Registry, run: RunRecord) -> Path | None:
+    """Write RUN_DIR/final/README.md; None when the final directory is gone."""
+    final = Path(run.path) / "final"
+    if not final.is_dir():
+        return None
+    path = final / "README.md"
+    atomic_write(path, render_card(registry, run))
+    return path

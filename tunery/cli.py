@@ -26,6 +26,10 @@ VERBS = {
     "export": "export",
     "serve": "serve",
     "jobs": "jobs",
+    "runs": "runs",
+    "datasets": "datasets",
+    "reproduce": "reproduce",
+    "monitor": "monitor",
 }
 
 

@@ -176,7 +176,7 @@ class MonitorEvent:
 
 
 def _dumps(value) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True)
+    return None if value is None else json.dumps(value)
 
 
 def _loads(text: str | None):

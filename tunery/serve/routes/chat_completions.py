@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from tunery.data.render import render_prompt
 from tunery.errors import TuneryError
+from tunery.monitor.prompt_log import log_if_enabled
 from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
 from tunery.serve.engine import ChatJob, Sampling
@@ -58,6 +59,7 @@ def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
             param="messages",
             code="context_length_exceeded",
         )
+    log_if_enabled(body.model, [m.for_template() for m in body.messages])  # opt-in: TUNERY_LOG_PROMPTS=1
     return model, prompt, asked or min(server.settings.default_max_tokens, room)
 
 

@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from builders import run_cli
+
 from tunery.lineage.datasets import dataset_id
 
 TINY = ["n_epochs=1", "batch_size=8", "lora.r=4", "eval_every=6", "save_every=3"]
@@ -34,8 +34,20 @@ def lab(tiny_model_dir, chat_data, tmp_path_factory):
     logs = {}
     for name, out in runs.items():
         train, valid = data[name]
-        result = run_cli("train", "--model", tiny_model_dir, "--data", train, "--validation", valid, "--output", out,
-                         *TINY, *extra[name], env=env)
+        result = run_cli(
+            "train",
+            "--model",
+            tiny_model_dir,
+            "--data",
+            train,
+            "--validation",
+            valid,
+            "--output",
+            out,
+            *TINY,
+            *extra[name],
+            env=env,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         logs[name] = result.stderr
     return {"root": root, "env": env, "data": data, "runs": runs, "logs": logs}
@@ -64,7 +76,8 @@ def test_a_finished_run_registers_its_full_lineage(lab, tiny_model_dir):
     assert record["versions"]["tunery"] == manifest["tunery_version"] and "torch" in record["versions"]
     train, valid = lab["data"]["a"]
     assert [(d["role"], d["dataset_id"]) for d in record["datasets"]] == [
-        ("train", dataset_id(train)), ("validation", dataset_id(valid))
+        ("train", dataset_id(train)),
+        ("validation", dataset_id(valid)),
     ]
     assert [c["step"] for c in record["checkpoints"]] == [3, 6]
     # The same run is found by its id, by a prefix of it, and through its final/ directory.
@@ -75,8 +88,15 @@ def test_the_model_card_replaces_the_peft_template(lab):
     card = (lab["runs"]["a"] / "final" / "README.md").read_text()
     record = show(lab, str(lab["runs"]["a"]))
     assert "# Model Card for Model ID" not in card  # peft's empty template is gone
-    for heading in ("## Base model", "## Training data", "## Hyper-parameters", "## Metrics",
-                    "## Compared with prompting the base model", "## Forgetting probe", "## Intended use"):
+    for heading in (
+        "## Base model",
+        "## Training data",
+        "## Hyper-parameters",
+        "## Metrics",
+        "## Compared with prompting the base model",
+        "## Forgetting probe",
+        "## Intended use",
+    ):
         assert heading in card
     assert record["base_model_sha256"] in card
     assert f"`{record['datasets'][0]['dataset_id'][:12]}` | 48 | ok" in card
@@ -132,12 +152,27 @@ def test_eval_and_compare_reports_join_the_run_and_its_card(lab, tmp_path):
     fast = ["--max-new-tokens", "4", "--batch-size", "16", "--no-loss"]
     evaluated = tunery(lab, "eval", "--adapter", run_dir, "--data", heldout, *fast, "--output", tmp_path / "e.json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    compared = tunery(lab, "compare", "--tuned", run_dir, "--train", lab["data"]["a"][0], "--data", heldout,
-                      "--shots", "1", "--no-forgetting", *fast, "--output", tmp_path / "c.json")
+    compared = tunery(
+        lab,
+        "compare",
+        "--tuned",
+        run_dir,
+        "--train",
+        lab["data"]["a"][0],
+        "--data",
+        heldout,
+        "--shots",
+        "1",
+        "--no-forgetting",
+        *fast,
+        "--output",
+        tmp_path / "c.json",
+    )
     assert compared.returncode == 0, compared.stderr[-2000:]
     reports = show(lab, str(run_dir))["reports"]
     assert [(r["kind"], r["path"]) for r in reports] == [
-        ("eval", str(tmp_path / "e.json")), ("compare", str(tmp_path / "c.json"))
+        ("eval", str(tmp_path / "e.json")),
+        ("compare", str(tmp_path / "c.json")),
     ]
     verdict = json.loads((tmp_path / "c.json").read_text())["verdict"]
     card = (run_dir / "final" / "README.md").read_text()

@@ -14,8 +14,8 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-
 from builders import run_cli, write_chat_dataset
+
 from tunery.monitor.prompt_log import DAY, log_prompt
 
 SERVED = "ft:tiny:local::abc123"
@@ -28,8 +28,20 @@ def lab(tiny_model_dir, chat_data, tmp_path_factory):
     train = root / "train.jsonl"
     shutil.copy(chat_data[0], train)
     run_dir = root / "jobs" / "ftjob-abc123" / "run"
-    result = run_cli("train", "--model", tiny_model_dir, "--data", train, "--output", run_dir, "n_epochs=1",
-                     "batch_size=8", "lora.r=4", "save_every=6", env=env)
+    result = run_cli(
+        "train",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        train,
+        "--output",
+        run_dir,
+        "n_epochs=1",
+        "batch_size=8",
+        "lora.r=4",
+        "save_every=6",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return {"root": root, "env": env, "run": run_dir, "train": train}
 
@@ -73,8 +85,22 @@ def test_scheduled_evaluation_records_a_baseline_then_alerts(lab, webhook, tmp_p
     heldout = tmp_path / "heldout.jsonl"
     write_heldout(heldout, ["/^/"] * 6)
     url = f"http://127.0.0.1:{webhook.server_port}/hook"
-    added = tunery(lab, "monitor", "add", lab["run"], "--eval", heldout, "--every", "1d", "--threshold", "0.1",
-                   "--graders", "regex", "--webhook", url)
+    added = tunery(
+        lab,
+        "monitor",
+        "add",
+        lab["run"],
+        "--eval",
+        heldout,
+        "--every",
+        "1d",
+        "--threshold",
+        "0.1",
+        "--graders",
+        "regex",
+        "--webhook",
+        url,
+    )
     assert added.returncode == 0, added.stderr
     suite = added.stdout.split()[1].rstrip(":")
 
@@ -121,12 +147,20 @@ def test_monitor_rejects_bad_input_cleanly(lab, tmp_path):
 def test_drift_of_logged_prompts_against_the_training_data(lab, tmp_path):
     home = lab["root"] / "home"
     now = time.time()
-    on_topic = [json.loads(line)["messages"] for line in write_chat_dataset(tmp_path / "same.jsonl", 30, seed=7)
-                .read_text().splitlines()]
+    on_topic = [
+        json.loads(line)["messages"]
+        for line in write_chat_dataset(tmp_path / "same.jsonl", 30, seed=7).read_text().splitlines()
+    ]
     for messages in on_topic:  # last month's traffic looked like the training data...
         log_prompt(home, SERVED, messages, retention_days=60, now=now - 20 * DAY)
-    questions = ["What is 26 plus 50?", "Which planet is the largest?", "Translate good morning into French.",
-                 "Name three primary colours.", "How many legs does a spider have?", "Who wrote Hamlet?"]
+    questions = [
+        "What is 26 plus 50?",
+        "Which planet is the largest?",
+        "Translate good morning into French.",
+        "Name three primary colours.",
+        "How many legs does a spider have?",
+        "Who wrote Hamlet?",
+    ]
     for i in range(30):  # ...this week's is general knowledge questions
         log_prompt(home, SERVED, [{"role": "user", "content": f"{questions[i % 6]} ({i})"}], now=now - i * 60)
 

@@ -12,8 +12,8 @@ import random
 
 import numpy as np
 import pytest
-
 from builders import EXAMPLES
+
 from tunery.monitor.drift import (
     centroid_distance,
     far_share,

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from builders import REPO
+
 from tunery.errors import TuneryError
 from tunery.lineage.datasets import dataset_id, register_dataset
 from tunery.store.registry import CheckpointRow, Registry, RunDataset, RunRecord, SuiteRecord
@@ -25,9 +25,21 @@ from tunery.store.registry import CheckpointRow, Registry, RunDataset, RunRecord
 
 def make_run(run_id: str, path: str = "/runs/x", **changes) -> RunRecord:
     values = dict(
-        id=run_id, path=path, registered_at=1.0, created_at="2025-01-01T00:00:00", status="succeeded",
-        method="sft", adapter="lora", base_model="tiny", base_model_path=None, base_model_sha256="ab" * 32,
-        seed=0, config={"seed": 0}, versions={"tunery": "0.1.0"}, metrics={"train_loss": 1.5}, threads=2,
+        id=run_id,
+        path=path,
+        registered_at=1.0,
+        created_at="2025-01-01T00:00:00",
+        status="succeeded",
+        method="sft",
+        adapter="lora",
+        base_model="tiny",
+        base_model_path=None,
+        base_model_sha256="ab" * 32,
+        seed=0,
+        config={"seed": 0},
+        versions={"tunery": "0.1.0"},
+        metrics={"train_loss": 1.5},
+        threads=2,
         datasets=(RunDataset("train", "d" * 64, "/data/train.jsonl", "f" * 64),),
         checkpoints=(CheckpointRow(5, "/runs/x/checkpoints/step-000005", {"train_loss": 2.0}),),
     )
@@ -90,8 +102,18 @@ def test_runs_round_trip_and_are_found_by_prefix(tmp_path):
 
 def test_due_suites_are_claimed_once(tmp_path):
     with Registry(tmp_path / "r.sqlite") as registry:
-        suite = SuiteRecord(id="suite-1", run_id="r", eval_path="/e.jsonl", every_s=60, threshold=0.05, graders=None,
-                            webhook=None, created_at=100.0, next_due=100.0, baseline=None)
+        suite = SuiteRecord(
+            id="suite-1",
+            run_id="r",
+            eval_path="/e.jsonl",
+            every_s=60,
+            threshold=0.05,
+            graders=None,
+            webhook=None,
+            created_at=100.0,
+            next_due=100.0,
+            baseline=None,
+        )
         registry.add_suite(suite)
         assert [s.id for s in registry.claim_due(100.0)] == ["suite-1"]
         assert registry.claim_due(100.0) == []  # a second `monitor run` right after finds nothing due
@@ -129,8 +151,12 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
     path, n, writers = tmp_path / "registry.sqlite", 40, ["w0", "w1", "w2", "w3"]
     start = time.time() + 3  # time enough for every interpreter to start
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, str(n), str(start)], cwd=REPO,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), name, str(n), str(start)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in writers
     ]
     for proc in procs:
@@ -150,27 +176,41 @@ def test_concurrent_cli_commands_register_every_dataset(tmp_path, cli):
     """Three `tunery datasets add` processes at once, each with its own files and one shared file."""
     home = tmp_path / "home"
     shared = tmp_path / "shared.jsonl"
-    shared.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}))
+    shared.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+    )
     groups = []
     for g in range(3):
         files = []
         for i in range(4):
             path = tmp_path / f"g{g}-{i}.jsonl"
-            path.write_text(json.dumps({"messages": [{"role": "user", "content": f"q {g} {i}"},
-                                                     {"role": "assistant", "content": "a"}]}) + "\n")
+            path.write_text(
+                json.dumps(
+                    {"messages": [{"role": "user", "content": f"q {g} {i}"}, {"role": "assistant", "content": "a"}]}
+                )
+                + "\n"
+            )
             files.append(path)
         groups.append([*files, shared])
     env = {**__import__("os").environ, "TUNERY_HOME": str(home)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tunery", "datasets", "add", *map(str, files)], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "tunery", "datasets", "add", *map(str, files)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for files in groups
     ]
     outputs = [proc.communicate(timeout=300) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), outputs
     shared_lines = [line for out, _ in outputs for line in out.splitlines() if "shared.jsonl" in line]
     assert sorted(line.split(": ")[1].split(" (")[0] for line in shared_lines) == [
-        "already registered", "already registered", "registered"
+        "already registered",
+        "already registered",
+        "registered",
     ]
     listing = cli("datasets", "list", "--json", env={"TUNERY_HOME": str(home)})
     assert listing.returncode == 0, listing.stderr

@@ -68,12 +68,22 @@ def _list(registry, home, args) -> int:
     if not records:
         console.print(f"no datasets registered yet in {registry.path}")
         return 0
-    table = Table(Column("id", no_wrap=True), Column("name", overflow="fold"), "format", "examples", "validation",
-                  "runs", Column("registered", no_wrap=True), title=f"{len(records)} datasets in {registry.path}",
-                  title_justify="left")
+    table = Table(
+        Column("id", no_wrap=True),
+        Column("name", overflow="fold"),
+        "format",
+        "examples",
+        "validation",
+        "runs",
+        Column("registered", no_wrap=True),
+        title=f"{len(records)} datasets in {registry.path}",
+        title_justify="left",
+    )
     for r in records:
         when = datetime.fromtimestamp(r.registered_at).isoformat(sep=" ", timespec="minutes")
-        table.add_row(r.id[:12], r.name, r.format or "?", str(r.examples), _check(r), str(len(registry.runs_using(r.id))), when)
+        table.add_row(
+            r.id[:12], r.name, r.format or "?", str(r.examples), _check(r), str(len(registry.runs_using(r.id))), when
+        )
     console.print(table)
     return 0
 
@@ -82,7 +92,11 @@ def _show(registry, home, args) -> int:
     record = registry.get_dataset(args.dataset)
     paths, runs = registry.dataset_paths(record.id), registry.runs_using(record.id)
     if args.json:
-        print(json.dumps({**asdict(record), "paths": paths, "runs": [{"run": r, "role": role} for r, role in runs]}, indent=2))
+        print(
+            json.dumps(
+                {**asdict(record), "paths": paths, "runs": [{"run": r, "role": role} for r, role in runs]}, indent=2
+            )
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -95,7 +109,10 @@ def _show(registry, home, args) -> int:
         ("name", record.name),
         ("format", record.format or "?"),
         ("examples", f"{record.examples} of {stats.get('lines')} lines"),
-        ("messages per example", ", ".join(f"{k} {messages[k]}" for k in ("min", "mean", "p95", "max") if k in messages) or "-"),
+        (
+            "messages per example",
+            ", ".join(f"{k} {messages[k]}" for k in ("min", "mean", "p95", "max") if k in messages) or "-",
+        ),
         ("canonical bytes", f"{record.bytes:,}"),
         ("validation", _check(record)),
         ("issues", ", ".join(f"{code} {n}" for code, n in record.issue_counts.items()) or "none"),

@@ -40,11 +40,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument("model", metavar="MODEL")
     add.add_argument("--eval", required=True, type=Path, help="held-out JSONL, re-read on every run")
     add.add_argument("--every", required=True, help="interval: 90s, 30m, 12h, 1d, 1w")
-    add.add_argument("--threshold", type=float, default=0.05,
-                     help="alert when a metric falls more than this below its baseline (default 0.05; error at 2x)")
+    add.add_argument(
+        "--threshold",
+        type=float,
+        default=0.05,
+        help="alert when a metric falls more than this below its baseline (default 0.05; error at 2x)",
+    )
     add.add_argument("--graders", help="comma-separated graders (default: chosen from the references)")
-    add.add_argument("--webhook", default=os.environ.get("TUNERY_MONITOR_WEBHOOK"),
-                     help="POST alerts here as JSON (default $TUNERY_MONITOR_WEBHOOK)")
+    add.add_argument(
+        "--webhook",
+        default=os.environ.get("TUNERY_MONITOR_WEBHOOK"),
+        help="POST alerts here as JSON (default $TUNERY_MONITOR_WEBHOOK)",
+    )
 
     run_parser = actions.add_parser("run", help="run every suite that is due (cron-friendly, idempotent)")
     run_parser.add_argument("--force", action="store_true", help="run the chosen suites even if not due")
@@ -148,19 +155,36 @@ def _drift(registry, home, args) -> int:
         print(json.dumps({**report.to_dict(), "run": run.id, "source": source}, indent=2))
         return 1 if report.level == "alert" else 0
     console = Console()
-    table = Table("signal", "value", "noise", "excess", "alert at", "level", title_justify="left",
-                  title=f"drift of {report.recent_prompts} prompts vs {report.train_prompts} training prompts (run {run.id})")
+    table = Table(
+        "signal",
+        "value",
+        "noise",
+        "excess",
+        "alert at",
+        "level",
+        title_justify="left",
+        title=f"drift of {report.recent_prompts} prompts vs {report.train_prompts} training prompts (run {run.id})",
+    )
     for name, signal in report.signals.items():
-        table.add_row(name, f"{signal.value:.3f}", f"{signal.noise:.3f}", f"{signal.excess:.3f}", f"{signal.alert_at:g}",
-                      signal.level)
+        table.add_row(
+            name,
+            f"{signal.value:.3f}",
+            f"{signal.noise:.3f}",
+            f"{signal.excess:.3f}",
+            f"{signal.alert_at:g}",
+            signal.level,
+        )
     console.print(table)
     words = report.mean_words
     console.print(f"mean prompt length: {words['train']:.1f} words in training, {words['recent']:.1f} now")
     style = {"ok": "green", "warn": "yellow", "alert": "red"}[report.level]
-    console.print(f"[bold]drift score {report.score:.2f}: [{style}]{report.level}[/][/] "
-                  "(ok < 0.5 ≤ warn < 1 ≤ alert; 1 = a signal exceeded chance by its alert threshold)")
-    far = Table("similarity", "recent prompt", "nearest training prompt", title="most distant prompts",
-                title_justify="left")
+    console.print(
+        f"[bold]drift score {report.score:.2f}: [{style}]{report.level}[/][/] "
+        "(ok < 0.5 ≤ warn < 1 ≤ alert; 1 = a signal exceeded chance by its alert threshold)"
+    )
+    far = Table(
+        "similarity", "recent prompt", "nearest training prompt", title="most distant prompts", title_justify="left"
+    )
     for example in report.most_distant:
         far.add_row(f"{example.similarity:.2f}", example.text[:120], example.nearest_training[:80])
     console.print(far)
@@ -179,10 +203,19 @@ def _add(registry, home, args) -> int:
 
     run = find_run(registry, args.model, home)
     graders = [g.strip() for g in args.graders.split(",") if g.strip()] if args.graders else None
-    suite = add_suite(registry, run, args.eval, every_s=parse_duration(args.every), threshold=args.threshold,
-                      graders=graders, webhook=args.webhook)
-    print(f"added {suite.id}: run {run.id} on {suite.eval_path} every {args.every}, "
-          f"alert below baseline − {suite.threshold:g}" + (f", webhook {suite.webhook}" if suite.webhook else ""))
+    suite = add_suite(
+        registry,
+        run,
+        args.eval,
+        every_s=parse_duration(args.every),
+        threshold=args.threshold,
+        graders=graders,
+        webhook=args.webhook,
+    )
+    print(
+        f"added {suite.id}: run {run.id} on {suite.eval_path} every {args.every}, "
+        f"alert below baseline − {suite.threshold:g}" + (f", webhook {suite.webhook}" if suite.webhook else "")
+    )
     print("it is due now: `tunery monitor run` records its baseline")
     return 0
 
@@ -197,11 +230,22 @@ def _run(registry, home, args) -> int:
     suite_ids = [registry.get_suite(ref).id for ref in args.suite] if args.suite else None
     outcomes = run_due(registry, home, force=args.force, suite_ids=suite_ids, device=args.device, log=_progress)
     if args.json:
-        print(json.dumps([
-            {"suite": o.suite.id, "run": o.suite.run_id, "level": o.level, "message": o.message, "metrics": o.metrics,
-             "webhook_error": o.webhook_error}
-            for o in outcomes
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "suite": o.suite.id,
+                        "run": o.suite.run_id,
+                        "level": o.level,
+                        "message": o.message,
+                        "metrics": o.metrics,
+                        "webhook_error": o.webhook_error,
+                    }
+                    for o in outcomes
+                ],
+                indent=2,
+            )
+        )
     elif not outcomes:
         print("nothing due")
     for o in outcomes:

@@ -47,8 +47,14 @@ def run(args: argparse.Namespace) -> int:
         path, how = result.data[link.role]
         data.add_row(link.role, link.dataset_id[:16], f"{path} ({how})")
     console.print(data)
-    table = Table(Column("metric", overflow="fold"), f"original {original.id}", f"reproduced {result.run.id}", "equal",
-                  title="final metrics", title_justify="left")
+    table = Table(
+        Column("metric", overflow="fold"),
+        f"original {original.id}",
+        f"reproduced {result.run.id}",
+        "equal",
+        title="final metrics",
+        title_justify="left",
+    )
     for check in result.metrics:
         table.add_row(check.name, repr(check.original), repr(check.reproduced), "yes" if check.same else "[red]NO[/]")
     console.print(table)

@@ -75,14 +75,29 @@ def _list(registry, home, args) -> int:
     if not runs:
         console.print(f"no runs registered yet in {registry.path}")
         return 0
-    table = Table(Column("id", no_wrap=True), Column("run", overflow="fold"), "method", "base",
-                  Column("train data", no_wrap=True), "valid loss", Column("trained", no_wrap=True),
-                  title=f"{len(runs)} runs in {registry.path}", title_justify="left")
+    table = Table(
+        Column("id", no_wrap=True),
+        Column("run", overflow="fold"),
+        "method",
+        "base",
+        Column("train data", no_wrap=True),
+        "valid loss",
+        Column("trained", no_wrap=True),
+        title=f"{len(runs)} runs in {registry.path}",
+        title_justify="left",
+    )
     for r in runs:
         train = next((d.dataset_id for d in r.datasets if d.role == "train"), None)
         loss = r.metrics.get("full_valid_loss", r.metrics.get("valid_loss"))
-        table.add_row(r.id, Path(r.path).name, f"{r.method}/{r.adapter}", Path(r.base_model).name, _short(train),
-                      _number(loss), _when(r))
+        table.add_row(
+            r.id,
+            Path(r.path).name,
+            f"{r.method}/{r.adapter}",
+            Path(r.base_model).name,
+            _short(train),
+            _number(loss),
+            _when(r),
+        )
     console.print(table)
     return 0
 
@@ -133,7 +148,9 @@ def _show(registry, home, args) -> int:
     if r.checkpoints:
         checkpoints = Table("step", "train loss", "valid loss", "path", title="checkpoints", title_justify="left")
         for c in r.checkpoints:
-            checkpoints.add_row(str(c.step), _number(c.metrics.get("train_loss")), _number(c.metrics.get("valid_loss")), c.path)
+            checkpoints.add_row(
+                str(c.step), _number(c.metrics.get("train_loss")), _number(c.metrics.get("valid_loss")), c.path
+            )
         console.print(checkpoints)
     if reports:
         table = Table("kind", "when", "summary", "path", title="reports", title_justify="left")
@@ -160,16 +177,26 @@ def _diff(registry, home, args) -> int:
     a, b = find_run(registry, args.run_a, home), find_run(registry, args.run_b, home)
     rows = diff_runs(a, b, everything=args.all)
     if args.json:
-        print(json.dumps(
-            {"a": a.id, "b": b.id, "rows": [{**asdict(row), "same": row.same, "delta": row.delta} for row in rows]},
-            indent=2, default=str,
-        ))
+        print(
+            json.dumps(
+                {"a": a.id, "b": b.id, "rows": [{**asdict(row), "same": row.same, "delta": row.delta} for row in rows]},
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     from rich.console import Console
     from rich.table import Column, Table
 
-    table = Table("", Column("", overflow="fold"), f"A {a.id}", f"B {b.id}", "B − A", title_justify="left",
-                  title=f"A = {a.path}\nB = {b.path}")
+    table = Table(
+        "",
+        Column("", overflow="fold"),
+        f"A {a.id}",
+        f"B {b.id}",
+        "B − A",
+        title_justify="left",
+        title=f"A = {a.path}\nB = {b.path}",
+    )
     for i, row in enumerate(rows):
         first = i == 0 or rows[i - 1].section != row.section
         if first and i:
@@ -186,7 +213,9 @@ def _diff(registry, home, args) -> int:
     console = Console()
     console.print(table)
     differing = sum(not row.same for row in rows)
-    console.print(f"{differing} difference{'s' * (differing != 1)}" + ("" if args.all else " (--all shows equal settings too)"))
+    console.print(
+        f"{differing} difference{'s' * (differing != 1)}" + ("" if args.all else " (--all shows equal settings too)")
+    )
     return 0
 
 

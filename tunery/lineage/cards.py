@@ -18,11 +18,25 @@ from tunery.store.registry import Registry, RunRecord
 from tunery.train.rundir import atomic_write
 
 HYPERPARAMETERS = (
-    "n_epochs", "batch_size", "learning_rate", "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm",
-    "max_seq_len", "packing", "seed", "precision", "device",
+    "n_epochs",
+    "batch_size",
+    "learning_rate",
+    "lr_scheduler",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "max_seq_len",
+    "packing",
+    "seed",
+    "precision",
+    "device",
 )
 METRICS = (
-    "step", "trained_tokens", "train_loss", "train_mean_token_accuracy", "full_valid_loss",
+    "step",
+    "trained_tokens",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "full_valid_loss",
     "full_valid_mean_token_accuracy",
 )
 SAMPLE_LINES = 500  # enough to find the task's system prompt without reading a large file
@@ -96,7 +110,9 @@ def render_card(registry: Registry, run: RunRecord) -> str:
         "",
         "## Base model",
         "",
-        *_table(("field", "value"), [("reference", run.base_model), ("weights sha256", run.base_model_sha256 or "unknown")]),
+        *_table(
+            ("field", "value"), [("reference", run.base_model), ("weights sha256", run.base_model_sha256 or "unknown")]
+        ),
         "",
         "## Training data",
         "",
@@ -164,8 +180,13 @@ def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
         rows = []
         for system, report in (summary.get("systems") or {}).items():
             score = (report.get("metrics") or {}).get(primary) or {}
-            rows.append((system, f"{score.get('mean', float('nan')):.3f} ({score.get('low', 0):.2f}..{score.get('high', 0):.2f})",
-                         f"{report.get('prompt_tokens_per_request', 0):.0f}"))
+            rows.append(
+                (
+                    system,
+                    f"{score.get('mean', float('nan')):.3f} ({score.get('low', 0):.2f}..{score.get('high', 0):.2f})",
+                    f"{report.get('prompt_tokens_per_request', 0):.0f}",
+                )
+            )
         lines += _table(("system", f"{primary} (95% CI)", "prompt tokens"), rows)
         lines += ["", f"On {summary.get('data')} ({compares[-1].path})."]
         forgetting = summary.get("forgetting")
@@ -174,7 +195,10 @@ def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
         lines += [f"{forgetting.get('verdict')}", ""]
         lines += _table(
             ("skill", "base", "tuned"),
-            [(skill, values.get("base"), values.get("tuned")) for skill, values in (forgetting.get("by_skill") or {}).items()],
+            [
+                (skill, values.get("base"), values.get("tuned"))
+                for skill, values in (forgetting.get("by_skill") or {}).items()
+            ],
         )
     else:
         lines.append("Not run (it runs with `tunery compare`, unless --no-forgetting).")

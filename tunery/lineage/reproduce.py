@@ -76,10 +76,7 @@ def _check_base(original: RunRecord) -> str:
 def _logged(run_dir: Path) -> list[dict]:
     from tunery.train.rundir import RunDir
 
-    return [
-        {k: v for k, v in record.items() if k not in TIMING_METRICS}
-        for record in RunDir(run_dir).read_metrics()
-    ]
+    return [{k: v for k, v in record.items() if k not in TIMING_METRICS} for record in RunDir(run_dir).read_metrics()]
 
 
 def _weights_hash(run_dir: Path) -> str | None:
@@ -142,9 +139,9 @@ def reproduce(registry: Registry, original: RunRecord, output: Path, home: Path)
     checks = [MetricCheck(name, left.get(name), right.get(name)) for name in dict.fromkeys([*left, *right])]
     before, after = _logged(Path(original.path)), _logged(output)
     compared = sum(len(record) for record in before)
-    equal = sum(
-        sum(a.get(k) == v for k, v in b.items()) for a, b in zip(before, after)
-    ) if len(before) == len(after) else 0
+    equal = 0
+    if len(before) == len(after):
+        equal = sum(sum(a.get(k) == v for k, v in b.items()) for a, b in zip(before, after, strict=True))
     if not before:
         notes.append(f"{original.path}/metrics.jsonl is gone: only the final metrics were compared")
     return Reproduction(
@@ -161,7 +158,7 @@ def reproduce(registry: Registry, original: RunRecord, output: Path, home: Path)
 def first_difference(original: Path, reproduced: Path) -> str | None:
     """Where two runs' metric logs first part, for the report; None when they agree."""
     before, after = _logged(original), _logged(reproduced)
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=False):  # the lengths are compared below
         for key in a:
             if a.get(key) != b.get(key):
                 return f"step {a.get('step')} {a.get('type')} {key}: {a.get(key)!r} vs {b.get(key)!r}"

@@ -26,7 +26,9 @@ def check_webhook_url(url: str) -> str:
     """
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise TuneryError(f"webhook {url!r} is not an http(s) URL", hint="e.g. --webhook https://hooks.example.com/tunery")
+        raise TuneryError(
+            f"webhook {url!r} is not an http(s) URL", hint="e.g. --webhook https://hooks.example.com/tunery"
+        )
     return url
 
 

@@ -257,8 +257,9 @@ def measure_drift(model: str, train: Sequence[str], recent: Sequence[str], *, ex
     table = {}
     for name, value in observed.items():
         excess = max(0.0, value - noise[name])
-        table[name] = Signal(value=value, noise=noise[name], excess=excess, alert_at=ALERT[name],
-                             level=level_of(excess / ALERT[name]))
+        table[name] = Signal(
+            value=value, noise=noise[name], excess=excess, alert_at=ALERT[name], level=level_of(excess / ALERT[name])
+        )
     score = max(s.excess / s.alert_at for s in table.values())
 
     sims = new.vectors @ ref.vectors.T

@@ -49,9 +49,7 @@ def settings_from_env(env: dict | None = None) -> PromptLogSettings:
     if flag not in TRUE | FALSE:
         raise TuneryError(f"TUNERY_LOG_PROMPTS={flag!r} is not a yes/no value", hint="set it to 1 or 0")
     try:
-        return PromptLogSettings(
-            enabled=flag in TRUE, retention_days=env.get("TUNERY_PROMPT_RETENTION_DAYS") or 30.0
-        )
+        return PromptLogSettings(enabled=flag in TRUE, retention_days=env.get("TUNERY_PROMPT_RETENTION_DAYS") or 30.0)
     except ValidationError:
         raise TuneryError(
             f"TUNERY_PROMPT_RETENTION_DAYS={env.get('TUNERY_PROMPT_RETENTION_DAYS')!r} is not a positive number of days"

@@ -41,7 +41,11 @@ def print_history(run: RunRecord, found: list[tuple[SuiteRecord, list[ResultReco
         metrics = sorted({name for r in results for name in r.metrics})
         every = f"{suite.every_s / 86400:g}d" if suite.every_s % 86400 == 0 else f"{suite.every_s}s"
         table = Table(
-            "when", "data", *metrics, "level", "message",
+            "when",
+            "data",
+            *metrics,
+            "level",
+            "message",
             title=f"{suite.id}: run {run.id} on {suite.eval_path}, every {every}, alert below baseline − {suite.threshold:g}",
             title_justify="left",
         )
@@ -71,12 +75,15 @@ def plot_history(run: RunRecord, found: list[tuple[SuiteRecord, list[ResultRecor
     for ax, (suite, results) in zip(axes[:, 0], found, strict=True):
         done = [r for r in results if r.metrics]
         for name in sorted({m for r in done for m in r.metrics}):
-            points = [(datetime.fromtimestamp(r.started_at), r.metrics[name], r.level) for r in done if name in r.metrics]
+            points = [
+                (datetime.fromtimestamp(r.started_at), r.metrics[name], r.level) for r in done if name in r.metrics
+            ]
             line = ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=name)[0]
             alerts = [p for p in points if p[2] in ("warn", "error")]
             if alerts:
-                ax.scatter([p[0] for p in alerts], [p[1] for p in alerts], s=90, facecolors="none",
-                           edgecolors="red", zorder=3)
+                ax.scatter(
+                    [p[0] for p in alerts], [p[1] for p in alerts], s=90, facecolors="none", edgecolors="red", zorder=3
+                )
             if suite.baseline and name in suite.baseline:
                 ax.axhline(suite.baseline[name], color=line.get_color(), linestyle="--", alpha=0.6)
                 ax.axhline(suite.baseline[name] - suite.threshold, color="red", linestyle=":", alpha=0.4)

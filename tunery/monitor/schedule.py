@@ -137,8 +137,16 @@ def run_suite(registry: Registry, suite: SuiteRecord, home: Path, *, device: str
         metrics, data, report = _evaluate(registry, suite, home, device, log)
     except Exception as exc:  # noqa: BLE001 - one broken suite must not stop the others in a cron run
         message = f"evaluation failed: {exc if isinstance(exc, TuneryError) else repr(exc)}"
-        registry.add_result(suite.id, started_at=started, dataset_id=None, metrics={}, level="failed",
-                            message=message, report_path=None, events=[("error", message, None)])
+        registry.add_result(
+            suite.id,
+            started_at=started,
+            dataset_id=None,
+            metrics={},
+            level="failed",
+            message=message,
+            report_path=None,
+            events=[("error", message, None)],
+        )
         outcome = Outcome(suite, "failed", message)
     else:
         alerts = check_against_baseline(suite.baseline, metrics, suite.threshold) if suite.baseline else []
@@ -149,10 +157,20 @@ def run_suite(registry: Registry, suite: SuiteRecord, home: Path, *, device: str
             message = "; ".join(a.message() for a in alerts)
         else:
             message = "within threshold of baseline: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-        events = [(a.level, a.message(), {"metric": a.metric, "baseline": a.baseline, "value": a.value}) for a in alerts]
-        registry.add_result(suite.id, started_at=started, dataset_id=data, metrics=metrics, level=level,
-                            message=message, report_path=report, events=events,
-                            baseline=metrics if suite.baseline is None else None)
+        events = [
+            (a.level, a.message(), {"metric": a.metric, "baseline": a.baseline, "value": a.value}) for a in alerts
+        ]
+        registry.add_result(
+            suite.id,
+            started_at=started,
+            dataset_id=data,
+            metrics=metrics,
+            level=level,
+            message=message,
+            report_path=report,
+            events=events,
+            baseline=metrics if suite.baseline is None else None,
+        )
         outcome = Outcome(suite, level, message, metrics, alerts)
     if outcome.level != "ok" and suite.webhook:
         outcome.webhook_error = post_alert(suite.webhook, _payload(registry, outcome))
@@ -171,7 +189,9 @@ def _payload(registry: Registry, outcome: Outcome) -> dict:
         "message": outcome.message,
         "metrics": outcome.metrics,
         "baseline": outcome.suite.baseline,
-        "alerts": [{"metric": a.metric, "baseline": a.baseline, "value": a.value, "level": a.level} for a in outcome.alerts],
+        "alerts": [
+            {"metric": a.metric, "baseline": a.baseline, "value": a.value, "level": a.level} for a in outcome.alerts
+        ],
     }
 
 

@@ -78,7 +78,13 @@ def judge_scores(
     Raises:
         TuneryError: the endpoint fails, or the judge replies with neither verdict word.
     """
-    from openai import OpenAI, OpenAIError
+    try:
+        from openai import OpenAI, OpenAIError
+    except ImportError:
+        raise TuneryError(
+            "the judge grader needs the openai client, which is not installed",
+            hint="pip install 'tunery[eval]'  (or leave `judge` out of --graders)",
+        ) from None
 
     client = OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=2)
     scores = []

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     with open_registry(home) as registry:
         original = find_run(registry, args.run, home)
         output = args.output or default_output(original)
-        if output.exists() and any(output.iterdir()):
+        if output.exists() and (not output.is_dir() or any(output.iterdir())):
             raise TuneryError(f"{output} already exists", hint="choose another --output")
         console.print(f"reproducing run {original.id} ({original.path}) into {output}")
         result = reproduce(registry, original, output.resolve(), home)

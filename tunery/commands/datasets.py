@@ -62,6 +62,7 @@ def _list(registry, home, args) -> int:
         print(json.dumps([asdict(r) for r in records], indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Column, Table
 
     console = Console()
@@ -82,13 +83,21 @@ def _list(registry, home, args) -> int:
     for r in records:
         when = datetime.fromtimestamp(r.registered_at).isoformat(sep=" ", timespec="minutes")
         table.add_row(
-            r.id[:12], r.name, r.format or "?", str(r.examples), _check(r), str(len(registry.runs_using(r.id))), when
+            r.id[:12],
+            escape(r.name),
+            r.format or "?",
+            str(r.examples),
+            _check(r),
+            str(len(registry.runs_using(r.id))),
+            when,
         )
     console.print(table)
     return 0
 
 
 def _show(registry, home, args) -> int:
+    from rich.markup import escape
+
     record = registry.get_dataset(args.dataset)
     paths, runs = registry.dataset_paths(record.id), registry.runs_using(record.id)
     if args.json:
@@ -119,7 +128,7 @@ def _show(registry, home, args) -> int:
         ("stored copy", record.blob),
         ("registered", datetime.fromtimestamp(record.registered_at).isoformat(sep=" ", timespec="seconds")),
     ):
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))
     console.print(table)
     console.print("seen at:\n" + "\n".join(f"  {p}" for p in paths))
     if runs:

@@ -125,6 +125,7 @@ def _names_run(registry, home, name: str, run_id: str) -> bool:
 
 def _drift(registry, home, args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tunery.errors import TuneryError
@@ -186,7 +187,7 @@ def _drift(registry, home, args) -> int:
         "similarity", "recent prompt", "nearest training prompt", title="most distant prompts", title_justify="left"
     )
     for example in report.most_distant:
-        far.add_row(f"{example.similarity:.2f}", example.text[:120], example.nearest_training[:80])
+        far.add_row(f"{example.similarity:.2f}", escape(example.text[:120]), escape(example.nearest_training[:80]))
     console.print(far)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -278,6 +279,7 @@ def _list(registry, home, args) -> int:
     from datetime import datetime
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tunery.lineage.runs import find_run
@@ -287,7 +289,7 @@ def _list(registry, home, args) -> int:
     for s in registry.suites(run_id):
         baseline = ", ".join(f"{k} {v:.3f}" for k, v in (s.baseline or {}).items()) or "-"
         due = datetime.fromtimestamp(s.next_due).isoformat(sep=" ", timespec="seconds")
-        table.add_row(s.id, s.run_id, s.eval_path, f"{s.every_s}s", f"{s.threshold:g}", due, baseline)
+        table.add_row(s.id, s.run_id, escape(s.eval_path), f"{s.every_s}s", f"{s.threshold:g}", due, baseline)
     Console().print(table)
     return 0
 

@@ -24,6 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Column, Table
 
     from tunery.errors import TuneryError
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     data = Table("role", "dataset", "read from", title="data (verified by content hash)", title_justify="left")
     for link in original.datasets:
         path, how = result.data[link.role]
-        data.add_row(link.role, link.dataset_id[:16], f"{path} ({how})")
+        data.add_row(link.role, link.dataset_id[:16], escape(f"{path} ({how})"))
     console.print(data)
     table = Table(
         Column("metric", overflow="fold"),

@@ -64,6 +64,8 @@ def _when(run) -> str:
 
 
 def _list(registry, home, args) -> int:
+    from rich.markup import escape
+
     runs = registry.list_runs()
     if args.json:
         print(json.dumps([asdict(r) for r in runs], indent=2))
@@ -91,9 +93,9 @@ def _list(registry, home, args) -> int:
         loss = r.metrics.get("full_valid_loss", r.metrics.get("valid_loss"))
         table.add_row(
             r.id,
-            Path(r.path).name,
+            escape(Path(r.path).name),
             f"{r.method}/{r.adapter}",
-            Path(r.base_model).name,
+            escape(Path(r.base_model).name),
             _short(train),
             _number(loss),
             _when(r),
@@ -103,6 +105,8 @@ def _list(registry, home, args) -> int:
 
 
 def _show(registry, home, args) -> int:
+    from rich.markup import escape
+
     from tunery.lineage.runs import find_run
 
     r = find_run(registry, args.run, home)
@@ -130,16 +134,18 @@ def _show(registry, home, args) -> int:
         ("versions", ", ".join(f"{k} {v}" for k, v in r.versions.items() if v)),
         ("reproduces", r.reproduces or "-"),
     ):
-        facts.add_row(key, str(value))
+        facts.add_row(key, escape(str(value)))
     console.print(facts)
     data = Table("role", "dataset", "examples", "path", title="data", title_justify="left")
     for link in r.datasets:
         examples = registry.get_dataset(link.dataset_id).examples if link.dataset_id else "?"
-        data.add_row(link.role, _short(link.dataset_id, 16) if link.dataset_id else "unknown", str(examples), link.path)
+        data.add_row(
+            link.role, _short(link.dataset_id, 16) if link.dataset_id else "unknown", str(examples), escape(link.path)
+        )
     console.print(data)
     config = Table("setting", "value", title="resolved config", title_justify="left")
     for key, value in flatten(r.config).items():
-        config.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        config.add_row(key, escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
     console.print(config)
     metrics = Table(Column("metric", overflow="fold"), "value", title="final metrics", title_justify="left")
     for key, value in comparable_metrics(r.metrics).items():
@@ -149,14 +155,14 @@ def _show(registry, home, args) -> int:
         checkpoints = Table("step", "train loss", "valid loss", "path", title="checkpoints", title_justify="left")
         for c in r.checkpoints:
             checkpoints.add_row(
-                str(c.step), _number(c.metrics.get("train_loss")), _number(c.metrics.get("valid_loss")), c.path
+                str(c.step), _number(c.metrics.get("train_loss")), _number(c.metrics.get("valid_loss")), escape(c.path)
             )
         console.print(checkpoints)
     if reports:
         table = Table("kind", "when", "summary", "path", title="reports", title_justify="left")
         for rep in reports:
             when = datetime.fromtimestamp(rep.created_at).isoformat(sep=" ", timespec="seconds")
-            table.add_row(rep.kind, when, _report_line(rep), rep.path)
+            table.add_row(rep.kind, when, escape(_report_line(rep)), escape(rep.path))
         console.print(table)
     console.print(f"model card: {Path(r.path) / 'final' / 'README.md'}")
     return 0
@@ -171,6 +177,8 @@ def _report_line(report) -> str:
 
 
 def _diff(registry, home, args) -> int:
+    from rich.markup import escape
+
     from tunery.lineage.diff import diff_runs
     from tunery.lineage.runs import find_run
 
@@ -205,8 +213,8 @@ def _diff(registry, home, args) -> int:
         table.add_row(
             row.section if first else "",
             row.key,
-            _cell(row.a),
-            _cell(row.b),
+            escape(_cell(row.a)),
+            escape(_cell(row.b)),
             "" if row.same else (f"{delta:+.4g}" if delta is not None else "differs"),
             style=None if row.same else "bold",
         )

@@ -34,6 +34,7 @@ def history_dict(found: list[tuple[SuiteRecord, list[ResultRecord]]]) -> list[di
 
 def print_history(run: RunRecord, found: list[tuple[SuiteRecord, list[ResultRecord]]], console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -57,7 +58,7 @@ def print_history(run: RunRecord, found: list[tuple[SuiteRecord, list[ResultReco
                 (r.dataset_id or "-")[:12],
                 *[f"{r.metrics[m]:.3f}" if m in r.metrics else "-" for m in metrics],
                 f"[{style}]{r.level}[/]",
-                r.message,
+                escape(r.message),
             )
         console.print(table)
         if not results:

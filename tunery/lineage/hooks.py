@@ -24,7 +24,7 @@ def register_finished_run(run_dir: str | Path) -> None:
 
         home = tunery_home()
         with open_registry(home) as registry:
-            outcome = register_run(registry, run_dir, home)
+            outcome = register_run(registry, run_dir, home, in_training_process=True)
         for note in outcome.notes:
             _warn(note)
         print(f"registered run {outcome.run.id} (model card: {outcome.card})", file=sys.stderr, flush=True)

@@ -134,6 +134,13 @@ def reproduce(registry: Registry, original: RunRecord, output: Path, home: Path)
     run = registry.find_run_at(output) or register_run(registry, output, home).run
     registry.set_reproduces(run.id, original.id)
     run = registry.get_run(run.id)
+    changed = [
+        f"{name} {original.versions.get(name)} → {run.versions.get(name)}"
+        for name in dict.fromkeys([*original.versions, *run.versions])
+        if name in original.versions and original.versions.get(name) != run.versions.get(name)
+    ]
+    if changed:
+        notes.append("the software changed since the run: " + ", ".join(changed))
 
     left, right = comparable_metrics(original.metrics), comparable_metrics(run.metrics)
     checks = [MetricCheck(name, left.get(name), right.get(name)) for name in dict.fromkeys([*left, *right])]

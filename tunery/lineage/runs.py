@@ -5,6 +5,11 @@ The record comes from the files the trainer leaves (see the train contract): `fi
 `status.json`, and each `checkpoints/step-N/tunery.json`. The data files are registered as
 content-addressed datasets on the way; a file that changed since training is recorded with no
 dataset id (and a note), since its trained content can no longer be identified.
+
+Two facts are not in those files and can only be taken in the training process itself, which is
+where the end-of-training hook registers a run: the CPU threads it used (bitwise results depend
+on them) and a digest of tunery's own source (two checkouts of one version can train differently).
+A later registration of the same run keeps them; a run first registered by hand has neither.
 """
 
 from __future__ import annotations
@@ -48,6 +53,15 @@ def run_dir_of(path: str | Path) -> Path:
     return path
 
 
+def source_digest() -> str:
+    """12 hex digits of sha256 over tunery's own .py files, path and content."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def run_id_of(run_dir: Path) -> str:
     """12 hex digits of the final manifest's sha256: stable for a run, new for a re-trained one."""
     return file_sha256(run_dir / "final" / MANIFEST)[:12]
@@ -82,8 +96,12 @@ def _datasets(registry: Registry, manifest: dict, home: Path, notes: list[str]) 
     return tuple(found)
 
 
-def read_run(registry: Registry, run_dir: str | Path, home: Path) -> tuple[RunRecord, list[str]]:
+def read_run(
+    registry: Registry, run_dir: str | Path, home: Path, *, in_training_process: bool = False
+) -> tuple[RunRecord, list[str]]:
     """The lineage record of a finished run directory (registering its datasets on the way).
+
+    `in_training_process` adds the threads and source digest (see the module docstring).
 
     Raises:
         TuneryError: the directory holds no finished run (no final/tunery.json).
@@ -100,8 +118,12 @@ def read_run(registry: Registry, run_dir: str | Path, home: Path) -> tuple[RunRe
     status_file = run_dir / "status.json"
     status = json.loads(status_file.read_text()).get("state", "unknown") if status_file.is_file() else "unknown"
     notes: list[str] = []
-    from tunery.train.plan import physical_cores
+    versions = {"tunery": manifest.get("tunery_version"), **(manifest.get("libraries") or {})}
+    threads = None
+    if in_training_process:
+        from tunery.train.plan import physical_cores
 
+        versions["tunery_source"], threads = source_digest(), physical_cores()
     record = RunRecord(
         id=run_id_of(run_dir),
         path=str(run_dir),
@@ -115,22 +137,24 @@ def read_run(registry: Registry, run_dir: str | Path, home: Path) -> tuple[RunRe
         base_model_sha256=manifest.get("base_model_sha256"),
         seed=config.get("seed"),
         config=config,
-        versions={"tunery": manifest.get("tunery_version"), **(manifest.get("libraries") or {})},
+        versions=versions,
         metrics=manifest.get("metrics") or {},
-        threads=physical_cores(),
+        threads=threads,
         datasets=_datasets(registry, manifest, home, notes),
         checkpoints=_checkpoints(run_dir),
     )
     return record, notes
 
 
-def register_run(registry: Registry, run_dir: str | Path, home: Path, *, card: bool = True) -> Registered:
+def register_run(
+    registry: Registry, run_dir: str | Path, home: Path, *, in_training_process: bool = False, card: bool = True
+) -> Registered:
     """Read, record and (by default) write the model card of one finished run."""
-    record, notes = read_run(registry, run_dir, home)
+    record, notes = read_run(registry, run_dir, home, in_training_process=in_training_process)
     known = registry.find_run_at(record.path)
-    if known is not None and known.id == record.id and known.threads is not None:
-        # The threads of a re-registration are this machine's, not necessarily the run's.
-        record = replace(record, threads=known.threads)
+    if not in_training_process and known is not None and known.id == record.id:
+        source = {"tunery_source": known.versions["tunery_source"]} if "tunery_source" in known.versions else {}
+        record = replace(record, threads=known.threads, versions={**record.versions, **source})
     created = registry.add_run(record)
     registered = Registered(run=registry.get_run(record.id), created=created, notes=notes)
     if card:

@@ -18,7 +18,7 @@ def final_dir(run: str | Path) -> Path:
     run = Path(run)
     if (run / "final" / "tunery.json").is_file():
         return run / "final"
-    if (run / "tunery.json").is_file():
+    if (run / "tunery.json").is_file() or (run / "adapter_config.json").is_file():
         return run
     raise TuneryError(
         f"{run} is not a finished tunery run (no final/tunery.json)",
@@ -35,14 +35,18 @@ def merge(run: str | Path, output: str | Path) -> Path:
     from tunery.train.checkpoint import TOKENIZER_FILES, publish
 
     source = final_dir(run)
-    manifest = json.loads((source / "tunery.json").read_text())
+    manifest = json.loads((source / "tunery.json").read_text()) if (source / "tunery.json").is_file() else {}
     output = Path(output)
     tmp = output.with_name(f".{output.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if (source / "adapter_config.json").is_file():
-        base_dir = Path(manifest.get("base_model_path") or resolve_model(manifest["base_model"]))
-        if not base_dir.is_dir():
-            base_dir = resolve_model(manifest["base_model"])
+        # The manifest's path first (fast), then its reference, then what peft recorded.
+        base_ref = manifest.get("base_model") or json.loads((source / "adapter_config.json").read_text())[
+            "base_model_name_or_path"
+        ]
+        base_dir = Path(manifest.get("base_model_path", ""))
+        if not (base_dir / "config.json").is_file():
+            base_dir = resolve_model(base_ref)
         model = PeftModel.from_pretrained(load_model(base_dir, dtype=torch.float32), str(source))
         merged = model.merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)

@@ -54,6 +54,10 @@ def resolve_model(ref: str) -> Path:
     if ref in EMBEDDED_MODELS:
         return _resolve_embedded(ref)
     path = Path(ref).expanduser()
+    if (path / "final" / "tunery.json").is_file():  # a finished run directory
+        path = path / "final"
+    if path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return _merged_adapter(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise TuneryError(
@@ -73,6 +77,23 @@ def resolve_model(ref: str) -> Path:
         f"unknown model {ref!r}: not an embedded model, a local directory, a .gguf file or a hub id",
         hint=f"use the embedded default {DEFAULT_MODEL!r}; `tunery models list` shows what is available",
     )
+
+
+def _merged_adapter(adapter_dir: Path) -> Path:
+    """A LoRA run's output as a plain model (base + adapter merged), cached: so a DPO run, an
+    eval or a further fine-tune can start from an earlier run's result."""
+    from filelock import FileLock
+
+    from tunery.export import merge
+
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((adapter_dir / name).read_bytes())
+    target = models_dir() / f"merged-{digest.hexdigest()[:16]}"
+    with FileLock(str(target) + ".lock"):
+        if not (target / "config.json").is_file():
+            merge(adapter_dir, target)
+    return target
 
 
 def _resolve_embedded(name: str) -> Path:

@@ -193,3 +193,16 @@ def test_plot_writes_a_png(finished_run, tmp_path, cli):
     result = cli("plot", finished_run[0], "--output", out)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_finished_run_is_a_model_reference_so_sft_then_dpo_is_one_command_each(
+    finished_run, preference_data, tmp_path, cli
+):
+    out = tmp_path / "dpo-after-sft"
+    result = cli(
+        "train", "--method", "dpo", "--model", finished_run[0], "--data", preference_data[0], "--output", out,
+        "n_epochs=1", "batch_size=8", "lora.r=4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "final" / "tunery.json").read_text())
+    assert manifest["base_model"] == str(finished_run[0]) and "merged-" in manifest["base_model_path"]

@@ -56,7 +56,7 @@ def test_an_adapter_that_changes_nothing_forgets_nothing(tiny_model_dir, untrain
     """LoRA starts with B = 0, so the untrained adapter answers exactly as the base does."""
     generator = Generator(tiny_model_dir)
     generator.add_adapter("tuned", untrained_run / "final")
-    report = run_probe((generator, None), (generator, "tuned"), batch_size=16)
+    report = run_probe((generator, None), (generator, "tuned"))
     assert report.n == 30
     assert (report.drop.mean, report.drop.low, report.drop.high) == (0.0, 0.0, 0.0)
     assert report.verdict.startswith("no measurable forgetting")

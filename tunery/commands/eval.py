@@ -31,7 +31,10 @@ def add_common_options(parser: argparse.ArgumentParser, default_output: str) -> 
         default=None,
         help="comma-separated grader names (default: chosen from the references)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="generation batch size (default 8)")
+    # 16 is tunery.eval.evaluate.DEFAULT_BATCH_SIZE, not imported so that `--help` stays light.
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=16, help="examples per generation batch (default 16)"
+    )
     parser.add_argument(
         "--max-new-tokens", type=positive_int, default=None, help="default: 1.5 × the longest reference + 8"
     )

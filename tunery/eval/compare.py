@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from tunery.data.formats import load_examples
 from tunery.errors import TuneryError
-from tunery.eval.evaluate import Log, evaluate_items, reference_budget, resolve_device
+from tunery.eval.evaluate import DEFAULT_BATCH_SIZE, Log, evaluate_items, reference_budget, resolve_device
 from tunery.eval.fewshot import pick_shots, with_shots
 from tunery.eval.forgetting import ForgettingReport, run_probe
 from tunery.eval.graders import resolve_graders
@@ -100,7 +100,7 @@ def compare(
     shots: int = 5,
     seed: int = 0,
     graders: Sequence[str] | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     max_new_tokens: int | None = None,
     forgetting: bool = True,
     with_loss: bool = True,
@@ -162,11 +162,7 @@ def compare(
     )
     diff = paired_bootstrap_diff(_scores(systems["tuned"], primary), _scores(systems[baseline], primary))
     prompt_tokens = {name: report.prompt_tokens_per_request for name, report in systems.items()}
-    probe = (
-        run_probe((base_generator, None), (tuned_generator, tuned_adapter), batch_size=batch_size, log=log)
-        if forgetting
-        else None
-    )
+    probe = run_probe((base_generator, None), (tuned_generator, tuned_adapter), log=log) if forgetting else None
     return CompareReport(
         base=str(base or base_dir),
         tuned=str(tuned_model.path),

@@ -20,6 +20,9 @@ from tunery.eval.stats import bootstrap_ci
 from tunery.eval.target import TUNED, attach_tuned, base_model_dir, find_tuned
 
 Log = Callable[[str], None]
+# Prompts in a batch share their prefix (see tunery.inference), and decoding costs about the same
+# per step for 16 rows as for 8 on a CPU, so bigger batches are faster until memory says stop.
+DEFAULT_BATCH_SIZE = 16
 
 
 def resolve_device(device: str) -> str:
@@ -48,7 +51,7 @@ def evaluate_items(
     adapter_label: str | None = None,
     skipped: dict[str, str] | None = None,
     max_new_tokens: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     with_loss: bool = True,
     log: Log | None = None,
 ) -> EvalReport:
@@ -167,7 +170,7 @@ def evaluate(
     model: str | None = None,
     adapter: str | Path | None = None,
     graders: Sequence[str] | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     max_new_tokens: int | None = None,
     with_loss: bool = True,
     device: str = "auto",

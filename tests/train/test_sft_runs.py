@@ -78,7 +78,7 @@ def test_first_five_losses_are_pinned(finished_run):
 PINNED_LOSSES = [5.940540, 5.937822, 5.903634, 5.896853, 5.917860]
 
 
-def _wait_for_step(run: RunDir, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_for_step(run: RunDir, step: int, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(r.get("step", 0) >= step for r in run.read_metrics()):
@@ -122,7 +122,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_model_dir, chat_data, tm
     proc = _spawn(train_args(tiny_model_dir, chat_data, out, "save_every=100"))
     _wait_for_step(RunDir(out), 3, proc)
     proc.send_signal(signal.SIGTERM)
-    stdout, _ = proc.communicate(timeout=120)
+    stdout, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0
     status = RunDir(out).read_status()
     assert status["state"] == "interrupted"

@@ -8,7 +8,7 @@ for a fixed time. A response is correct when it is exactly its adapter's word, s
 with the wrong adapter (say, rows mixed up in a micro-batch) counts as wrong, not just slow.
 
     .venv/bin/python bench/serve_load.py                          # SmolLM2-135M, concurrency 1 and 8
-    .venv/bin/python bench/serve_load.py --concurrency 1 4 16 --duration 60
+    .venv/bin/python bench/serve_load.py --concurrency 1 4 16 --duration 60 --home /tmp/bench-home  # reusable
     .venv/bin/python bench/serve_load.py --model ./my-model --train-steps 30
 
 Reported per concurrency level: requests, errors, wrong answers, requests/s, p50/p95 latency.
@@ -141,7 +141,13 @@ def start_server(home: Path, model: str, port: int, log: Path) -> subprocess.Pop
 def train_adapters(client, tmp: Path, steps: int, lr_multiplier: float) -> dict[str, str]:
     """One job per word, run by the server's worker; returns {"A": model name, "B": model name}."""
     jobs = {}
+    for job in client.fine_tuning.jobs.list(limit=100):  # a reused --home may hold them already
+        for key in WORDS:
+            if job.status == "succeeded" and f":word-{key.lower()}:" in job.fine_tuned_model and key not in jobs:
+                jobs[key] = job.id
     for key, word in WORDS.items():
+        if key in jobs:
+            continue
         data = write_dataset(tmp / f"{key}.jsonl", word, 40, seed=len(jobs))
         uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
         jobs[key] = client.fine_tuning.jobs.create(
@@ -225,6 +231,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30, help="seconds of load per phase")
     parser.add_argument("--max-tokens", type=int, default=4, help="completion tokens per request at most")
     parser.add_argument("--train-steps", type=int, default=10, help="optimizer steps per adapter")
+    parser.add_argument("--home", type=Path, help="server home to keep (and reuse trained adapters from)")
     parser.add_argument("--lr-multiplier", type=float, default=2.0, help="learning_rate_multiplier of both jobs")
     args = parser.parse_args()
     # Let `kill` run the cleanup below, which stops the server (it runs in its own session).
@@ -236,7 +243,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         port = free_port()
         log = tmp / "server.log"
-        server = start_server(tmp / "home", args.model, port, log)
+        server = start_server(args.home or tmp / "home", args.model, port, log)
         base_url = f"http://127.0.0.1:{port}/v1"
         try:
             client = OpenAI(base_url=base_url, api_key="local", max_retries=0, timeout=600)

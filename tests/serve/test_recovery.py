@@ -2,7 +2,8 @@
 
 Twice on one job: first SIGKILL of the server process alone (the kernel then sends SIGTERM to
 its worker, which lets the trainer checkpoint), then SIGKILL of everything at once (server,
-worker and trainer: only the periodic checkpoints survive).
+worker and trainer: only the periodic checkpoints survive). And a worker that crashes on its
+own is replaced while the server keeps serving.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 from serving import wait_for_event, wait_for_status
 
@@ -90,3 +92,34 @@ def test_a_killed_server_loses_nothing(make_server, chat_data, tmp_path_factory)
     assert trained == list(range(1, 25))
     assert alpha.fine_tuning.jobs.retrieve(waiting.id).status in ("queued", "running")
     alpha.fine_tuning.jobs.cancel(waiting.id)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_crashed_worker_is_replaced(make_server, tmp_path):
+    server = make_server(workers=1)
+    [worker] = [c for c in children(server.proc.pid) if b"jobs\0worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    os.kill(worker, signal.SIGKILL)
+    alpha = server.client()
+    prefs = tmp_path / "prefs.jsonl"
+    pair = {
+        "input": {"messages": [{"role": "user", "content": "Which is right?"}]},
+        "preferred_output": [{"role": "assistant", "content": "this"}],
+        "non_preferred_output": [{"role": "assistant", "content": "that"}],
+    }
+    prefs.write_text(
+        "".join(
+            json.dumps({**pair, "input": {"messages": [{"role": "user", "content": f"Q{i}"}]}}) + "\n"
+            for i in range(10)
+        )
+    )
+    uploaded = alpha.files.create(file=prefs.open("rb"), purpose="fine-tune")
+    # Validating a job is the worker's work: the replacement worker does it.
+    job = alpha.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id)
+    assert wait_for_status(alpha, job.id, {"failed"}, timeout=120).error.code == "invalid_training_file"
+    assert "exited with code -9; starting a new one" in server.log.read_text()

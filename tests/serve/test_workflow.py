@@ -252,3 +252,22 @@ def test_a_dpo_job_trains_on_preference_data(alpha, tmp_path):
         model=done.fine_tuned_model, max_tokens=3, messages=[{"role": "user", "content": "Classify ticket 1"}]
     )
     assert reply.choices[0].message.role == "assistant"
+
+
+def test_a_diverging_run_fails_with_a_nan_loss_error(alpha, files):
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=files[0].id,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"batch_size": 4, "learning_rate_multiplier": 1e9},
+                "tunery": {"max_steps": 20, "warmup_ratio": 0.0},
+            },
+        },
+    )
+    failed = wait_for_status(alpha, job.id, {"succeeded", "failed"})
+    assert failed.status == "failed" and failed.error.code == "nan_loss"
+    assert "not finite" in failed.error.message and failed.fine_tuned_model is None
+    last = next(iter(alpha.fine_tuning.jobs.list_events(job.id)))
+    assert last.level == "error" and "not finite" in last.message

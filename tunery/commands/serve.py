@@ -34,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=int, help="largest accepted upload, in MiB (default 512)")
     parser.add_argument("--adapter-cache", type=int, help="LoRA adapters kept loaded per base (default 8)")
     parser.add_argument("--device", help="where chat models run: auto, cpu, cuda (default auto)")
+    parser.add_argument("--threads", type=int, help="CPU threads for generation (default: half the cores)")
 
 
 def is_loopback(host: str) -> bool:
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         max_upload_bytes=args.max_upload_mb * 1024 * 1024 if args.max_upload_mb else None,
         adapter_cache_size=args.adapter_cache,
+        threads=args.threads,
     )
     if settings.local_mode and not is_loopback(args.host):
         raise TuneryError(

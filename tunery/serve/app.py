@@ -42,6 +42,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         base_cache_size=settings.base_cache_size,
         adapter_cache_size=settings.adapter_cache_size,
         max_batch_size=settings.max_batch_size,
+        threads=settings.threads,
     )
 
     @asynccontextmanager

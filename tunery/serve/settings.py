@@ -39,6 +39,9 @@ class ServerSettings(BaseModel):
     max_batch_size: int = Field(8, ge=1, description="chat requests generated together at most")
     default_max_tokens: int = Field(512, ge=1, description="completion length when a request sets none")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where chat models run")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for generation; default half the cores, the rest left to training"
+    )
 
     @field_validator("api_keys")
     @classmethod

@@ -40,10 +40,14 @@ def run(args: argparse.Namespace) -> int:
         return ACTIONS[args.action](registry, home, args)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _check(record) -> str:
     if record.ok:
-        return "ok" + (f", {record.warnings} warnings" if record.warnings else "")
-    return f"{record.errors} errors, {record.warnings} warnings"
+        return "ok" + (f", {_count(record.warnings, 'warning')}" if record.warnings else "")
+    return f"{_count(record.errors, 'error')}, {_count(record.warnings, 'warning')}"
 
 
 def _add(registry, home, args) -> int:

@@ -123,8 +123,8 @@ def render_card(registry: Registry, run: RunRecord) -> str:
             rows.append((link.role, "unknown (file changed after training)", "", "", link.path))
             continue
         data = registry.get_dataset(link.dataset_id)
-        check = "ok" if data.ok else f"{data.errors} errors"
-        check += f", {data.warnings} warnings" if data.warnings else ""
+        check = "ok" if data.ok else f"{data.errors} error{'s' * (data.errors != 1)}"
+        check += f", {data.warnings} warning{'s' * (data.warnings != 1)}" if data.warnings else ""
         rows.append((link.role, f"`{data.id[:12]}`", data.examples, check, link.path))
         if link.role == "train":
             hint = _task_hint(data.blob)

@@ -131,9 +131,9 @@ def render_card(registry: Registry, run: RunRecord) -> str:
     lines += _table(("role", "dataset", "examples", "validation", "file"), rows)
     system, user = hint
     if system:
-        lines += ["", f"System prompt of the training data: “{system}”"]
+        lines += ["", "The system prompt of the training data:", "", *_quote(system)]
     if user:
-        lines += ["", f"A training input: “{user[:200]}”"]
+        lines += ["", "A training input:", "", *_quote(user[:300])]
 
     config = run.config
     params = [(key, config[key]) for key in HYPERPARAMETERS if key in config]
@@ -215,8 +215,13 @@ def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
     return lines
 
 
+def _quote(text: str) -> list[str]:
+    """A markdown block quote, line by line (a prompt may span several lines)."""
+    return [f"> {line}".rstrip() for line in text.splitlines()]
+
+
 def _intended_use(run: RunRecord, system: str | None) -> list[str]:
-    task = f"the task set by its system prompt (“{system}”)" if system else "the task its training data shows"
+    task = "the task set by the system prompt above" if system else "the task its training data shows"
     return [
         "",
         "## Intended use",

@@ -261,7 +261,7 @@ def test_a_diverging_run_fails_with_a_nan_loss_error(alpha, files):
         method={
             "type": "supervised",
             "supervised": {
-                "hyperparameters": {"batch_size": 4, "learning_rate_multiplier": 1e9},
+                "hyperparameters": {"batch_size": 4, "learning_rate_multiplier": 1e30},
                 "tunery": {"max_steps": 20, "warmup_ratio": 0.0},
             },
         },

@@ -285,7 +285,9 @@ def load_model(path: Path, *, dtype=None, device: str = "cpu"):
     """Load a causal LM for training or generation (imports torch)."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # a bar per load tells a user nothing
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype or torch.float32, attn_implementation="sdpa"
     )

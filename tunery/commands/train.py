@@ -46,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(config, resume_dir: Path | None) -> int:
+    import warnings
+
     import torch
+
+    # peft calls a transformers API deprecated in v6; the warning is theirs, not the user's.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     from tunery.train.prepare import TrainingFailed, default_output, fail_run
 

@@ -36,7 +36,10 @@ def add_common_options(parser: argparse.ArgumentParser, default_output: str) -> 
         "--batch-size", type=positive_int, default=16, help="examples per generation batch (default 16)"
     )
     parser.add_argument(
-        "--max-new-tokens", type=positive_int, default=None, help="default: 1.5 × the longest reference + 8"
+        "--max-new-tokens",
+        type=positive_int,
+        default=None,
+        help="default: 1.5 × the longest reference + 8, at least 16",
     )
     parser.add_argument("--no-loss", action="store_true", help="skip loss and perplexity on the references")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -38,10 +38,7 @@ def split_example(example: Example, where: str) -> HeldoutExample:
     Raises:
         TuneryError: there is no assistant turn, or the last one has no text to compare against.
     """
-    if isinstance(example, PreferenceExample):
-        messages = [*example.prompt, example.chosen]
-    else:
-        messages = example.messages
+    messages = example.as_chat("chosen").messages if isinstance(example, PreferenceExample) else example.messages
     last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
     if last is None:
         raise TuneryError(

@@ -84,6 +84,31 @@ def test_compare_says_prompting_is_enough_when_tuning_changed_nothing(cli, ticke
     assert report["forgetting"] is None and report["systems"]["tuned"]["loss"] is None
 
 
+def test_compare_a_fully_fine_tuned_model_without_shots(cli, tiny_model_dir, ticket_files, tmp_path):
+    """A model directory without adapter_config.json is a full fine-tune, loaded on its own. Here it
+    is the base itself, so tuned and zero-shot answer alike; --shots 0 drops the few-shot system."""
+    report, _ = run_json(
+        cli,
+        "compare",
+        "--base",
+        tiny_model_dir,
+        "--tuned",
+        tiny_model_dir,
+        "--train",
+        ticket_files["train"],
+        "--data",
+        ticket_files["heldout"],
+        "--shots",
+        "0",
+        "--no-forgetting",
+        "--no-loss",
+        "--output",
+        tmp_path / "c.json",
+    )
+    assert list(report["systems"]) == ["zero_shot", "tuned"] and report["baseline"] == "zero_shot"
+    assert report["verdict"] == "prompting is enough here: the difference is within noise (+0.00 exact, CI 0.00..0.00)"
+
+
 def test_eval_of_a_run_directory_finds_its_base(cli, tiny_model_dir, ticket_files, tuned_run, tmp_path):
     out = tmp_path / "eval.json"
     report, _ = run_json(

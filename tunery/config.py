@@ -92,6 +92,9 @@ class RunConfig(_Strict):
     eval_every: Union[int, Auto] = Field("auto", description="steps between validation passes")
     save_every: Union[int, Auto] = Field("auto", description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    final_eval: bool = Field(
+        True, description="after training, generate answers for the validation set and grade them (RUN_DIR/eval/)"
+    )
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"

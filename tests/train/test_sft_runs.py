@@ -57,6 +57,10 @@ def test_run_directory_is_complete_and_self_describing(finished_run, tiny_model_
     kept = sorted(p.name for p in run.checkpoints.iterdir())
     assert kept == ["step-000010", "step-000012"]  # keep_checkpoints=2
     assert train[-1]["train_loss"] < train[0]["train_loss"]
+    # With a validation file, the run ends by grading its own answers on it.
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["n"] == 12 and "exact" in report["metrics"]
+    assert (out / "eval" / "report.examples.jsonl").is_file()
 
 
 def test_final_adapter_loads_with_plain_peft(finished_run, tiny_model_dir):

@@ -78,8 +78,22 @@ def _train(config, resume_dir: Path | None) -> int:
 
     status = RunDir(path).read_status() or {}
     if status.get("state") == "succeeded":
+        _final_eval(Path(path))
         print(f"done: {path}/final  (metrics in {path}/metrics.jsonl)")
     return 0
+
+
+def _final_eval(run_dir: Path) -> None:
+    """Grade the tuned model's own answers on the validation set; the report stays with the run."""
+    from tunery.config import load_config
+    from tunery.eval import evaluate, print_eval_report, write_eval_report
+
+    config = load_config(run_dir / "config.yaml")
+    if not (config.validation and config.final_eval):
+        return
+    report = evaluate(config.validation, adapter=run_dir, device=config.device)
+    write_eval_report(report, run_dir / "eval" / "report.json")
+    print_eval_report(report)
 
 
 def _saved_method(run_dir: Path) -> str:

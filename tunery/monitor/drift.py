@@ -24,9 +24,11 @@ alert threshold:
     level = ok (score < 0.5) | warn (0.5 ≤ score < 1) | alert (score ≥ 1)
 
 so a score of 1 means at least one signal moved by its full alert threshold beyond chance. The
-thresholds (ALERT below; warn is half) were set on the bundled support-ticket data: prompts drawn
-from the training distribution score below 0.2, prompts on another topic or several times longer
-score well above 1 (tests/monitor/test_drift.py holds both cases).
+thresholds (ALERT below; warn is half) were set on the bundled support-ticket data (300 training
+prompts): held-out prompts drawn from the training file score about 0.1 (ok); the bundled test
+split, the same intents in phrasings the training file never uses, scores about 0.7 (warn: the
+far share sees the new wording); general-knowledge questions score 3.2 and the same tickets four
+times longer 1.8 (alert). tests/monitor/test_drift.py holds the ok and alert cases.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-ALERT = {"length_ks": 0.5, "vocabulary_js": 0.3, "centroid_distance": 0.25, "far_share": 0.5}
+ALERT = {"length_ks": 0.5, "vocabulary_js": 0.3, "centroid_distance": 0.25, "far_share": 0.75}
 WARN_RATIO = 0.5  # warn at half the alert threshold
 CALIBRATION_ROUNDS = 16
 FAR_QUANTILE = 0.05

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tunery.cli import main as tunery
+from tunery.train.rundir import RunDir
 
 TASK = Path(__file__).resolve().parents[1] / "examples" / "support-tickets"
 
@@ -46,6 +47,9 @@ def main() -> int:
         "Fine-tune with LoRA (the auto recipe)",
         ["train", "--model", model, "--data", train, "--validation", valid, "--output", run],
     )
+    if (RunDir(run).read_status() or {}).get("state") != "succeeded":
+        print(f"demo stopped: training did not finish; resume it with `tunery train --resume {run}`")
+        return 1
     timings["plot"] = step(4, "Plot the loss curves", ["plot", run])
     timings["compare"] = step(
         5,

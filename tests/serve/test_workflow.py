@@ -198,6 +198,7 @@ def test_models_are_private_to_their_organisation_and_deletable(server, alpha, f
     with pytest.raises(openai.NotFoundError):
         alpha.chat.completions.create(model=step2, messages=[{"role": "user", "content": "hi"}])
     assert step2 not in {m.id for m in alpha.models.list()}
+    assert [c.step_number for c in alpha.fine_tuning.jobs.checkpoints.list(job.id)] == [6, 4]
 
 
 def test_resume_continues_from_the_checkpoint_and_cancel_stops_it(server, alpha, long_job, finished_job):

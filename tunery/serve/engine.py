@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from tunery.serve.decoding import TextStream
 log = logging.getLogger("tunery.serve")
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+GATHER_S = 0.025  # how long a batch waits for requests arriving together; small next to a forward pass
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,14 @@ class ChatEngine:
             with self._cond:
                 while not self._queue and not self._forget and not self._stopping:
                     self._cond.wait()
+                # Clients answered by one batch send their next requests a few ms apart: wait for
+                # them briefly, or the next batch would be one request followed by the rest.
+                deadline = time.monotonic() + GATHER_S
+                while 0 < len(self._queue) < self.max_batch_size and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 if self._stopping:
                     for job in self._queue:
                         job.emit(("error", RuntimeError("the server is shutting down")))

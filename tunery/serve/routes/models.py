@@ -63,8 +63,12 @@ def delete_model(model_id: str, request: Request, org: str = Depends(current_org
     record = server.store.get_model(model_id, org)
     if record is None:
         raise not_found("model", model_id, param="model", code="model_not_found")
+    checkpoints = server.store.list_checkpoints(record.job_id, limit=1_000_000).items if record.job_id else []
     with server.store.transaction() as tx:
         deleted = tx.delete_model(model_id)
+        for checkpoint in checkpoints:  # a deleted checkpoint model leaves the job's checkpoint list too
+            if checkpoint.model == model_id:
+                tx.delete_checkpoint(checkpoint.id)
     # A checkpoint at the final step shares the final directory: keep files another name still serves.
     still_used = any(m.path == record.path for m in server.store.list_models(job_id=record.job_id))
     if not still_used:

@@ -74,7 +74,7 @@ def test_a_finished_run_registers_its_full_lineage(lab, tiny_model_dir):
     assert record["config"] == manifest["config"] and record["seed"] == 0
     assert record["metrics"] == manifest["metrics"]
     assert record["versions"]["tunery"] == manifest["tunery_version"] and "torch" in record["versions"]
-    assert len(record["versions"]["tunery_source"]) == 12 and record["threads"] >= 1  # taken in the trainer
+    assert len(record["versions"]["tunery_training_code"]) == 12 and record["threads"] >= 1  # taken in the trainer
     train, valid = lab["data"]["a"]
     assert [(d["role"], d["dataset_id"]) for d in record["datasets"]] == [
         ("train", dataset_id(train)),

@@ -8,7 +8,7 @@ dataset id (and a note), since its trained content can no longer be identified.
 
 Two facts are not in those files and can only be taken in the training process itself, which is
 where the end-of-training hook registers a run: the CPU threads it used (bitwise results depend
-on them) and a digest of tunery's own source (two checkouts of one version can train differently).
+on them) and a digest of tunery's training code (two checkouts of one version can train differently).
 A later registration of the same run keeps them; a run first registered by hand has neither.
 """
 
@@ -53,11 +53,20 @@ def run_dir_of(path: str | Path) -> Path:
     return path
 
 
-def source_digest() -> str:
-    """12 hex digits of sha256 over tunery's own .py files, path and content."""
+# What a run's numbers depend on: the rest of tunery (serving, eval, monitoring) cannot change them.
+TRAINING_CODE = ("__init__.py", "config.py", "models.py", "data", "train")
+
+
+def training_code_digest() -> str:
+    """12 hex digits of sha256 over the path and content of every .py file in TRAINING_CODE."""
     root = Path(__file__).resolve().parents[1]
+    files = [
+        p
+        for name in TRAINING_CODE
+        for p in ([root / name] if name.endswith(".py") else root.joinpath(name).rglob("*.py"))
+    ]
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(files):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -101,7 +110,7 @@ def read_run(
 ) -> tuple[RunRecord, list[str]]:
     """The lineage record of a finished run directory (registering its datasets on the way).
 
-    `in_training_process` adds the threads and source digest (see the module docstring).
+    `in_training_process` adds the threads and the training-code digest (see the module docstring).
 
     Raises:
         TuneryError: the directory holds no finished run (no final/tunery.json).
@@ -123,7 +132,7 @@ def read_run(
     if in_training_process:
         from tunery.train.plan import physical_cores
 
-        versions["tunery_source"], threads = source_digest(), physical_cores()
+        versions["tunery_training_code"], threads = training_code_digest(), physical_cores()
     record = RunRecord(
         id=run_id_of(run_dir),
         path=str(run_dir),
@@ -153,8 +162,8 @@ def register_run(
     record, notes = read_run(registry, run_dir, home, in_training_process=in_training_process)
     known = registry.find_run_at(record.path)
     if not in_training_process and known is not None and known.id == record.id:
-        source = {"tunery_source": known.versions["tunery_source"]} if "tunery_source" in known.versions else {}
-        record = replace(record, threads=known.threads, versions={**record.versions, **source})
+        code = {k: v for k, v in known.versions.items() if k == "tunery_training_code"}
+        record = replace(record, threads=known.threads, versions={**record.versions, **code})
     created = registry.add_run(record)
     registered = Registered(run=registry.get_run(record.id), created=created, notes=notes)
     if card:

@@ -68,7 +68,7 @@ def test_the_card_carries_lineage_verdict_and_forgetting(registry):
     assert card.startswith("---\nbase_model: smollm2-135m-instruct\nlibrary_name: peft\n")
     assert "LoRA (r=16, alpha=32, dropout=0.0)" in card
     assert f"| train | `{record.datasets[0].dataset_id[:12]}` | 48 | ok | /data/train.jsonl |" in card
-    assert "The system prompt of the training data:\n\n> Label the ticket.\n" in card
+    assert "The system prompt of the training data:\n\n~~~text\nLabel the ticket.\n~~~\n" in card
     assert "| learning_rate | 0.001 |" in card and "| n_epochs | 3 |" in card
     assert "| full_valid_loss | 0.7 |" in card and "tokens_per_second" not in card
     assert f"**Verdict:** {COMPARE['verdict']}" in card

@@ -216,8 +216,9 @@ def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
 
 
 def _quote(text: str) -> list[str]:
-    """A markdown block quote, line by line (a prompt may span several lines)."""
-    return [f"> {line}".rstrip() for line in text.splitlines()]
+    """A fenced text block: a prompt keeps its line breaks, and markdown in it stays literal."""
+    fence = "~~~~" if "~~~" in text else "~~~"
+    return [f"{fence}text", *text.splitlines(), fence]
 
 
 def _intended_use(run: RunRecord, system: str | None) -> list[str]:

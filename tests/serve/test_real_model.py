@@ -39,6 +39,9 @@ def test_fine_tune_and_chat_with_smollm2_through_the_openai_client(server):
     assert done.fine_tuned_model.startswith("ft:smollm2-135m-instruct:org-alpha:tickets:")
     losses = [e.data["train_loss"] for e in client.fine_tuning.jobs.list_events(job.id) if e.type == "metrics"]
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    [checkpoint] = client.fine_tuning.jobs.checkpoints.list(job.id)
+    assert checkpoint.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-2"
+    assert done.fine_tuned_model in [m.id for m in client.models.list()]
 
     ticket = json.loads((TICKETS / "valid.jsonl").read_text().splitlines()[0])["messages"][:2]
     reply = client.chat.completions.create(model=done.fine_tuned_model, messages=ticket, max_tokens=12, temperature=0)

@@ -106,14 +106,14 @@ def test_scheduled_evaluation_records_a_baseline_then_alerts(lab, webhook, tmp_p
 
     first = tunery(lab, "monitor", "run")
     assert first.returncode == 0, first.stderr[-2000:]
-    assert f"{suite} " in first.stdout and "baseline recorded: regex 1.000" in first.stdout
+    assert f"ok: {suite} " in first.stdout and "baseline recorded: regex 1.000" in first.stdout
     again = tunery(lab, "monitor", "run")  # cron fires again: nothing is due for a day
     assert (again.returncode, again.stdout.strip()) == (0, "nothing due")
 
     write_heldout(heldout, ["/^/"] * 3 + ["/^never$/"] * 3)  # new labelled traffic the model gets wrong
     dropped = tunery(lab, "monitor", "run", "--force")
     assert dropped.returncode == 1
-    assert "error:" in dropped.stderr and "regex fell to 0.500 from its baseline 1.000" in dropped.stderr
+    assert f"error: {suite} (run " in dropped.stderr and "regex fell to 0.500 from its baseline 1.000" in dropped.stderr
     assert len(webhook.received) == 1
     posted = webhook.received[0]
     assert posted["level"] == "error" and posted["suite"] == suite

@@ -250,11 +250,11 @@ def _run(registry, home, args) -> int:
     elif not outcomes:
         print("nothing due")
     for o in outcomes:
-        line = f"{o.suite.id} (run {o.suite.run_id}): {o.level}: {o.message}"
+        line = f"{o.suite.id} (run {o.suite.run_id}): {o.message}"
         if o.level == "ok":
             if not args.json:
-                print(line)
-        else:
+                print(f"ok: {line}")
+        else:  # warn, error or failed: on stderr, as the CLI's other problems are
             print(f"{'warning' if o.level == 'warn' else 'error'}: {line}", file=sys.stderr)
         if o.webhook_error:
             print(f"warning: webhook {o.suite.webhook} failed: {o.webhook_error}", file=sys.stderr)

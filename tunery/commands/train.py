@@ -91,8 +91,11 @@ def _final_eval(run_dir: Path) -> None:
     config = load_config(run_dir / "config.yaml")
     if not (config.validation and config.final_eval):
         return
+    from tunery.lineage.hooks import record_report
+
     report = evaluate(config.validation, adapter=run_dir, device=config.device)
-    write_eval_report(report, run_dir / "eval" / "report.json")
+    summary, _ = write_eval_report(report, run_dir / "eval" / "report.json")
+    record_report("eval", run_dir, summary, report.to_dict())  # into the run's lineage and model card
     print_eval_report(report)
 
 

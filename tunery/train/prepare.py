@@ -169,7 +169,14 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
             raise TuneryError(f"{resume_dir} is not a tunery run directory (no config.yaml)")
         config = load_config(run.config_file)
     else:
-        config = config.model_copy(update={"output": config.output or default_output(config.method)})
+        # Absolute paths, so the saved config means the same thing from any working directory.
+        config = config.model_copy(
+            update={
+                "data": config.data.resolve(),
+                "validation": config.validation.resolve() if config.validation else None,
+                "output": (config.output or default_output(config.method)).resolve(),
+            }
+        )
         run = RunDir(config.output)
         if (run.final / "tunery.json").is_file() or ckpt.latest_checkpoint(run.checkpoints):
             raise TuneryError(

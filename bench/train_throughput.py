@@ -243,7 +243,6 @@ class StepWatcher(threading.Thread):
         super().__init__(daemon=True)
         self.metrics, self.interval_s = metrics, interval_s
         self.cpu_at_step: list[float] = []
-        self.started_cpu = time.process_time()
         self.done = threading.Event()
 
     def run(self):
@@ -288,7 +287,7 @@ def tunery_config(spec: dict):
         gradient_checkpointing=False,
         compile=False,
     )
-    # --tunery-set overrides, validated by the schema like any user's config
+    # --tunery-variant overrides, validated by the schema like any user's config
     return RunConfig.model_validate(merge(config.model_dump(), spec["tunery_overrides"]))
 
 

@@ -120,16 +120,23 @@ def step_batches(examples: list[Rendered], plan: Plan, pad_id: int) -> list[dict
     Otherwise examples are packed into rows. Both give the same loss and gradients.
     """
     cfg = plan.config
+    packed = tensor_batches(pack_rows(examples, cfg.max_seq_len, packing=cfg.packing), plan, pad_id)
     # Gradient checkpointing turns the KV cache off, which the shared prefix needs.
     split = split_shared_prefix(examples) if cfg.share_prefix and not cfg.gradient_checkpointing else None
     if split is None:
-        return tensor_batches(pack_rows(examples, cfg.max_seq_len, packing=cfg.packing), plan, pad_id)
+        return packed
     prefix, rows = split
-    batches = tensor_batches(rows, plan, pad_id)
-    for batch in batches:
+    shared = tensor_batches(rows, plan, pad_id)
+    for batch in shared:
         batch["prefix_ids"] = torch.tensor([prefix], device=cfg.device)
         batch["attention_mask"] = (batch["segments"] >= 0).long()
-    return batches
+    # Suffix rows are not packed, so on mixed lengths their padding can cost more than the prefix saves.
+    return shared if _positions(shared) < _positions(packed) else packed
+
+
+def _positions(batches: list[dict[str, torch.Tensor]]) -> int:
+    """Token positions a layout computes: padded rows plus each micro-batch's prefix."""
+    return sum(b["input_ids"].numel() + (b["prefix_ids"].shape[1] if "prefix_ids" in b else 0) for b in batches)
 
 
 def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

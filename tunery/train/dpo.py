@@ -301,12 +301,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 prepared.save(step, model, optimizer, scheduler, elapsed)
             if stop.signal and step < plan.total_steps:
                 progress.close()
-                run.write_status("interrupted", step, plan.total_steps)
-                print(
-                    f"{stop.signal}: stopped after step {step}; checkpoint saved. Resume with: tunery train --resume {run.path}",
-                    flush=True,
-                )
-                return run.path
+                return prepared.interrupted(step, stop.signal)
     progress.close()
 
     final = {}

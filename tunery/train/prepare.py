@@ -122,6 +122,16 @@ class Prepared:
             "created_at": datetime.now().isoformat(timespec="seconds"),
         }
 
+    def interrupted(self, step: int, signal_name: str) -> Path:
+        """Record that a signal stopped the run after `step` (its checkpoint is saved); say how to resume."""
+        self.run.write_status("interrupted", step, self.plan.total_steps)
+        print(
+            f"{signal_name}: stopped after step {step}; checkpoint saved. "
+            f"Resume with: tunery train --resume {self.run.path}",
+            flush=True,
+        )
+        return self.run.path
+
     def save(self, step: int, model, optimizer, scheduler, elapsed_s: float) -> Path:
         metrics = _latest_metrics(self.run)
         return ckpt.save_checkpoint(

@@ -27,6 +27,7 @@ def test_supervised_auto_values_pass_through_and_numbers_map_by_name():
         "seed": 7,
         "n_epochs": 3,
         "batch_size": "auto",
+        "keep_checkpoints": 3,  # as many as the job lists, so none is rotated away unseen
         "learning_rate_multiplier": 0.5,
         "adapter": "lora",
         "lora": {"r": 8},

@@ -172,6 +172,7 @@ def test_eval_and_compare_reports_join_the_run_and_its_card(lab, tmp_path):
     assert compared.returncode == 0, compared.stderr[-2000:]
     reports = show(lab, str(run_dir))["reports"]
     assert [(r["kind"], r["path"]) for r in reports] == [
+        ("eval", str(run_dir / "eval" / "report.json")),  # the final eval `tunery train` ran itself
         ("eval", str(tmp_path / "e.json")),
         ("compare", str(tmp_path / "c.json")),
     ]

@@ -6,6 +6,9 @@
     dpo hyperparameters.beta                → dpo.beta ("auto" → unset: the trainer's default)
     method.<type>.tunery                    → merged as is (adapter, lora, max_steps, ...)
 
+The trainer keeps as many checkpoints as the job lists (OpenAI's three): the worker copies them
+as they appear, but a fast trainer may rotate one away between two worker ticks.
+
 A pure function, so the mapping is tested without a server.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunery.config import merge
+from tunery.jobs.progress import KEEP_CHECKPOINTS
 
 METHODS = {"supervised": "sft", "dpo": "dpo"}
 
@@ -31,6 +35,7 @@ def build_run_config(*, method: dict, seed: int, model: str, data: Path, validat
         "seed": seed,
         "n_epochs": hp["n_epochs"],
         "batch_size": hp["batch_size"],
+        "keep_checkpoints": KEEP_CHECKPOINTS,
     }
     if validation is not None:
         config["validation"] = str(validation)

@@ -221,9 +221,9 @@ def featurize(groups: Sequence[Sequence[str]], vectors: Sequence[np.ndarray]) ->
 
 def encode(texts: Sequence[str]) -> np.ndarray:
     """Unit-norm MiniLM embeddings, with the encoder the embedding grader loads (offline)."""
-    from tunery.eval.graders.embedding import _encoder  # one loader for the package: it pins offline mode
+    from tunery.eval.graders.embedding import load_encoder  # one loader for the package: it pins offline mode
 
-    return np.asarray(_encoder().encode(list(texts), batch_size=64, normalize_embeddings=True), dtype=np.float64)
+    return np.asarray(load_encoder().encode(list(texts), batch_size=64, normalize_embeddings=True), dtype=np.float64)
 
 
 def sample_texts(texts: Sequence[str], limit: int = MAX_TEXTS, seed: int = 0) -> list[str]:

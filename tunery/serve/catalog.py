@@ -3,6 +3,7 @@
 Base models come from the server settings (served name → reference). Fine-tuned models and
 checkpoints come from the store, scoped to the organisation that trained them. A LoRA model is
 served on the base its adapter records, so every adapter of a base shares one loaded copy.
+Forwarded models (settings.upstreams) are answered by another server; see `upstream`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
 from tunery.serve.errors import APIError, not_found
+from tunery.serve.forwarding import Upstream
 from tunery.serve.settings import ServerSettings
 from tunery.store import Store
 
@@ -62,6 +64,21 @@ class Catalog:
             return ServedModel(name, path.resolve(), None, _context_length(path))
         base = _adapter_base(path) or self.base_dir(record.base)
         return ServedModel(name, base, path.resolve(), _context_length(base))
+
+    def upstream(self, name: str, org: str) -> Upstream | None:
+        """Where `name` is forwarded to, or None when this server answers it itself.
+
+        A forwarded `ft:` name is a fine-tuned model: only the organisation that trained it (as
+        the store records) may use it, and others get the 404 an unknown model gets. Other
+        forwarded names are shared by every organisation, like base models.
+
+        Raises:
+            APIError: 404 for another organisation's forwarded fine-tuned model.
+        """
+        upstream = self.settings.upstreams.get(name)
+        if upstream is not None and name.startswith("ft:") and self.store.get_model(name, org) is None:
+            raise not_found("model", name, param="model", code="model_not_found")
+        return upstream
 
     def tokenizer(self, model_dir: Path) -> ChatTokenizer:
         with self._lock:

@@ -3,6 +3,7 @@
     # server.yaml
     api_keys: {sk-alpha: org-alpha, sk-beta: org-beta}   # key → organisation
     models: {smollm2-135m-instruct: smollm2-135m-instruct, tiny: /models/tiny}  # served name → reference
+    upstreams: {support-bot: {url: "http://gpu-box:8000/v1", api_key_env: VLLM_KEY}}  # forwarded models
     max_upload_bytes: 536870912
     adapter_cache_size: 8
 
@@ -15,13 +16,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
+from tunery.serve.forwarding import Upstream
 
 LOCAL_ORG = "local"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become parts of `ft:base:org:...`
+_UPSTREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"  # may be a fine-tuned model's `ft:...` name
 
 
 class ServerSettings(BaseModel):
@@ -32,6 +35,11 @@ class ServerSettings(BaseModel):
     models: dict[str, str] = Field(
         default_factory=lambda: {DEFAULT_MODEL: DEFAULT_MODEL},
         description="base models offered: served name → model reference (embedded name, directory, hub id)",
+    )
+    upstreams: dict[str, Upstream] = Field(
+        default_factory=dict,
+        description="models whose chat completions another OpenAI-compatible server answers: name → where "
+        "(see tunery.serve.forwarding); an `ft:` name stays private to the organisation that trained it",
     )
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest accepted upload")
     adapter_cache_size: int = Field(8, ge=1, description="LoRA adapters kept loaded per base model")
@@ -63,6 +71,19 @@ class ServerSettings(BaseModel):
                 raise ValueError(f"model name {name!r} must match {_NAME} and not start with 'ft'")
         return value
 
+    @model_validator(mode="after")
+    def _upstream_names(self):
+        import re
+
+        for name in self.upstreams:
+            if not re.match(_UPSTREAM_NAME, name):
+                raise ValueError(f"upstream model name {name!r} must match {_UPSTREAM_NAME}")
+            if name in self.models:
+                raise ValueError(
+                    f"{name!r} is both a local base model (models) and a forwarded one (upstreams); keep one"
+                )
+        return self
+
     @property
     def local_mode(self) -> bool:
         return not self.api_keys
@@ -82,7 +103,12 @@ def parse_key_list(text: str) -> dict[str, str]:
 
 
 def load_settings(
-    config: Path | None, *, home: Path | None = None, models: dict[str, str] | None = None, **overrides
+    config: Path | None,
+    *,
+    home: Path | None = None,
+    models: dict[str, str] | None = None,
+    upstreams: dict[str, Upstream] | None = None,
+    **overrides,
 ) -> ServerSettings:
     """Settings from `config` (if given), TUNERY_API_KEYS, and explicit overrides, in that order.
 
@@ -103,6 +129,8 @@ def load_settings(
         data["api_keys"] = {**(data.get("api_keys") or {}), **parse_key_list(os.environ["TUNERY_API_KEYS"])}
     if models:
         data["models"] = {**(data.get("models") or {DEFAULT_MODEL: DEFAULT_MODEL}), **models}
+    if upstreams:
+        data["upstreams"] = {**(data.get("upstreams") or {}), **upstreams}
     if home is not None:
         data["home"] = home
     data.update({k: v for k, v in overrides.items() if v is not None})

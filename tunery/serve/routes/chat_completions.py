@@ -2,7 +2,8 @@
 
 The handler renders the prompt with the model's chat template, checks it fits the context,
 and hands a `ChatJob` to the engine's generation thread. Results come back through an asyncio
-queue, so the event loop is never blocked by the model.
+queue, so the event loop is never blocked by the model. A forwarded model (settings.upstreams)
+is instead answered by its upstream server, through `tunery.serve.forwarding`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
 from tunery.serve.engine import ChatJob, Sampling
 from tunery.serve.errors import APIError
+from tunery.serve.forwarding import Upstream, forward_chat_completion
 from tunery.serve.types.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -63,6 +65,14 @@ def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
     return model, prompt, asked or min(server.settings.default_max_tokens, room)
 
 
+def _forwarded(server: Server, body: ChatCompletionRequest, org: str) -> Upstream | None:
+    """The upstream that answers this model, if any; its prompts are logged like local ones."""
+    upstream = server.catalog.upstream(body.model, org)
+    if upstream is not None:
+        log_if_enabled(body.model, [m.for_template() for m in body.messages])  # opt-in: TUNERY_LOG_PROMPTS=1
+    return upstream
+
+
 def _error_of(exc: Exception) -> APIError:
     return exc if isinstance(exc, APIError) else APIError(500, f"generation failed: {exc}", type="server_error")
 
@@ -70,6 +80,9 @@ def _error_of(exc: Exception) -> APIError:
 @router.post("", response_model=ChatCompletion)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, org: str = Depends(current_org)):
     server = server_of(request)
+    upstream = await run_in_threadpool(_forwarded, server, body, org)
+    if upstream is not None:
+        return await forward_chat_completion(body.model, upstream, body.model_dump(exclude_unset=True))
     model, prompt, max_tokens = await run_in_threadpool(_prepare, server, body, org)
     loop = asyncio.get_running_loop()
     results: asyncio.Queue = asyncio.Queue()

@@ -1,4 +1,5 @@
-"""/v1/models: the configured base models plus this organisation's fine-tuned models and checkpoints."""
+"""/v1/models: the configured base models, the forwarded models, and this organisation's fine-tuned
+models and checkpoints."""
 
 from __future__ import annotations
 
@@ -28,14 +29,21 @@ def _base_created(server: Server, name: str) -> int:
     return int(config.stat().st_mtime) if config.is_file() else 0
 
 
+def _shared_upstreams(server: Server) -> list[str]:
+    """Forwarded names every organisation sees; a forwarded `ft:` model is listed as its owner's."""
+    return [name for name in server.settings.upstreams if not name.startswith("ft:")]
+
+
 @router.get("", response_model=ModelList)
 def list_models(request: Request, org: str = Depends(current_org)) -> ModelList:
     server = server_of(request)
     bases = [
         Model(id=name, created=_base_created(server, name), owned_by=BASE_OWNER) for name in server.settings.models
     ]
+    # A forwarded model lives on another server; when it arrived there is not known here.
+    forwarded = [Model(id=name, created=0, owned_by=BASE_OWNER) for name in _shared_upstreams(server)]
     tuned = [Model(id=m.id, created=m.created_at, owned_by=m.org) for m in server.store.list_models(org)]
-    return ModelList(data=bases + tuned)
+    return ModelList(data=bases + forwarded + tuned)
 
 
 @router.get("/{model_id}", response_model=Model)
@@ -43,6 +51,8 @@ def retrieve_model(model_id: str, request: Request, org: str = Depends(current_o
     server = server_of(request)
     if model_id in server.settings.models:
         return Model(id=model_id, created=_base_created(server, model_id), owned_by=BASE_OWNER)
+    if model_id in _shared_upstreams(server):
+        return Model(id=model_id, created=0, owned_by=BASE_OWNER)
     record = server.store.get_model(model_id, org)
     if record is None:
         raise not_found("model", model_id, param="model", code="model_not_found")
@@ -57,6 +67,14 @@ def delete_model(model_id: str, request: Request, org: str = Depends(current_org
         raise APIError(
             403,
             f"{model_id} is a base model; only fine-tuned models can be deleted",
+            param="model",
+            code="model_not_deletable",
+        )
+    if model_id in _shared_upstreams(server):
+        raise APIError(
+            403,
+            f"{model_id} is forwarded to {server.settings.upstreams[model_id].url}; remove it from the server's "
+            "upstreams to stop offering it",
             param="model",
             code="model_not_deletable",
         )

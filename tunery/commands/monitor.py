@@ -16,6 +16,7 @@ EXAMPLES = """\
   tunery monitor add runs/tickets --eval heldout.jsonl --every 1d --threshold 0.05 \\
       --webhook https://hooks.example.com/tunery
   tunery monitor run                                     # cron: */15 * * * * tunery monitor run
+  tunery serve --monitor-every 60s                       # or the server runs due suites itself
   tunery monitor report runs/tickets --output tickets-history.png
   tunery monitor list
 
@@ -56,7 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run_parser = actions.add_parser("run", help="run every suite that is due (cron-friendly, idempotent)")
     run_parser.add_argument("--force", action="store_true", help="run the chosen suites even if not due")
     run_parser.add_argument("--suite", action="append", help="only this suite (repeatable)")
-    run_parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run_parser.add_argument(
+        "--device", default="auto", type=_device, help="auto, cpu, cuda or cuda:N (the server passes its own)"
+    )
     run_parser.add_argument("--json", action="store_true", help="machine-readable output")
 
     report = actions.add_parser("report", help="a model's evaluation history: table and PNG plot")
@@ -66,6 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     listing = actions.add_parser("list", help="the registered suites")
     listing.add_argument("model", metavar="MODEL", nargs="?")
+
+
+def _device(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda or cuda:N")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ EXAMPLES = """\
   TUNERY_API_KEYS="sk-a=org-a,sk-b=org-b" tunery serve --host 0.0.0.0 --port 8000
   tunery serve --home ./server --workers 2 --model tiny=./models/tiny
   tunery serve --config server.yaml              # api_keys, models, max_upload_bytes, adapter_cache_size, ...
+  tunery serve --monitor-every 60s               # also run due `tunery monitor` suites (default: cron does)
   tunery serve --upstream bot=http://gpu-box:8000/v1   # chat for "bot" answered by vLLM there
 
   Then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="sk-a")
@@ -44,6 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter-cache", type=int, help="LoRA adapters kept loaded per base (default 8)")
     parser.add_argument("--device", help="where chat models run: auto, cpu, cuda (default auto)")
     parser.add_argument("--threads", type=int, help="CPU threads for generation (default: half the cores)")
+    parser.add_argument(
+        "--monitor-every",
+        metavar="DURATION",
+        help="check this often (60s, 5m) for due monitor suites and run them in a child process "
+        "(default $TUNERY_MONITOR_EVERY, else off: run `tunery monitor run` from cron)",
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=args.max_upload_mb * 1024 * 1024 if args.max_upload_mb else None,
         adapter_cache_size=args.adapter_cache,
         threads=args.threads,
+        monitor_every=args.monitor_every,
     )
     if settings.local_mode and not is_loopback(args.host):
         raise TuneryError(
@@ -94,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     print(
         f"tunery serve: http://{args.host}:{args.port}/v1  home {settings.home}  "
-        f"models {', '.join(settings.models)}  job slots {args.workers}",
+        f"models {', '.join(settings.models)}  job slots {args.workers}  "
+        f"monitor {f'every {settings.monitor_every:g}s' if settings.monitor_every else 'off'}",
         file=sys.stderr,
         flush=True,
     )

@@ -47,7 +47,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Inside the lifespan, so it starts once per serving process and stops with it.
+        scheduler = None
+        if settings.monitor_every is not None:
+            from tunery.monitor.background import MonitorScheduler
+
+            scheduler = MonitorScheduler(settings.monitor_every, device=settings.device, threads=settings.threads)
+            scheduler.start()
         yield
+        if scheduler is not None:
+            scheduler.stop()
         engine.stop()
 
     app = FastAPI(title="tunery", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)

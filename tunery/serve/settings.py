@@ -9,6 +9,8 @@
 
 `TUNERY_API_KEYS="key1=org1,key2=org2"` adds keys. Without any key the server runs in local
 mode: it refuses to listen beyond loopback, and every request acts as organisation `local`.
+`TUNERY_MONITOR_EVERY=60s` (or `monitor_every: 60s`) turns on background re-evaluation of due
+monitor suites (see `tunery.monitor.background`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
+from tunery.monitor.periods import parse_duration
 from tunery.serve.forwarding import Upstream
 
 LOCAL_ORG = "local"
@@ -49,6 +52,12 @@ class ServerSettings(BaseModel):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where chat models run")
     threads: int | None = Field(
         None, ge=1, description="CPU threads for generation; default half the cores, the rest left to training"
+    )
+    monitor_every: float | None = Field(
+        None,
+        gt=0,
+        description="seconds (or a duration: 60s, 5m) between checks for due monitor suites, which then run "
+        "in a child process; None = never (the default: cron's `tunery monitor run` does it instead)",
     )
 
     @field_validator("api_keys")
@@ -84,6 +93,16 @@ class ServerSettings(BaseModel):
                 )
         return self
 
+    @field_validator("monitor_every", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except TuneryError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @property
     def local_mode(self) -> bool:
         return not self.api_keys
@@ -110,7 +129,8 @@ def load_settings(
     upstreams: dict[str, Upstream] | None = None,
     **overrides,
 ) -> ServerSettings:
-    """Settings from `config` (if given), TUNERY_API_KEYS, and explicit overrides, in that order.
+    """Settings from `config` (if given), TUNERY_API_KEYS and TUNERY_MONITOR_EVERY, and explicit
+    overrides, in that order.
 
     Raises:
         TuneryError: an unreadable file or invalid settings, with the key at fault.
@@ -127,6 +147,8 @@ def load_settings(
             raise TuneryError(f"{config} must hold a mapping of settings")
     if os.environ.get("TUNERY_API_KEYS"):
         data["api_keys"] = {**(data.get("api_keys") or {}), **parse_key_list(os.environ["TUNERY_API_KEYS"])}
+    if os.environ.get("TUNERY_MONITOR_EVERY"):
+        data["monitor_every"] = os.environ["TUNERY_MONITOR_EVERY"]
     if models:
         data["models"] = {**(data.get("models") or {DEFAULT_MODEL: DEFAULT_MODEL}), **models}
     if upstreams:

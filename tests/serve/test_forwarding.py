@@ -146,3 +146,24 @@ def test_upstream_settings_are_checked(monkeypatch, tmp_path):
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     with pytest.raises(TuneryError, match="NOT_SET_ANYWHERE"):
         load_settings(config, home=tmp_path)
+
+
+def test_a_forwarded_fine_tuned_model_stays_with_its_organisation(tmp_path):
+    from tunery.serve.catalog import Catalog
+    from tunery.serve.errors import APIError
+    from tunery.store import open_store
+    from tunery.store.records import ModelRecord
+
+    name = "ft:tiny:org-alpha:bot:ftjob-abc"
+    settings = load_settings(
+        None, home=tmp_path, upstreams=dict([parse_upstream_flag(f"{name}=http://gpu:8000/v1,bot")])
+    )
+    store = open_store(tmp_path / "store.sqlite")
+    with store.transaction() as tx:
+        tx.add_model(ModelRecord(id=name, org="org-alpha", base="tiny", kind="lora", path=str(tmp_path), created_at=0))
+    catalog = Catalog(settings, store)
+    assert catalog.upstream(name, "org-alpha").model == "bot"
+    with pytest.raises(APIError) as caught:
+        catalog.upstream(name, "org-beta")  # exactly what an unknown model gets
+    assert caught.value.status == 404 and caught.value.code == "model_not_found"
+    assert catalog.upstream("tiny", "org-beta") is None  # not forwarded: served here

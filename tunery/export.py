@@ -20,6 +20,7 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tunery.errors import TuneryError
 
@@ -106,7 +107,7 @@ def merge(run: str | Path, output: str | Path) -> Path:
 class VllmExport:
     path: Path  # the directory written
     command: list[str]  # the `vllm serve ...` argv that serves it
-    kind: str  # "adapter" or "merged"
+    kind: Literal["adapter", "merged"]
 
     @property
     def shell_command(self) -> str:
@@ -275,11 +276,49 @@ def vllm_adapter_config(adapter_config: dict, base_path: Path) -> dict:
     }
 
 
+def _write_adapter_layout(source: Path, staging: Path, output: Path, name: str, *, run: str | Path) -> list[str]:
+    """`staging/base/` and `staging/adapter/` (to be published as `output`); the serve command.
+
+    Raises:
+        TuneryError: the adapter is one vLLM cannot load.
+    """
+    adapter_config = json.loads((source / "adapter_config.json").read_text())
+    problems = vllm_adapter_problems(adapter_config, _tensor_names(source))
+    if problems:
+        raise TuneryError(
+            f"vLLM cannot serve {source} as a LoRA adapter: " + "; ".join(problems),
+            hint=f"export it merged into the base weights instead: tunery export {run} --format vllm "
+            f"--merge --output {output}",
+        )
+    base_src = _base_dir(source, _manifest(source))
+    base, adapter = staging / "base", staging / "adapter"
+    base.mkdir(parents=True)
+    adapter.mkdir()
+    for pattern in WEIGHT_FILES:
+        for f in base_src.glob(pattern):
+            _link_or_copy(f, base / f.name)
+    for file in MODEL_FILES:
+        if (base_src / file).is_file():
+            shutil.copy2(base_src / file, base / file)
+    make_portable(base)
+    config = vllm_adapter_config(adapter_config, output / "base")
+    (adapter / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.copy2(source / "adapter_model.safetensors", adapter / "adapter_model.safetensors")
+    if (source / "tunery.json").is_file():
+        shutil.copy2(source / "tunery.json", adapter / "tunery.json")
+    return [
+        "vllm", "serve", str(output / "base"), "--enable-lora",
+        "--lora-modules", f"{name}={output / 'adapter'}",
+        "--max-lora-rank", str(vllm_max_lora_rank(int(adapter_config["r"]))),
+    ]  # fmt: skip
+
+
 def export_vllm(run: str | Path, output: str | Path, *, merged: bool, name: str | None = None) -> VllmExport:
     """Write `run` in the layout vLLM serves, atomically, and return the command that serves it.
 
-    Adapter (merged=False) → `output/base/` (the base model; weights hard-linked where possible)
-    and `output/adapter/`. Merged, or a full fine-tune → `output/` is one model directory.
+    Adapter (merged=False) → `output/base/` (the base model; its weights hard-linked where the
+    filesystem allows, which is safe because tunery never rewrites a model file in place) and
+    `output/adapter/`. Merged, or a full fine-tune → `output/` is one model directory.
 
     Raises:
         TuneryError: the adapter is one vLLM cannot load (the message names why; --merge fixes it).
@@ -294,41 +333,14 @@ def export_vllm(run: str | Path, output: str | Path, *, merged: bool, name: str 
     shutil.rmtree(staging, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    if merged or not is_adapter:
-        merge(source, staging)
-        make_portable(staging)
-        command = ["vllm", "serve", str(output), "--served-model-name", name]
-        kind = "merged"
-    else:
-        adapter_config = json.loads((source / "adapter_config.json").read_text())
-        problems = vllm_adapter_problems(adapter_config, _tensor_names(source))
-        if problems:
-            raise TuneryError(
-                f"vLLM cannot serve {source} as a LoRA adapter: " + "; ".join(problems),
-                hint=f"export it merged into the base weights instead: tunery export {run} --format vllm "
-                f"--merge --output {output}",
-            )
-        base_src = _base_dir(source, _manifest(source))
-        base, adapter = staging / "base", staging / "adapter"
-        base.mkdir(parents=True)
-        adapter.mkdir()
-        for pattern in WEIGHT_FILES:
-            for f in base_src.glob(pattern):
-                _link_or_copy(f, base / f.name)
-        for file in MODEL_FILES:
-            if (base_src / file).is_file():
-                shutil.copy2(base_src / file, base / file)
-        make_portable(base)
-        config = vllm_adapter_config(adapter_config, output / "base")
-        (adapter / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        shutil.copy2(source / "adapter_model.safetensors", adapter / "adapter_model.safetensors")
-        if (source / "tunery.json").is_file():
-            shutil.copy2(source / "tunery.json", adapter / "tunery.json")
-        command = [
-            "vllm", "serve", str(output / "base"), "--enable-lora",
-            "--lora-modules", f"{name}={output / 'adapter'}",
-            "--max-lora-rank", str(vllm_max_lora_rank(int(adapter_config["r"]))),
-        ]  # fmt: skip
-        kind = "adapter"
-    publish(staging, output)
+    try:
+        if merged or not is_adapter:
+            merge(source, staging)
+            make_portable(staging)
+            command, kind = ["vllm", "serve", str(output), "--served-model-name", name], "merged"
+        else:
+            command, kind = _write_adapter_layout(source, staging, output, name, run=run), "adapter"
+        publish(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # only left behind by a failure
     return VllmExport(output, command, kind)

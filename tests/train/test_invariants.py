@@ -15,6 +15,7 @@ from tunery.config import RunConfig
 from tunery.data.formats import ChatExample
 from tunery.data.pack import pack_rows
 from tunery.data.render import ChatTokenizer, render_chat
+from tunery.train.attention import use_segment_attention, uses_segment_attention
 from tunery.train.losses import select_targets
 from tunery.train.modeling import build_model, hidden_states, step_batches, tensor_batches
 from tunery.train.plan import resolve
@@ -96,14 +97,34 @@ def test_padding_and_several_rows_do_not_change_the_loss(setup):
 
 
 def test_packing_without_block_diagonal_attention_would_differ(setup):
-    """Guards the test above: one long causal row (no position reset) must give a different loss."""
+    """Guards the test above: one long causal row (one segment, no position reset) must differ."""
     tok, model, plan = setup
     examples = _examples(tok)
     rows = pack_rows(examples, 10_000, packing=True)
     batch = tensor_batches(rows, plan, tok.pad_id)[0]
-    leaky = {**batch, "position_ids": torch.arange(batch["input_ids"].shape[1])[None]}
+    width = batch["input_ids"].shape[1]
+    leaky = {**batch, "position_ids": torch.arange(width)[None], "segments": torch.zeros(1, width, dtype=torch.long)}
     with torch.no_grad():
         assert not torch.allclose(_token_nll(model, batch), _token_nll(model, leaky), atol=1e-3)
+
+
+@torch.no_grad()
+def test_per_example_attention_equals_the_dense_block_diagonal_mask(setup):
+    """CPU training attends one example at a time (tunery/train/attention.py); transformers' SDPA
+    with the block-diagonal mask it builds from the position ids must give the same losses."""
+    tok, model, plan = setup
+    assert uses_segment_attention(model)
+    examples = _examples(tok)
+    longest = max(len(e.input_ids) for e in examples)
+    batches = tensor_batches(pack_rows(examples, longest, packing=True), plan, tok.pad_id)  # padded rows too
+    per_example = [_token_nll(model, b) for b in batches]
+    model.set_attn_implementation("sdpa")
+    try:
+        dense = [_token_nll(model, b) for b in batches]
+    finally:
+        use_segment_attention(model)
+    for a, b in zip(per_example, dense, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def _grads(model) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 
 from tunery.data.pack import Row, micro_batches, pack_rows, padded, split_shared_prefix
 from tunery.data.render import Rendered
+from tunery.train.attention import segment_lengths, use_segment_attention, uses_segment_attention
 from tunery.train.plan import Plan
 
 
@@ -38,6 +39,8 @@ def build_model(plan: Plan, model_dir: Path):
     config = plan.config
     model = load_model(model_dir, dtype=torch.float32, device=config.device)
     model.config.use_cache = False  # the KV cache is for generation; it only costs memory here
+    if config.device == "cpu":
+        use_segment_attention(model)
     if config.adapter == "lora":
         lora = LoraConfig(
             r=config.lora.r,
@@ -120,6 +123,8 @@ def step_batches(examples: list[Rendered], plan: Plan, pad_id: int) -> list[dict
     Otherwise examples are packed into rows. Both give the same loss and gradients.
     """
     cfg = plan.config
+    if not examples:  # a rank's share of a short last step can be empty
+        return []
     packed = tensor_batches(pack_rows(examples, cfg.max_seq_len, packing=cfg.packing), plan, pad_id)
     # Gradient checkpointing turns the KV cache off, which the shared prefix needs.
     split = split_shared_prefix(examples) if cfg.share_prefix and not cfg.gradient_checkpointing else None
@@ -144,14 +149,16 @@ def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
     Packed: no attention mask is passed on purpose. From the per-example position ids,
     transformers builds a block-diagonal causal mask, so packed examples never attend to one
-    another (see tunery/data/pack.py and the packing invariant test).
+    another (see tunery/data/pack.py and the packing invariant test). On CPU, attention runs
+    one example at a time instead (tunery/train/attention.py).
 
     Shared prefix: the prefix runs once; its KV cache (still part of the autograd graph, so the
     prefix's weights get their gradients) is repeated for every row, and the rows run on top of it.
     """
     body, _ = backbone_and_head(model)
     if "prefix_ids" not in batch:
-        return body(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
+        extra = {"segment_lengths": segment_lengths(batch["segments"])} if uses_segment_attention(model) else {}
+        return body(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **extra).last_hidden_state
     rows, prefix = batch["input_ids"].shape[0], batch["prefix_ids"].shape[1]
     cache = body(input_ids=batch["prefix_ids"], use_cache=True).cache
     cache.batch_repeat_interleave(rows)

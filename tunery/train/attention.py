@@ -34,7 +34,9 @@ def segment_attention(module, query, key, value, attention_mask, scaling=None, d
     """
     lengths = kwargs.pop("segment_lengths", None)
     if lengths is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
     rows = []
     for b, row in enumerate(lengths):
         parts, start = [], 0

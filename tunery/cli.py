@@ -26,6 +26,7 @@ VERBS = {
     "export": "export",
     "serve": "serve",
     "jobs": "jobs",
+    "worker": "worker",
     "runs": "runs",
     "datasets": "datasets",
     "reproduce": "reproduce",

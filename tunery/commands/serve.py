@@ -122,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
         # A separate process: training never runs inside the API process, and a crashing
         # trainer cannot take the API down.
-        supervisor = WorkerSupervisor(settings.home, args.workers)
+        supervisor = WorkerSupervisor(
+            settings.home, args.workers, database_url=settings.database_url, lease_s=settings.lease_seconds
+        )
         supervisor.start()
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)

@@ -1,13 +1,16 @@
 """Where the server keeps its state under its home directory.
 
-HOME/tunery.db                 the store (SQLite, WAL)
+Every worker on every host must see the same home at the same path (a shared mount), since
+the store records absolute paths and any worker may resume any job from its run directory.
+
+HOME/tunery.db                 the store (SQLite, WAL), unless TUNERY_DATABASE_URL names PostgreSQL
 HOME/files/<file-id>           uploaded bytes, named by id: a client's filename is never a path
 HOME/jobs/<job-id>/config.yaml the run config the API wrote for `tunery train --config`
 HOME/jobs/<job-id>/run/        the trainer's RUN_DIR (metrics.jsonl, status.json, checkpoints/, final/)
 HOME/jobs/<job-id>/train.log   the trainer's stdout and stderr
 HOME/jobs/<job-id>/checkpoints/step-N/  servable copies of checkpoints (hard links where possible),
                                kept even when the trainer rotates its own
-HOME/worker.lock               held by the one worker process allowed per home
+HOME/workers/<host>.lock       held by the one worker process allowed per host (it has --slots)
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ class Home:
     def db(self) -> Path:
         return self.root / "tunery.db"
 
-    @property
-    def worker_lock(self) -> Path:
-        return self.root / "worker.lock"
+    def worker_lock(self, host: str) -> Path:
+        return self.root / "workers" / f"{host}.lock"
 
     def file_path(self, file_id: str) -> Path:
         return self.root / "files" / file_id

@@ -1,10 +1,14 @@
 """The worker process: runs queued jobs first in, first out, `slots` at a time.
 
-Each tick it (1) validates new jobs, (2) follows every running trainer — forwarding cancel and
+Workers on many hosts may serve one store and one home (a shared mount): each claimed job
+carries the claiming worker's lease (see `lease`). One worker runs per host (a file lock; it
+runs `slots` jobs at once): a new one waits until the previous one has let its trainers
+checkpoint and exit, so a restart never has two trainers on one device. Each tick a worker
+(1) renews the leases of the jobs it runs, (2) takes over the jobs of workers that are gone
+(`recovery`), (3) validates new jobs, (4) follows every running trainer — forwarding cancel and
 pause requests as SIGTERM, recording metrics and checkpoints, concluding the jobs whose trainer
-exited — and (3) starts the oldest queued jobs while a slot is free. Only one worker may serve a
-home at a time (a file lock); a new one waits until the previous one has let its trainers
-checkpoint and exit, then recovers what it left.
+exited — and (5) claims the oldest queued jobs while a slot is free. On shutdown it lets its
+trainers checkpoint and puts their jobs back in the queue, for any worker to resume.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from filelock import FileLock, Timeout
 from tunery.jobs import events, outcome
 from tunery.jobs.follow import finished_checkpoints, read_status
 from tunery.jobs.layout import Home
+from tunery.jobs.lease import host_key, new_worker_id
 from tunery.jobs.progress import ingest
-from tunery.jobs.recovery import recover
+from tunery.jobs.recovery import recover, requeue_reason
 from tunery.jobs.states import move
 from tunery.jobs.trainer_process import TrainerProcess
 from tunery.jobs.validation import validate_job
@@ -34,25 +39,39 @@ MAX_LAUNCHES = 10
 
 class Worker:
     def __init__(
-        self, home: Home, store: Store, *, slots: int = 1, poll_interval: float = 0.5, shutdown_timeout: float = 300
+        self,
+        home: Home,
+        store: Store,
+        *,
+        slots: int = 1,
+        poll_interval: float = 0.5,
+        lease_s: float = 60,
+        shutdown_timeout: float = 300,
     ):
         if slots < 1:
             raise ValueError("a worker needs at least one slot")
+        if lease_s <= poll_interval:
+            raise ValueError(f"the lease ({lease_s}s) must outlast the poll interval ({poll_interval}s)")
         self.home = home
         self.store = store
         self.slots = slots
         self.poll_interval = poll_interval
+        self.lease_s = lease_s
         self.shutdown_timeout = shutdown_timeout
+        self.id = new_worker_id()
         self.active: dict[str, TrainerProcess] = {}
         self.stopping = False
+        self.leases_renewed_at = time.monotonic()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set, then stop the trainers (they checkpoint) and return."""
-        lock = FileLock(str(self.home.worker_lock))
+        path = self.home.worker_lock(host_key())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            log.warning("another worker holds %s; waiting for it to finish", self.home.worker_lock)
+            log.warning("another worker on this host holds %s; waiting for it to finish", path)
             while not stop.is_set():
                 try:
                     lock.acquire(timeout=1)
@@ -61,19 +80,23 @@ class Worker:
                     continue
             else:
                 return
+        log.info("worker %s: serving %s (lease %ss)", self.id, self.home.root, self.lease_s)
         try:
-            recover(self.store, self.home)
             while not stop.is_set():
                 try:
                     self.tick()
-                except Exception:  # e.g. a store locked for too long: log it and try again next tick
+                except Exception:  # e.g. the database unreachable for a while: log it and try again next tick
                     log.exception("worker tick failed; retrying")
+                    self._fence()
                 stop.wait(self.poll_interval)
             self.shutdown()
         finally:
             lock.release()
 
     def tick(self) -> None:
+        self._renew_leases()
+        # A peer's orphan trainer gets half a lease to checkpoint: our own leases must not lapse meanwhile.
+        recover(self.store, self.home, me=self.id, lease_s=self.lease_s, wait_s=self.lease_s / 2)
         for job in self.store.jobs_in(["validating_files"]):
             validate_job(self.store, self.home, job)
         for job_id, trainer in list(self.active.items()):
@@ -85,27 +108,56 @@ class Worker:
             self._launch(job)
 
     def shutdown(self) -> None:
-        """Let every trainer checkpoint and exit; their jobs are resumed by the next worker."""
+        """Let every trainer checkpoint and exit; their jobs go back in the queue, for any worker to resume."""
         self.stopping = True
         for trainer in self.active.values():
             trainer.request_stop()
         deadline = time.monotonic() + self.shutdown_timeout
         while self.active and time.monotonic() < deadline:
-            for job_id, trainer in list(self.active.items()):
-                self._follow(job_id, trainer)
+            try:
+                self._renew_leases()
+                for job_id, trainer in list(self.active.items()):
+                    self._follow(job_id, trainer)
+            except Exception:
+                log.exception("worker shutdown tick failed; retrying")
+                self._fence()
             time.sleep(0.2)
         for trainer in self.active.values():
             log.error("job %s: trainer did not stop within %ss; killing it", trainer.job_id, self.shutdown_timeout)
             trainer.kill()
 
+    def _renew_leases(self) -> None:
+        """Extend the leases of the jobs we run; kill the trainers of any another worker took over."""
+        asked_at = time.monotonic()
+        until = self.store.clock() + self.lease_s
+        with self.store.transaction() as tx:
+            held = tx.renew_leases(self.id, list(self.active), until)
+        self.leases_renewed_at = asked_at
+        for job_id in set(self.active) - held:
+            # Our lease lapsed (this worker stalled) and another worker resumes the job from its
+            # last checkpoint: stop writing into a run directory that is no longer ours.
+            log.error("job %s: another worker took the job over; killing its trainer here", job_id)
+            trainer = self.active.pop(job_id)
+            trainer.kill()
+            trainer.popen.wait()
+
+    def _fence(self) -> None:
+        """Once our leases may have lapsed unrenewed, kill our trainers: others may resume their jobs."""
+        if self.active and time.monotonic() - self.leases_renewed_at > self.lease_s:
+            log.error("could not renew leases for %ss; killing trainers of %s", self.lease_s, sorted(self.active))
+            for trainer in self.active.values():
+                trainer.kill()
+            self.active.clear()
+
     def _claim(self) -> JobRecord | None:
+        until = self.store.clock() + self.lease_s
         with self.store.transaction() as tx:
             job = tx.oldest_job("queued")
             if job is None:
                 return None
             checkpoints = finished_checkpoints(self.home.run_dir(job.id)) if job.resume else {}
             # The trainer may rewrite metrics.jsonl on resume: re-read it all; reported steps are skipped.
-            move(
+            claimed = move(
                 tx,
                 job.id,
                 ["queued"],
@@ -114,7 +166,11 @@ class Worker:
                 metrics_offset=0,
                 resume=bool(checkpoints),
                 trainer_pid=None,
+                worker=self.id,
+                lease_until=until,
             )
+            if not claimed:
+                return None
             text = f"Fine-tuning job resumed from step {max(checkpoints)}" if checkpoints else "Fine-tuning job started"
             tx.add_event(events.message(job.id, text))
             return tx.get_job(job.id)
@@ -163,7 +219,9 @@ class Worker:
             if job.status == "pausing":
                 outcome.pause(self.store, job, step)
             elif self.stopping:
-                pass  # stays `running`: the next worker's recovery re-queues it to resume
+                checkpoints = finished_checkpoints(self.home.run_dir(job.id))
+                cause = f"The worker running this job ({self.id}) stopped"
+                outcome.requeue(self.store, job, resume=bool(checkpoints), reason=requeue_reason(cause, checkpoints))
             elif job.attempts < MAX_LAUNCHES:
                 outcome.requeue(
                     self.store,
@@ -181,6 +239,6 @@ class Worker:
                     outcome.job_error("internal_error", f"the trainer was interrupted {job.attempts} times; giving up"),
                 )
         elif self.stopping and state not in ("succeeded", "failed"):
-            pass  # killed during shutdown: recovery decides
+            pass  # killed during shutdown: stays `running`, and another worker's recovery decides
         else:
             outcome.fail(self.store, job, outcome.error_from_status(status, exit_code, self.home.train_log(job.id)))

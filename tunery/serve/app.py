@@ -36,7 +36,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     from tunery.web import install_dashboard
 
     home = Home.at(settings.home)
-    store = open_store(home.db)
+    store = open_store(settings.database_url or home.db)
     engine = ChatEngine(
         device=settings.device,
         base_cache_size=settings.base_cache_size,

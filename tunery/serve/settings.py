@@ -9,6 +9,8 @@
 
 `TUNERY_API_KEYS="key1=org1,key2=org2"` adds keys. Without any key the server runs in local
 mode: it refuses to listen beyond loopback, and every request acts as organisation `local`.
+`TUNERY_DATABASE_URL=postgresql://...` (or `database_url:`) keeps the store in PostgreSQL, so
+workers on other hosts (`tunery worker`) can share the queue; the default is SQLite in `home`.
 `TUNERY_MONITOR_EVERY=60s` (or `monitor_every: 60s`) turns on background re-evaluation of due
 monitor suites (see `tunery.monitor.background`).
 """
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
+from tunery.store import DATABASE_URL_ENV
 from tunery.monitor.periods import parse_duration
 from tunery.serve.forwarding import Upstream
 
@@ -52,6 +55,15 @@ class ServerSettings(BaseModel):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where chat models run")
     threads: int | None = Field(
         None, ge=1, description="CPU threads for generation; default half the cores, the rest left to training"
+    )
+    database_url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL store (postgresql://user:password@host/db) shared with workers on other "
+        "hosts; None = the SQLite file in home, for one host",
+    )
+    lease_seconds: float = Field(
+        60, gt=1, description="how long a job stays with a worker that stops renewing it before another takes over"
     )
     monitor_every: float | None = Field(
         None,
@@ -147,6 +159,8 @@ def load_settings(
             raise TuneryError(f"{config} must hold a mapping of settings")
     if os.environ.get("TUNERY_API_KEYS"):
         data["api_keys"] = {**(data.get("api_keys") or {}), **parse_key_list(os.environ["TUNERY_API_KEYS"])}
+    if os.environ.get(DATABASE_URL_ENV):
+        data["database_url"] = os.environ[DATABASE_URL_ENV]
     if os.environ.get("TUNERY_MONITOR_EVERY"):
         data["monitor_every"] = os.environ["TUNERY_MONITOR_EVERY"]
     if models:

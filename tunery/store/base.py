@@ -34,7 +34,11 @@ class Transaction(Protocol):
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
     def oldest_job(self, status: str) -> JobRecord | None:
-        """The first-created job in `status`: the head of the FIFO queue."""
+        """The first-created job in `status`: the head of the FIFO queue.
+
+        The row stays locked until the transaction ends, and a row another transaction holds is
+        skipped, so concurrent claimers get different jobs rather than queueing for one.
+        """
         ...
 
     def update_job(self, job_id: str, *, expect: Collection[str] | None = None, **fields) -> bool:
@@ -43,6 +47,17 @@ class Transaction(Protocol):
         Returns False, changing nothing, when the job is missing or in another status: this
         compare-and-set is how the API and the worker agree on each transition.
         """
+        ...
+
+    def transfer_lease(self, job_id: str, *, holder: str | None, worker: str, until: float) -> bool:
+        """Give the job's lease to `worker` until `until` if `holder` (None: nobody) holds it now.
+
+        Returns False, changing nothing, if another worker took the lease first.
+        """
+        ...
+
+    def renew_leases(self, worker: str, job_ids: Collection[str], until: float) -> set[str]:
+        """Extend `worker`'s leases on these jobs to `until`; returns the ids it still holds."""
         ...
 
     def add_event(self, record: EventRecord) -> None: ...
@@ -60,6 +75,10 @@ class Transaction(Protocol):
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]: ...
+
+    def clock(self) -> float:
+        """The database's time in Unix seconds: leases are timed by it, not by each host's clock."""
+        ...
 
     def get_file(self, file_id: str, org: str | None = None) -> FileRecord | None: ...
 
@@ -85,6 +104,10 @@ class Store(Protocol):
 
     def jobs_in(self, statuses: Collection[str]) -> list[JobRecord]:
         """All jobs (any organisation) in these statuses, oldest first."""
+        ...
+
+    def unsettled_jobs(self) -> list[JobRecord]:
+        """Jobs a worker must look after, oldest first: running, pausing, or cancelled with a trainer."""
         ...
 
     def list_events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> Page[EventRecord]: ...

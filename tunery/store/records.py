@@ -66,6 +66,8 @@ class JobRecord:
     metrics_offset: int = 0  # bytes of metrics.jsonl already turned into events
     metrics_step: int = 0  # the last step reported as an event; a resumed trainer repeats some
     attempts: int = 0  # launches of the trainer so far
+    worker: str | None = None  # the worker holding the job's lease (the last to run it)
+    lease_until: float | None = None  # Unix seconds, database clock; another worker may take over after
 
 
 @dataclass(frozen=True)

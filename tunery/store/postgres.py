@@ -55,7 +55,18 @@ class PostgresDatabase:
             from psycopg.rows import dict_row
 
             try:
-                conn = self._psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+                # A dead network must fail a query within seconds, not hang it: a worker that cannot
+                # renew its leases has to notice, and stop its trainers, before they run out.
+                conn = self._psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    row_factory=dict_row,
+                    connect_timeout=10,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                    tcp_user_timeout=20_000,
+                )
             except self._psycopg.OperationalError as exc:
                 raise TuneryError(f"cannot connect to the database in TUNERY_DATABASE_URL: {exc}".strip()) from None
             self._local.conn = conn

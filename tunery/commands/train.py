@@ -11,6 +11,7 @@ EXAMPLES = """\
   tunery train --config configs/sft-lora.yaml n_epochs=1 batch_size=8 seed=1
   tunery train --method dpo --data prefs.jsonl --output runs/dpo dpo.beta=0.2
   tunery train --resume runs/my-run            # continue after Ctrl-C, SIGTERM or a crash
+  tunery train --config run.yaml --nproc 4     # data-parallel in 4 local processes (GPUs or CPU)
 
   Any config key can be overridden as key=value (nested: lora.r=8). Keys: see configs/*.yaml.
   Ctrl-C / SIGTERM finish the current step, save a checkpoint and exit 0.
@@ -27,25 +28,66 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=["sft", "dpo"], help="sft (default) or dpo")
     parser.add_argument("--adapter", choices=["lora", "full"], help="lora (default) or full fine-tuning")
     parser.add_argument("--output", help="run directory (default runs/<method>-<time>)")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="data-parallel training in N local processes (one per GPU; gloo on CPU); also with --resume",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from tunery.config import load_config, parse_overrides
     from tunery.errors import TuneryError
 
+    if args.nproc is not None and args.nproc < 1:
+        raise TuneryError(f"--nproc must be at least 1, got {args.nproc}")
     if args.resume is not None:
         if args.config or args.overrides or args.data or args.model:
             raise TuneryError("--resume continues a run with its saved config; it takes no other settings")
-        return _train(None, args.resume)
-    flags = {k: getattr(args, k) for k in ("model", "data", "validation", "method", "adapter", "output")}
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    overrides.update(parse_overrides(args.overrides))
-    if args.config is None and "data" not in overrides:
-        raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
-    return _train(load_config(args.config, overrides, source=str(args.config or "command line")), None)
+        config = None
+    else:
+        flags = {k: getattr(args, k) for k in FLAGS}
+        overrides = {k: v for k, v in flags.items() if v is not None}
+        overrides.update(parse_overrides(args.overrides))
+        if args.config is None and "data" not in overrides:
+            raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
+        config = load_config(args.config, overrides, source=str(args.config or "command line"))
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args, config)
+    return _train(config, args.resume)
+
+
+FLAGS = ("model", "data", "validation", "method", "adapter", "output")
+
+
+def _launch(args: argparse.Namespace, config) -> int:
+    """Start `--nproc` processes that each run this command without `--nproc` (torchrun's launcher)."""
+    from tunery.errors import TuneryError
+    from tunery.train import distributed
+    from tunery.train.prepare import default_output
+
+    if distributed.launched():
+        raise TuneryError("--nproc starts its own processes", hint="under torchrun, leave --nproc out")
+    method = config.method if config is not None else _saved_method(args.resume)
+    if method != "sft":
+        raise TuneryError(f"--nproc trains --method sft only; {method} runs in one process", hint="drop --nproc")
+    if config is None:
+        run_dir = args.resume
+        argv = ["train", "--resume", str(run_dir)]
+    else:
+        # Resolved here, once: each worker picking its own timestamped default would split the run.
+        run_dir = Path(config.output or default_output(config.method)).resolve()
+        argv = ["train", "--output", str(run_dir)]
+        for name in ("config", *FLAGS):
+            if name != "output" and getattr(args, name) is not None:
+                argv += [f"--{name}", str(getattr(args, name))]
+        argv += args.overrides
+    return distributed.launch(args.nproc, argv, Path(run_dir))
 
 
 def _train(config, resume_dir: Path | None) -> int:
+    import os
     import warnings
 
     import torch
@@ -53,27 +95,38 @@ def _train(config, resume_dir: Path | None) -> int:
     # peft calls a transformers API deprecated in v6; the warning is theirs, not the user's.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
+    from tunery.errors import TuneryError
+    from tunery.train import distributed
     from tunery.train.prepare import TrainingFailed, default_output, fail_run
 
+    method = config.method if config is not None else _saved_method(resume_dir)
+    if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
+        if method != "sft":
+            raise TuneryError(f"data-parallel training supports --method sft only; run {method} in one process")
+        if config is not None and config.output is None:
+            raise TuneryError("every process must write the same run", hint="under torchrun, pass --output RUN_DIR")
     if config is not None and config.output is None:
         config = config.model_copy(update={"output": default_output(config.method)})
-    method = config.method if config is not None else _saved_method(resume_dir)
     if method == "dpo":
         from tunery.train.dpo import train
     else:
         from tunery.train.sft import train
     run_dir = resume_dir or config.output
+    main = distributed.is_main()  # with several processes (torchrun, --nproc), rank 0 reports
     try:
-        path = train(config, resume_dir=resume_dir)
+        with distributed.process_group():
+            path = train(config, resume_dir=resume_dir)
     except TrainingFailed as exc:
-        if run_dir is not None and Path(run_dir).exists():
+        if main and run_dir is not None and Path(run_dir).exists():
             fail_run(Path(run_dir), exc)
         raise
     except torch.OutOfMemoryError as exc:
         error = TrainingFailed("out_of_memory", f"out of memory: {exc}. Lower micro_batch_tokens or max_seq_len.")
-        if run_dir is not None and Path(run_dir).exists():
+        if main and run_dir is not None and Path(run_dir).exists():
             fail_run(Path(run_dir), error)
         raise error from None
+    if not main:
+        return 0
     from tunery.train.rundir import RunDir
 
     status = RunDir(path).read_status() or {}

@@ -3,6 +3,10 @@
 `prepare` checks the data and resolves the model; `start_or_resume` restores the newest
 checkpoint exactly (weights, optimizer, schedule, RNG); `finish_run` publishes `final/` with its
 manifest. Keeping this here means both loops checkpoint and resume the same way.
+
+With several processes (tunery/train/distributed.py) every rank prepares, plans and restores the
+same way, and only rank 0 writes: config, status, metrics, checkpoints and `final/`. The other
+ranks wait at a barrier while it does.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import json
 import platform
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from tunery.errors import TuneryError
 from tunery.lineage.hooks import register_finished_run
 from tunery.models import describe_model, resolve_model, weights_hash
 from tunery.train import checkpoint as ckpt
+from tunery.train import distributed as dist
 from tunery.train.modeling import count_parameters
 from tunery.train.plan import Plan, resolve
 from tunery.train.report import print_plan
@@ -95,7 +100,7 @@ class Prepared:
     def make_plan(self, *, longest: int) -> Plan:
         """Resolve the config against the data and the machine, print it, and save it."""
         info = describe_model(self.config.model, self.model_dir)
-        self.plan = resolve(
+        plan = resolve(
             self.config,
             n_examples=len(self.train),
             longest=longest,
@@ -103,7 +108,10 @@ class Prepared:
             cuda_available=torch.cuda.is_available(),
             bf16_supported=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         )
-        atomic_write(self.run.config_file, dump_config(self.plan.config))
+        # Processes on one machine share its cores.
+        self.plan = replace(plan, threads=max(1, plan.threads // dist.local_world_size()))
+        if dist.is_main():
+            atomic_write(self.run.config_file, dump_config(self.plan.config))
         return self.plan
 
     def manifest(self, metrics: dict | None = None) -> dict:
@@ -124,15 +132,25 @@ class Prepared:
 
     def interrupted(self, step: int, signal_name: str) -> Path:
         """Record that a signal stopped the run after `step` (its checkpoint is saved); say how to resume."""
-        self.run.write_status("interrupted", step, self.plan.total_steps)
-        print(
-            f"{signal_name}: stopped after step {step}; checkpoint saved. "
-            f"Resume with: tunery train --resume {self.run.path}",
-            flush=True,
-        )
+        if dist.is_main():
+            self.run.write_status("interrupted", step, self.plan.total_steps)
+            nproc = f" --nproc {dist.world_size()}" if dist.world_size() > 1 else ""
+            print(
+                f"{signal_name}: stopped after step {step}; checkpoint saved. "
+                f"Resume with: tunery train --resume {self.run.path}{nproc}",
+                flush=True,
+            )
         return self.run.path
 
     def save(self, step: int, model, optimizer, scheduler, elapsed_s: float) -> Path:
+        """Rank 0 writes checkpoint `step`; every rank returns once it is complete."""
+        path = self.run.checkpoints / f"step-{step:06d}"
+        if dist.is_main():
+            path = self._write_checkpoint(step, model, optimizer, scheduler, elapsed_s)
+        dist.barrier()
+        return path
+
+    def _write_checkpoint(self, step: int, model, optimizer, scheduler, elapsed_s: float) -> Path:
         metrics = _latest_metrics(self.run)
         return ckpt.save_checkpoint(
             self.run.checkpoints,
@@ -225,9 +243,12 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"])
         state = {"step": saved["step"], "elapsed_s": saved.get("elapsed_s", 0.0)}
-        run.truncate_metrics(state["step"])
-    elif not prepared.resume:
+        if dist.is_main():
+            run.truncate_metrics(state["step"])
+    elif not prepared.resume and dist.is_main():
         run.metrics_file.unlink(missing_ok=True)
+    if not dist.is_main():
+        return state
     trainable, total = count_parameters(facts_model)
     print_plan(
         plan,
@@ -237,6 +258,7 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
             "warmup steps": plan.warmup_steps,
             "trainable parameters": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
             "threads": plan.threads,
+            "processes": dist.world_size(),
             "resumed from": latest.name if latest else "-",
         },
     )
@@ -245,8 +267,11 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
 
 
 def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Path:
-    """Publish RUN_DIR/final atomically with its manifest, the results CSV, and status."""
+    """Publish RUN_DIR/final atomically with its manifest, the results CSV, and status (rank 0)."""
     run = prepared.run
+    if not dist.is_main():
+        dist.barrier()
+        return run.path
     metrics = {**_latest_metrics(run), **final_metrics}
     tmp = run.path / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -257,6 +282,7 @@ def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Pa
     run.write_results_csv()
     run.write_status("succeeded", plan.total_steps, plan.total_steps)
     register_finished_run(run.path)  # lineage, datasets, model card: warns, never fails a finished run
+    dist.barrier()
     return run.path
 
 

@@ -4,6 +4,11 @@ Per optimizer step: take `batch_size` examples, pack them into rows, split the r
 micro-batches, and for each micro-batch run forward → masked loss → backward. The loss of every
 micro-batch is divided by the trained tokens of the *whole step*, so accumulation over any
 number of micro-batches gives the gradient of one big batch. Then clip, step, schedule, log.
+
+Data-parallel (`--nproc N`, torchrun): each process takes every N-th of the step's examples, the
+trained tokens are counted over all processes before the loss is normalised, and the gradients
+are summed after accumulation; so N processes compute the step a single one would. Rank 0 logs
+and checkpoints (see tunery/train/distributed.py).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch
 
 from tunery.config import RunConfig
 from tunery.data.render import Rendered, render_chat
+from tunery.train import distributed as dist
 from tunery.train.losses import select_targets, token_nll_sum
 from tunery.train.modeling import (
     StopRequest,
@@ -36,12 +42,22 @@ from tunery.train.report import Progress
 VALID_SUBSET = 64  # examples in the periodic validation pass; the full set runs at the end
 
 
-def step_loss(model, batches: list[dict[str, torch.Tensor]], plan: Plan, *, backward: bool) -> tuple[float, float, int]:
+def count_targets(batches: list[dict[str, torch.Tensor]]) -> int:
+    return sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
+
+
+def step_loss(
+    model, batches: list[dict[str, torch.Tensor]], plan: Plan, *, backward: bool, n_targets: int | None = None
+) -> tuple[float, float, int]:
     """Forward (and backward) over the micro-batches of one step.
 
-    Returns (mean loss per trained token, token accuracy, trained tokens), all over the whole step.
+    Args:
+        n_targets: the trained tokens to normalise by: those of the whole step on all ranks
+            (default: those in `batches`).
+    Returns (loss per trained token, token accuracy, trained tokens): sums over `batches` divided
+    by `n_targets`, so the ranks' values add up to the step's.
     """
-    n_targets = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
+    n_targets = count_targets(batches) if n_targets is None else int(n_targets)
     if n_targets == 0:
         return 0.0, 0.0, 0
     _, head = backbone_and_head(model)
@@ -60,14 +76,16 @@ def step_loss(model, batches: list[dict[str, torch.Tensor]], plan: Plan, *, back
 
 @torch.no_grad()
 def validation_loss(model, examples: list[Rendered], plan: Plan, pad_id: int) -> tuple[float, float]:
-    """Token-weighted loss and accuracy over `examples`, in eval mode."""
+    """Token-weighted loss and accuracy over `examples`, in eval mode; each rank takes its share."""
     if not examples:
         return math.nan, math.nan
     model.eval()
-    batches = [b for i in range(0, len(examples), 64) for b in step_batches(examples[i : i + 64], plan, pad_id)]
-    loss, accuracy, _ = step_loss(model, batches, plan, backward=False)
+    mine = dist.shard(examples)
+    batches = [b for i in range(0, len(mine), 64) for b in step_batches(mine[i : i + 64], plan, pad_id)]
+    (n_targets,) = dist.all_sum(count_targets(batches))
+    loss, accuracy, _ = step_loss(model, batches, plan, backward=False, n_targets=n_targets)
     model.train()
-    return loss, accuracy
+    return dist.all_sum(loss, accuracy)
 
 
 def render_all(prepared: Prepared, max_seq_len: int | None) -> tuple[list[Rendered], list[Rendered]]:
@@ -99,21 +117,26 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     step, started = state["step"], time.monotonic()
     elapsed_before = state.get("elapsed_s", 0.0)
     model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    dist.broadcast_parameters(trainable)  # every rank starts from rank 0's weights
+    main = dist.is_main()  # only rank 0 writes metrics and prints progress
 
-    progress = Progress(plan.total_steps, step)
+    progress = Progress(plan.total_steps, step) if main else None
     with StopRequest() as stop:
         while step < plan.total_steps:
             epoch, index = divmod(step, plan.steps_per_epoch)
             order = epoch_order(len(train_set), cfg.seed, epoch)
             chosen = [train_set[i] for i in order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
-            batches = step_batches(chosen, plan, tok.pad_id)
-            real_tokens = sum(len(e.input_ids) for e in chosen)  # the examples' tokens, no padding
+            mine = dist.shard(chosen)  # this rank's share of the step; all of it with one process
+            batches = step_batches(mine, plan, tok.pad_id)
 
             t0 = time.monotonic()
-            loss, accuracy, n_targets = step_loss(model, batches, plan, backward=True)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm or float("inf")
-            ).item()
+            (n_targets,) = dist.all_sum(count_targets(batches))  # the whole step's, over all ranks
+            loss, accuracy, _ = step_loss(model, batches, plan, backward=True, n_targets=n_targets)
+            dist.sum_gradients(trainable)
+            real_tokens = sum(len(e.input_ids) for e in mine)  # the examples' tokens, no padding
+            loss, accuracy, real_tokens = dist.all_sum(loss, accuracy, real_tokens)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm or float("inf")).item()
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise TrainingFailed(
                     "nan_loss",
@@ -138,28 +161,34 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 "train_mean_token_accuracy": accuracy,
                 "learning_rate": learning_rate,
                 "grad_norm": grad_norm,
-                "trained_tokens": n_targets,
+                "trained_tokens": int(n_targets),
                 "tokens_per_second": real_tokens / max(time.monotonic() - t0, 1e-9),
                 "elapsed_s": elapsed,
                 "eta_s": elapsed / (step - state["step"]) * (plan.total_steps - step) if step > state["step"] else None,
             }
-            run.log(record)
-            progress.update(step, f"loss {loss:.4f} acc {accuracy:.3f} {record['tokens_per_second']:.0f} tok/s")
+            if main:
+                run.log(record)
+                progress.update(step, f"loss {loss:.4f} acc {accuracy:.3f} {record['tokens_per_second']:.0f} tok/s")
 
             if valid_set and (step % cfg.eval_every == 0 or step == plan.total_steps):
                 v_loss, v_acc = validation_loss(model, valid_set[:VALID_SUBSET], plan, tok.pad_id)
-                run.log({"type": "valid", "step": step, "valid_loss": v_loss, "valid_mean_token_accuracy": v_acc})
-                progress.message(f"step {step}: validation loss {v_loss:.4f}, token accuracy {v_acc:.3f}")
-            if step % cfg.save_every == 0 or stop.signal or step == plan.total_steps:
+                if main:
+                    run.log({"type": "valid", "step": step, "valid_loss": v_loss, "valid_mean_token_accuracy": v_acc})
+                    progress.message(f"step {step}: validation loss {v_loss:.4f}, token accuracy {v_acc:.3f}")
+            stopping = dist.any_rank(stop.signal is not None)  # a signal may reach the ranks at different steps
+            if step % cfg.save_every == 0 or stopping or step == plan.total_steps:
                 prepared.save(step, model, optimizer, scheduler, elapsed)
-            if stop.signal and step < plan.total_steps:
-                progress.close()
-                return prepared.interrupted(step, stop.signal)
-    progress.close()
+            if stopping and step < plan.total_steps:
+                if main:
+                    progress.close()
+                return prepared.interrupted(step, stop.signal or "a signal to another rank")
+    if main:
+        progress.close()
 
     final = {}
     if valid_set:
         v_loss, v_acc = validation_loss(model, valid_set, plan, tok.pad_id)
         final = {"full_valid_loss": v_loss, "full_valid_mean_token_accuracy": v_acc}
-        run.log({"type": "full_valid", "step": step, **final})
+        if main:
+            run.log({"type": "full_valid", "step": step, **final})
     return finish_run(prepared, plan, model, final)

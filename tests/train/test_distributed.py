@@ -1,0 +1,162 @@
+"""Data-parallel SFT through the real CLI: 2 gloo processes on loopback, tiny model, CPU.
+
+Two processes must train exactly the run one process trains (same global batch per step), up to
+float reduction order: each rank sums the loss and gradients of its half of the step in fp32,
+and the halves are then added, where one process adds the same terms in another order (its
+micro-batches pack the examples differently). So losses agree to ~1e-6 and weights to ~1e-6,
+not bitwise. A killed and resumed 2-process run repeats the same reductions in the same order,
+so it must match an uninterrupted 2-process run bitwise.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tunery.train.rundir import RunDir
+
+SETTINGS = ["n_epochs=3", "batch_size=8", "eval_every=3", "save_every=2", "lora.r=4", "seed=3", "final_eval=false"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+# Float tolerance for 1 vs 2 processes (see the module docstring); observed differences are ≤ 1e-6.
+LOSS_TOLERANCE = 1e-5
+WEIGHT_TOLERANCE = 1e-5
+
+
+def train_args(model: Path, data: tuple[Path, Path], out: Path, *extra: str) -> list:
+    return ["train", "--model", model, "--data", data[0], "--validation", data[1], "--output", out, *SETTINGS, *extra]
+
+
+def losses(run_dir: Path) -> list[tuple[str, int, float]]:
+    """(type, step, loss) of every record, in order: training, validation and the final pass."""
+    out = []
+    for r in RunDir(run_dir).read_metrics():
+        key = {"train": "train_loss", "valid": "valid_loss", "full_valid": "full_valid_loss"}[r["type"]]
+        out.append((r["type"], r["step"], r[key]))
+    return out
+
+
+def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "final" / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def reference_runs(tiny_model_dir, chat_data, tmp_path_factory):
+    """The same run trained by one process and by two."""
+    from builders import run_cli
+
+    root = tmp_path_factory.mktemp("distributed")
+    one, two = root / "one", root / "two"
+    result = run_cli(*train_args(tiny_model_dir, chat_data, one), env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli(*train_args(tiny_model_dir, chat_data, two, "--nproc", "2"), env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return one, two, result
+
+
+def test_two_processes_train_the_same_run_as_one(reference_runs):
+    one, two, result = reference_runs
+    assert re.search(r"processes\s+│\s+2\s", result.stderr)  # the resolved settings say it
+    assert RunDir(two).read_status()["state"] == "succeeded"
+
+    records_one, records_two = RunDir(one).read_metrics(), RunDir(two).read_metrics()
+    # Rank 0 alone writes: one record per step, none duplicated by the second process.
+    assert [(r["type"], r["step"]) for r in records_two] == [(r["type"], r["step"]) for r in records_one]
+    assert [r["step"] for r in records_two if r["type"] == "train"] == list(range(1, 19))
+    # The same examples in every step: the trained tokens, summed over both ranks, are equal.
+    tokens = [[r["trained_tokens"] for r in records if r["type"] == "train"] for records in (records_one, records_two)]
+    assert tokens[0] == tokens[1]
+
+    for (kind, step, expected), (_, _, got) in zip(losses(one), losses(two), strict=True):
+        assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
+    weights_one, weights_two = adapter(one), adapter(two)
+    assert weights_one.keys() == weights_two.keys()
+    for name in weights_one:
+        torch.testing.assert_close(weights_two[name], weights_one[name], atol=WEIGHT_TOLERANCE, rtol=0)
+    # Guards the comparison: training moved the weights far beyond the tolerance.
+    assert max((w.abs().max().item() for n, w in weights_one.items() if "lora_B" in n)) > 100 * WEIGHT_TOLERANCE
+
+    assert sorted(p.name for p in RunDir(two).checkpoints.iterdir()) == ["step-000016", "step-000018"]
+
+
+def _wait_for_step(run: RunDir, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(r.get("step", 0) >= step for r in run.read_metrics()):
+            return
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.02)
+    raise AssertionError(f"training never reached step {step}")
+
+
+@pytest.fixture(scope="module")
+def killed_run(tiny_model_dir, chat_data, tmp_path_factory) -> tuple[Path, int]:
+    """A 2-process run whose launcher group got SIGKILL at a random step after a checkpoint."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    kill_after = random.Random().randint(3, 9)  # the first checkpoint is at step 2
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "tunery", *map(str, train_args(tiny_model_dir, chat_data, out, "--nproc", "2"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **ONE_THREAD},
+        start_new_session=True,
+    )
+    _wait_for_step(RunDir(out), kill_after, launcher)
+    workers = psutil.Process(launcher.pid).children(recursive=True)
+    assert len(workers) == 2
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.communicate()
+    # The workers run in sessions of their own; they must die with their launcher, not train on.
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+    assert RunDir(out).read_status()["state"] == "running"  # what a crash leaves behind
+    assert not (out / "final").exists()
+    return out, kill_after
+
+
+def test_killed_two_process_run_resumes_exactly(reference_runs, killed_run, tmp_path, cli):
+    _, two, _ = reference_runs
+    out = tmp_path / "run"
+    shutil.copytree(killed_run[0], out)
+    result = cli("train", "--resume", out, "--nproc", "2", env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The same reductions in the same order as the uninterrupted run: bitwise, no duplicated steps.
+    assert losses(out) == losses(two), f"killed after step {killed_run[1]}"
+    reference, resumed = adapter(two), adapter(out)
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        assert torch.equal(reference[name], resumed[name]), f"{name} differs (killed after step {killed_run[1]})"
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(reference_runs, killed_run, tmp_path, cli):
+    one, _, _ = reference_runs
+    out = tmp_path / "run"
+    shutil.copytree(killed_run[0], out)
+    result = cli("train", "--resume", out, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for (kind, step, expected), (_, _, got) in zip(losses(one), losses(out), strict=True):
+        assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
+    weights = adapter(out)
+    for name, weight in adapter(one).items():
+        torch.testing.assert_close(weights[name], weight, atol=WEIGHT_TOLERANCE, rtol=0)
+
+
+def test_nproc_is_refused_where_it_would_not_be_data_parallel(tiny_model_dir, preference_data, tmp_path, cli):
+    args = ["train", "--model", tiny_model_dir, "--data", preference_data[0], "--output", tmp_path / "dpo"]
+    result = cli(*args, "--method", "dpo", "--nproc", "2")
+    assert result.returncode == 2 and "--nproc trains --method sft only" in result.stderr
+    result = cli(*args, "--nproc", "0")
+    assert result.returncode == 2 and "--nproc must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "dpo").exists()

@@ -23,6 +23,8 @@ from tunery.store import open_store
 
 LEASE_S = 4  # short, so a takeover comes quickly; each worker renews its leases every 0.2 s
 QUICK = {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 4}, "tunery": {"max_steps": 2}}}
+# Long enough to be mid-run when its host is killed (after its checkpoint at step 3), short to finish.
+LONG = {"max_steps": 60, "save_every": 3}
 
 
 # --kill-child: when `unshare` dies, so does its namespace: the worker and its trainers.
@@ -125,8 +127,8 @@ def test_several_workers_drain_one_queue_running_each_job_once(cluster, chat_dat
 def test_a_killed_workers_job_is_taken_over_after_its_lease(cluster, chat_data):
     client, workers, store = cluster
     training = client.files.create(file=chat_data[0].open("rb"), purpose="fine-tune")
-    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 5, "batch_size": 2}, "tunery": {"max_steps": 100}}}
-    method["supervised"]["tunery"]["save_every"] = 3
+    hyperparameters = {"n_epochs": 5, "batch_size": 2}
+    method = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters, "tunery": LONG}}
     job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=method)
 
     first_host = workers.start("first-host")
@@ -145,4 +147,4 @@ def test_a_killed_workers_job_is_taken_over_after_its_lease(cluster, chat_data):
     assert wait_for_status(client, job.id, {"succeeded", "failed"}, timeout=300).status == "succeeded"
     done = store.get_job(job.id)
     assert done.worker != held.worker and done.attempts == 2
-    assert reported_steps(client, job.id) == list(range(1, 101))  # every step reported once, in order
+    assert reported_steps(client, job.id) == list(range(1, 61))  # every step reported once, in order

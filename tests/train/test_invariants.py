@@ -13,11 +13,11 @@ import torch.nn.functional as F
 
 from tunery.config import RunConfig
 from tunery.data.formats import ChatExample
-from tunery.data.pack import pack_rows
+from tunery.data.pack import SHARED_PREFIX, pack_rows, split_shared_prefix
 from tunery.data.render import ChatTokenizer, render_chat
 from tunery.train.attention import use_segment_attention, uses_segment_attention
 from tunery.train.losses import select_targets
-from tunery.train.modeling import build_model, hidden_states, step_batches, tensor_batches
+from tunery.train.modeling import build_model, hidden_states, prefix_cache_batches, step_batches, tensor_batches
 from tunery.train.plan import resolve
 from tunery.train.sft import step_loss
 
@@ -181,20 +181,35 @@ def test_shared_prefix_gives_the_same_loss_and_gradients_as_packing(tiny_model_d
             if "lora_B" in name:
                 p.normal_(0, 0.02)
 
-    def run(share: bool):
-        p = plan.__class__(**{**plan.__dict__, "config": plan.config.model_copy(update={"share_prefix": share})})
-        batches = step_batches(examples, p, tok.pad_id)
+    def run(layout: str):
+        p = plan.__class__(
+            **{**plan.__dict__, "config": plan.config.model_copy(update={"share_prefix": layout != "packed"})}
+        )
+        if layout == "kv-cache":  # the GPU layout, run here on CPU
+            prefix, suffixes = split_shared_prefix(examples)
+            batches = prefix_cache_batches(prefix, suffixes, p, tok.pad_id)
+        else:
+            batches = step_batches(examples, p, tok.pad_id)
         model.zero_grad(set_to_none=True)
         loss, accuracy, n = step_loss(model, batches, p, backward=True)
         return batches, loss, n, _grads(model)
 
-    shared_batches, shared_loss, shared_n, shared_grads = run(True)
-    packed_batches, packed_loss, packed_n, packed_grads = run(False)
-    assert all("prefix_ids" in b for b in shared_batches) and len(shared_batches) > 1
-    assert shared_batches[0]["prefix_ids"].shape[1] >= 16
-    assert not any("prefix_ids" in b for b in packed_batches)
-    assert shared_n == packed_n
-    assert shared_loss == pytest.approx(packed_loss, rel=1e-6)
-    assert shared_grads.keys() == packed_grads.keys() and any("layers.0." in n for n in shared_grads)
-    for name in packed_grads:
-        torch.testing.assert_close(shared_grads[name], packed_grads[name], atol=1e-6, rtol=1e-4)
+    packed_batches, packed_loss, packed_n, packed_grads = run("packed")
+    assert not any((b["segments"] == SHARED_PREFIX).any() or "prefix_ids" in b for b in packed_batches)
+    for layout in ("cpu", "kv-cache"):
+        shared_batches, shared_loss, shared_n, shared_grads = run(layout)
+        if layout == "cpu":  # each row holds the prefix once, then the suffixes that fit
+            assert len(shared_batches) > 1 and all(
+                (b["segments"][:, :16] == SHARED_PREFIX).all() for b in shared_batches
+            )
+            assert sum(b["input_ids"].numel() for b in shared_batches) < sum(
+                b["input_ids"].numel() for b in packed_batches
+            )
+        else:
+            assert all("prefix_ids" in b for b in shared_batches) and len(shared_batches) > 1
+            assert shared_batches[0]["prefix_ids"].shape[1] >= 16
+        assert shared_n == packed_n
+        assert shared_loss == pytest.approx(packed_loss, rel=1e-6)
+        assert shared_grads.keys() == packed_grads.keys() and any("layers.0." in n for n in shared_grads)
+        for name in packed_grads:
+            torch.testing.assert_close(shared_grads[name], packed_grads[name], atol=1e-6, rtol=1e-4)

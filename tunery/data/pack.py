@@ -20,6 +20,8 @@ from tunery.data.render import Rendered
 
 # Below this many shared tokens, running a prefix separately costs more than it saves.
 MIN_SHARED_PREFIX = 16
+# The segment id of a row's shared prompt prefix, which every other example of the row attends to.
+SHARED_PREFIX = -2
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -172,3 +174,26 @@ def split_shared_prefix(rendered: Sequence[Rendered]) -> tuple[list[int], list[R
         for i, r in enumerate(rendered)
     ]
     return rendered[0].input_ids[:prefix], rows
+
+
+def pack_after_prefix(prefix: list[int], suffixes: Sequence[Row], capacity: int) -> list[Row]:
+    """Rows that each hold the shared prefix once, then as many suffixes as fit in `capacity`.
+
+    The prefix tokens get segment id SHARED_PREFIX: every suffix of the row attends to them and to
+    itself, nothing else (tunery/train/attention.py). Each suffix keeps the position ids it has
+    in its full example. Its first token is never a target (split_shared_prefix ends the prefix
+    before the first trained token), so no target is predicted across a boundary.
+    """
+    room = max(1, capacity - len(prefix))
+    rows = []
+    for group in best_fit_decreasing([len(r) for r in suffixes], room):
+        ids, pos, mask = list(prefix), list(range(len(prefix))), [0] * len(prefix)
+        segments = [SHARED_PREFIX] * len(prefix)
+        for i in group:
+            suffix = suffixes[i]
+            ids += suffix.input_ids
+            pos += suffix.position_ids
+            mask += suffix.loss_mask
+            segments += suffix.segments
+        rows.append(Row(ids, pos, mask, segments))
+    return rows

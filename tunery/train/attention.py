@@ -3,12 +3,15 @@
 A packed row holds several examples, and each may attend only to itself. Given the per-example
 position ids, transformers builds a dense block-diagonal mask and SDPA still scores every
 query × key pair of the row, then throws the cross-example ones away: in a 1024-token row of
-~200-token examples that is most of the attention work. Here each example is its own causal SDPA
-call, so only the pairs that count are computed. Same result (the packing invariant test runs
-through it), less work: see BENCHMARKS.md.
+~200-token examples that is most of the attention work. Here each example is its own SDPA call,
+so only the pairs that count are computed. Same result (the invariant tests run through it), less
+work: see BENCHMARKS.md.
+
+A row may also start with a prompt prefix that all its examples share (`pack_after_prefix`): the
+prefix is computed once, and each example attends to it and to itself.
 
 On a GPU a loop of small kernels per layer would cost more launches than it saves, so CUDA keeps
-the dense mask (a varlen flash kernel is the GPU answer).
+the dense mask (a varlen flash kernel is the GPU answer) and the KV-cache prefix layout.
 """
 
 from __future__ import annotations
@@ -19,40 +22,55 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+from tunery.data.pack import SHARED_PREFIX
+
 NAME = "tunery_segments"
 
+# Per row: (shared prefix length, lengths of the runs after it: examples, then any padding).
+Layout = tuple[int, list[int]]
 
-def segment_lengths(segments: torch.Tensor) -> list[list[int]]:
-    """Per row, the lengths of its runs of equal segment ids (examples, then the padding block)."""
-    return [torch.unique_consecutive(row, return_counts=True)[1].tolist() for row in segments.cpu()]
+
+def row_layouts(segments: torch.Tensor) -> list[Layout]:
+    """Each row's layout, from its per-token segment ids."""
+    layouts = []
+    for row in segments.cpu():
+        ids, counts = torch.unique_consecutive(row, return_counts=True)
+        runs = counts.tolist()
+        prefix = runs.pop(0) if ids[0] == SHARED_PREFIX else 0
+        layouts.append((prefix, runs))
+    return layouts
 
 
 def segment_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """transformers' attention signature; `segment_lengths` in kwargs switches to one call per example.
+    """transformers' attention signature; `row_layouts` in kwargs switches to one call per example.
 
-    Without it (the shared-prefix layout runs rows on top of a KV cache) this is plain SDPA.
+    Without it (generation, or rows on top of a KV cache) this is transformers' own SDPA.
     """
-    lengths = kwargs.pop("segment_lengths", None)
-    if lengths is None:
+    layouts: list[Layout] | None = kwargs.pop("row_layouts", None)
+    if layouts is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
+    gqa = key.shape[1] != query.shape[1]
+
+    def attend(q, k, v, **how):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, enable_gqa=gqa, **how)
+
     rows = []
-    for b, row in enumerate(lengths):
-        parts, start = [], 0
-        for n in row:
+    for b, (prefix, runs) in enumerate(layouts):
+        q, k, v = query[b : b + 1], key[b : b + 1], value[b : b + 1]
+        parts = [attend(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix], is_causal=True)] if prefix else []
+        start = prefix
+        for n in runs:
             end = start + n
-            parts.append(
-                F.scaled_dot_product_attention(
-                    query[b : b + 1, :, start:end],
-                    key[b : b + 1, :, start:end],
-                    value[b : b + 1, :, start:end],
-                    dropout_p=dropout,
-                    is_causal=True,
-                    scale=scaling,
-                    enable_gqa=key.shape[1] != query.shape[1],
-                )
-            )
+            if prefix:
+                # All of the prefix, then causal within the example: row i sees keys ≤ prefix + i.
+                seen = torch.ones(n, prefix + n, dtype=torch.bool, device=q.device).tril(prefix)
+                keys = torch.cat([k[:, :, :prefix], k[:, :, start:end]], dim=2)
+                values = torch.cat([v[:, :, :prefix], v[:, :, start:end]], dim=2)
+                parts.append(attend(q[:, :, start:end], keys, values, attn_mask=seen))
+            else:
+                parts.append(attend(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], is_causal=True))
             start = end
         rows.append(torch.cat(parts, dim=2))
     # [batch, heads, seq, dim] → [batch, seq, heads, dim], the layout transformers expects back.
@@ -62,6 +80,11 @@ def segment_attention(module, query, key, value, attention_mask, scaling=None, d
 AttentionInterface.register(NAME, segment_attention)
 # The dense mask is still built (cheap) for the fallback path, which needs it.
 AttentionMaskInterface.register(NAME, sdpa_mask)
+
+
+def per_example_attention(device: str) -> bool:
+    """Whether training on `device` uses this module (CPU) or the dense mask (GPU)."""
+    return device == "cpu"
 
 
 def use_segment_attention(model) -> None:

@@ -15,9 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunery.data.pack import Row, micro_batches, pack_rows, padded, split_shared_prefix
+from tunery.data.pack import (
+    SHARED_PREFIX,
+    Row,
+    micro_batches,
+    pack_after_prefix,
+    pack_rows,
+    padded,
+    split_shared_prefix,
+)
 from tunery.data.render import Rendered
-from tunery.train.attention import segment_lengths, use_segment_attention, uses_segment_attention
+from tunery.train.attention import per_example_attention, row_layouts, use_segment_attention, uses_segment_attention
 from tunery.train.plan import Plan
 
 
@@ -39,7 +47,7 @@ def build_model(plan: Plan, model_dir: Path):
     config = plan.config
     model = load_model(model_dir, dtype=torch.float32, device=config.device)
     model.config.use_cache = False  # the KV cache is for generation; it only costs memory here
-    if config.device == "cpu":
+    if per_example_attention(config.device):
         use_segment_attention(model)
     if config.adapter == "lora":
         lora = LoraConfig(
@@ -116,27 +124,38 @@ def tensor_batches(rows: list[Row], plan: Plan, pad_id: int) -> list[dict[str, t
 
 
 def step_batches(examples: list[Rendered], plan: Plan, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    """The micro-batches for one step's examples.
+    """The micro-batches for one step's examples, in whichever layout computes fewer positions.
 
-    When the examples share a long prompt prefix (a system prompt repeated in every example), the
-    prefix is computed once per micro-batch and each row holds only the rest of its example.
-    Otherwise examples are packed into rows. Both give the same loss and gradients.
+    Packed: examples side by side in rows, each attending only to itself. Shared prefix: when
+    every example starts with the same long prompt (a system prompt), it is computed once per row
+    and the rest of each example attends to it. Both give the same loss and gradients.
     """
     cfg = plan.config
     if not examples:  # a rank's share of a short last step can be empty
         return []
-    packed = tensor_batches(pack_rows(examples, cfg.max_seq_len, packing=cfg.packing), plan, pad_id)
-    # Gradient checkpointing turns the KV cache off, which the shared prefix needs.
+    per_example = per_example_attention(cfg.device)
+    # Per-example attention makes a row's length free of attention cost: fill whole micro-batches.
+    capacity = max(cfg.max_seq_len, cfg.micro_batch_tokens) if per_example else cfg.max_seq_len
+    packed = tensor_batches(pack_rows(examples, capacity, packing=cfg.packing), plan, pad_id)
+    # Gradient checkpointing turns the KV cache off, which the GPU prefix layout needs.
     split = split_shared_prefix(examples) if cfg.share_prefix and not cfg.gradient_checkpointing else None
     if split is None:
         return packed
-    prefix, rows = split
-    shared = tensor_batches(rows, plan, pad_id)
-    for batch in shared:
-        batch["prefix_ids"] = torch.tensor([prefix], device=cfg.device)
-        batch["attention_mask"] = (batch["segments"] >= 0).long()
-    # Suffix rows are not packed, so on mixed lengths their padding can cost more than the prefix saves.
+    prefix, suffixes = split
+    if per_example:
+        shared = tensor_batches(pack_after_prefix(prefix, suffixes, capacity), plan, pad_id)
+    else:
+        shared = prefix_cache_batches(prefix, suffixes, plan, pad_id)
     return shared if _positions(shared) < _positions(packed) else packed
+
+
+def prefix_cache_batches(prefix: list[int], suffixes: list[Row], plan: Plan, pad_id: int) -> list[dict]:
+    """The GPU prefix layout: the prefix runs once per micro-batch, its KV cache under padded suffix rows."""
+    batches = tensor_batches(suffixes, plan, pad_id)
+    for batch in batches:
+        batch["prefix_ids"] = torch.tensor([prefix], device=plan.config.device)
+        batch["attention_mask"] = (batch["segments"] >= 0).long()
+    return batches
 
 
 def _positions(batches: list[dict[str, torch.Tensor]]) -> int:
@@ -150,14 +169,20 @@ def hidden_states(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     Packed: no attention mask is passed on purpose. From the per-example position ids,
     transformers builds a block-diagonal causal mask, so packed examples never attend to one
     another (see tunery/data/pack.py and the packing invariant test). On CPU, attention runs
-    one example at a time instead (tunery/train/attention.py).
+    one example at a time instead, after the row's shared prefix if it has one
+    (tunery/train/attention.py).
 
-    Shared prefix: the prefix runs once; its KV cache (still part of the autograd graph, so the
+    Shared prefix on GPU: the prefix runs once; its KV cache (still part of the autograd graph, so the
     prefix's weights get their gradients) is repeated for every row, and the rows run on top of it.
     """
     body, _ = backbone_and_head(model)
     if "prefix_ids" not in batch:
-        extra = {"segment_lengths": segment_lengths(batch["segments"])} if uses_segment_attention(model) else {}
+        if uses_segment_attention(model):
+            extra = {"row_layouts": row_layouts(batch["segments"])}
+        elif (batch["segments"] == SHARED_PREFIX).any():
+            raise ValueError("rows with a shared prefix need per-example attention (use_segment_attention)")
+        else:
+            extra = {}
         return body(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **extra).last_hidden_state
     rows, prefix = batch["input_ids"].shape[0], batch["prefix_ids"].shape[1]
     cache = body(input_ids=batch["prefix_ids"], use_cache=True).cache

@@ -11,8 +11,8 @@ EXAMPLES = """\
   TUNERY_API_KEYS="sk-a=org-a,sk-b=org-b" tunery serve --host 0.0.0.0 --port 8000
   tunery serve --home ./server --workers 2 --model tiny=./models/tiny
   tunery serve --config server.yaml              # api_keys, models, max_upload_bytes, adapter_cache_size, ...
-  tunery serve --monitor-every 60s               # also run due `tunery monitor` suites (default: cron does)
   tunery serve --upstream bot=http://gpu-box:8000/v1   # chat for "bot" answered by vLLM there
+  tunery serve --monitor-every 60s               # also run due `tunery monitor` suites (default: cron does)
 
   Then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="sk-a")
 """

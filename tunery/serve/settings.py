@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
-from tunery.store import DATABASE_URL_ENV
 from tunery.monitor.periods import parse_duration
 from tunery.serve.forwarding import Upstream
+from tunery.store import DATABASE_URL_ENV
 
 LOCAL_ORG = "local"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become parts of `ft:base:org:...`
@@ -92,6 +92,16 @@ class ServerSettings(BaseModel):
                 raise ValueError(f"model name {name!r} must match {_NAME} and not start with 'ft'")
         return value
 
+    @field_validator("monitor_every", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except TuneryError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _upstream_names(self):
         import re
@@ -104,16 +114,6 @@ class ServerSettings(BaseModel):
                     f"{name!r} is both a local base model (models) and a forwarded one (upstreams); keep one"
                 )
         return self
-
-    @field_validator("monitor_every", mode="before")
-    @classmethod
-    def _duration(cls, value):
-        if isinstance(value, str):
-            try:
-                return parse_duration(value)
-            except TuneryError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
     @property
     def local_mode(self) -> bool:

@@ -53,23 +53,27 @@ def measure_tickets(generator, k_values: list[int], seeds: list[int], batch: int
         for seed in seeds if k else [None]:
             shots = random.Random(seed).sample(train, k) if k else []
             prompts = [few_shot(row["messages"], shots) for row in test]
-            prompt_tokens = sum(len(generator.tokenizer.encode(generator.tokenizer.apply_template(
-                p, add_generation_prompt=True))[0]) for p in prompts) / len(prompts)
+            prompt_tokens = sum(
+                len(generator.tokenizer.encode(generator.tokenizer.apply_template(p, add_generation_prompt=True))[0])
+                for p in prompts
+            ) / len(prompts)
             began = time.perf_counter()
             outputs = generate_all(generator, prompts, max_new_tokens=8, batch=batch)
-            hits = sum(out.strip() == ref for out, ref in zip(outputs, references))
+            hits = sum(out.strip() == ref for out, ref in zip(outputs, references, strict=True))
             # Lenient: the reply starts with the right label, whatever follows ("billing.refund: can't").
-            starts = sum(out.strip().lower().startswith(ref) for out, ref in zip(outputs, references))
+            starts = sum(out.strip().lower().startswith(ref) for out, ref in zip(outputs, references, strict=True))
             shot_labels = ",".join(s["messages"][-1]["content"] for s in shots)
-            print(f"{k}-shot seed={seed}: exact match {hits}/{len(test)} = {hits / len(test):.1%},"
-                  f" starts with the label {starts}/{len(test)}"
-                  f"  (prompt {prompt_tokens:.0f} tokens, {time.perf_counter() - began:.0f}s)"
-                  + (f"  shots: {shot_labels}" if shots else ""))
+            print(
+                f"{k}-shot seed={seed}: exact match {hits}/{len(test)} = {hits / len(test):.1%},"
+                f" starts with the label {starts}/{len(test)}"
+                f"  (prompt {prompt_tokens:.0f} tokens, {time.perf_counter() - began:.0f}s)"
+                + (f"  shots: {shot_labels}" if shots else "")
+            )
             predicted: dict[str, int] = {}
             for out in outputs:
                 predicted[out.strip()] = predicted.get(out.strip(), 0) + 1
             print("   most frequent outputs:", sorted(predicted.items(), key=lambda kv: -kv[1])[:6])
-            for out, ref in list(zip(outputs, references))[:show]:
+            for out, ref in list(zip(outputs, references, strict=True))[:show]:
                 print(f"   want {ref!r:20} got {out!r}")
 
 
@@ -79,7 +83,7 @@ def measure_prefs(generator, batch: int, show: int) -> None:
     outputs = generate_all(generator, prompts, max_new_tokens=48, batch=batch)
     hits = sum(out.rstrip().endswith(SIGN_OFF) for out in outputs)
     print(f"base greedy answers ending with {SIGN_OFF!r}: {hits}/{len(rows)} = {hits / len(rows):.1%}")
-    for prompt, out in list(zip(prompts, outputs))[:show]:
+    for prompt, out in list(zip(prompts, outputs, strict=True))[:show]:
         print(f"   {prompt[-1]['content']!r} -> {out!r}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -27,10 +27,10 @@ class _Strict(BaseModel):
 class LoraConfig(_Strict):
     """Low-rank adapters (Hu et al. 2021) through peft."""
 
-    r: Union[int, Auto] = Field("auto", description="adapter rank; auto = 16")
-    alpha: Union[int, Auto] = Field("auto", description="scaling numerator (scale = alpha / r); auto = 2 × r")
+    r: int | Auto = Field("auto", description="adapter rank; auto = 16")
+    alpha: int | Auto = Field("auto", description="scaling numerator (scale = alpha / r); auto = 2 × r")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
-    target_modules: Union[Auto, list[str]] = Field(
+    target_modules: Auto | list[str] = Field(
         "auto", description="module names to adapt; auto = every linear layer except the LM head"
     )
 
@@ -70,10 +70,10 @@ class RunConfig(_Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
 
-    n_epochs: Union[int, Auto] = Field("auto", description="passes over the data; auto = OpenAI's rule")
-    batch_size: Union[int, Auto] = Field("auto", description="examples per optimizer step")
-    micro_batch_tokens: Union[int, Auto] = Field("auto", description="padded tokens per forward pass")
-    learning_rate: Union[float, Auto] = Field("auto", description="peak learning rate")
+    n_epochs: int | Auto = Field("auto", description="passes over the data; auto = OpenAI's rule")
+    batch_size: int | Auto = Field("auto", description="examples per optimizer step")
+    micro_batch_tokens: int | Auto = Field("auto", description="padded tokens per forward pass")
+    learning_rate: float | Auto = Field("auto", description="peak learning rate")
     learning_rate_multiplier: float | None = Field(
         None, gt=0.0, description="OpenAI's field: multiplies the per-method base learning rate"
     )
@@ -81,7 +81,7 @@ class RunConfig(_Strict):
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="share of steps spent warming up")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null = off")
-    max_seq_len: Union[int, Auto] = Field("auto", description="longer examples are truncated")
+    max_seq_len: int | Auto = Field("auto", description="longer examples are truncated")
     packing: bool = Field(True, description="pack examples into rows with per-example attention")
     share_prefix: bool = Field(
         True, description="when a step's examples share a long prompt prefix (a system prompt), compute it once"
@@ -89,8 +89,8 @@ class RunConfig(_Strict):
     seed: int = 0
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps (smoke runs)")
 
-    eval_every: Union[int, Auto] = Field("auto", description="steps between validation passes")
-    save_every: Union[int, Auto] = Field("auto", description="steps between checkpoints")
+    eval_every: int | Auto = Field("auto", description="steps between validation passes")
+    save_every: int | Auto = Field("auto", description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     final_eval: bool = Field(
         True, description="after training, generate answers for the validation set and grade them (RUN_DIR/eval/)"
@@ -98,8 +98,8 @@ class RunConfig(_Strict):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    gradient_checkpointing: Union[bool, Auto] = "auto"
-    compile: Union[bool, Auto] = "auto"
+    gradient_checkpointing: bool | Auto = "auto"
+    compile: bool | Auto = "auto"
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -145,7 +145,7 @@ class Generator:
                 pad_token_id=pad,
                 **sampling,
             )
-        return [self._completion(row[width:].tolist(), len(p), stop) for row, p in zip(out, prompts)]
+        return [self._completion(row[width:].tolist(), len(p), stop) for row, p in zip(out, prompts, strict=True)]
 
     def use_adapter(self, name: str | None):
         """Context in which `name` is active; None means the plain base model.

@@ -29,37 +29,133 @@ SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 CLOSINGS = ["Hope that helps!", "Let me know if you need anything else.", "Happy to help."]
 
 CAPITALS = [
-    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Portugal", "Lisbon"),
-    ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Australia", "Canberra"),
-    ("Norway", "Oslo"), ("Sweden", "Stockholm"), ("Finland", "Helsinki"), ("Ireland", "Dublin"),
-    ("Greece", "Athens"), ("Poland", "Warsaw"), ("Austria", "Vienna"), ("Kenya", "Nairobi"),
-    ("Peru", "Lima"), ("Chile", "Santiago"), ("Argentina", "Buenos Aires"), ("Thailand", "Bangkok"),
-    ("Vietnam", "Hanoi"), ("South Korea", "Seoul"), ("Hungary", "Budapest"), ("Denmark", "Copenhagen"),
-    ("Belgium", "Brussels"), ("Cuba", "Havana"), ("Mexico", "Mexico City"), ("Russia", "Moscow"),
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Portugal", "Lisbon"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Canada", "Ottawa"),
+    ("Australia", "Canberra"),
+    ("Norway", "Oslo"),
+    ("Sweden", "Stockholm"),
+    ("Finland", "Helsinki"),
+    ("Ireland", "Dublin"),
+    ("Greece", "Athens"),
+    ("Poland", "Warsaw"),
+    ("Austria", "Vienna"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Chile", "Santiago"),
+    ("Argentina", "Buenos Aires"),
+    ("Thailand", "Bangkok"),
+    ("Vietnam", "Hanoi"),
+    ("South Korea", "Seoul"),
+    ("Hungary", "Budapest"),
+    ("Denmark", "Copenhagen"),
+    ("Belgium", "Brussels"),
+    ("Cuba", "Havana"),
+    ("Mexico", "Mexico City"),
+    ("Russia", "Moscow"),
     ("India", "New Delhi"),
 ]
 OPPOSITES = [
-    ("hot", "cold"), ("big", "small"), ("fast", "slow"), ("happy", "sad"), ("light", "dark"), ("up", "down"),
-    ("open", "closed"), ("early", "late"), ("full", "empty"), ("hard", "soft"), ("old", "new"), ("wet", "dry"),
-    ("loud", "quiet"), ("rich", "poor"), ("strong", "weak"), ("thick", "thin"), ("high", "low"),
-    ("clean", "dirty"), ("true", "false"), ("win", "lose"),
+    ("hot", "cold"),
+    ("big", "small"),
+    ("fast", "slow"),
+    ("happy", "sad"),
+    ("light", "dark"),
+    ("up", "down"),
+    ("open", "closed"),
+    ("early", "late"),
+    ("full", "empty"),
+    ("hard", "soft"),
+    ("old", "new"),
+    ("wet", "dry"),
+    ("loud", "quiet"),
+    ("rich", "poor"),
+    ("strong", "weak"),
+    ("thick", "thin"),
+    ("high", "low"),
+    ("clean", "dirty"),
+    ("true", "false"),
+    ("win", "lose"),
 ]
 PLURALS = [
-    ("child", "children"), ("mouse", "mice"), ("tooth", "teeth"), ("foot", "feet"), ("man", "men"),
-    ("woman", "women"), ("goose", "geese"), ("person", "people"), ("leaf", "leaves"), ("knife", "knives"),
-    ("box", "boxes"), ("city", "cities"), ("bus", "buses"), ("sheep", "sheep"), ("fish", "fish"),
-    ("wolf", "wolves"), ("baby", "babies"), ("dish", "dishes"),
+    ("child", "children"),
+    ("mouse", "mice"),
+    ("tooth", "teeth"),
+    ("foot", "feet"),
+    ("man", "men"),
+    ("woman", "women"),
+    ("goose", "geese"),
+    ("person", "people"),
+    ("leaf", "leaves"),
+    ("knife", "knives"),
+    ("box", "boxes"),
+    ("city", "cities"),
+    ("bus", "buses"),
+    ("sheep", "sheep"),
+    ("fish", "fish"),
+    ("wolf", "wolves"),
+    ("baby", "babies"),
+    ("dish", "dishes"),
 ]
 WORDS = [
-    "garden", "window", "pencil", "river", "orange", "planet", "bridge", "candle", "forest", "ladder",
-    "silver", "basket", "rocket", "meadow", "button", "castle", "thunder", "blanket", "mirror", "tiger",
-    "lemon", "cloud", "piano", "jacket", "rabbit",
+    "garden",
+    "window",
+    "pencil",
+    "river",
+    "orange",
+    "planet",
+    "bridge",
+    "candle",
+    "forest",
+    "ladder",
+    "silver",
+    "basket",
+    "rocket",
+    "meadow",
+    "button",
+    "castle",
+    "thunder",
+    "blanket",
+    "mirror",
+    "tiger",
+    "lemon",
+    "cloud",
+    "piano",
+    "jacket",
+    "rabbit",
 ]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
-LEGS = [("spider", 8), ("dog", 4), ("chicken", 2), ("ant", 6), ("horse", 4), ("duck", 2), ("beetle", 6),
-        ("cat", 4), ("octopus", 8), ("penguin", 2)]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+LEGS = [
+    ("spider", 8),
+    ("dog", 4),
+    ("chicken", 2),
+    ("ant", 6),
+    ("horse", 4),
+    ("duck", 2),
+    ("beetle", 6),
+    ("cat", 4),
+    ("octopus", 8),
+    ("penguin", 2),
+]
 
 
 # Each family lists every (question, correct answer) pair it can ask.
@@ -72,7 +168,9 @@ def multiplication():
 
 
 def capital():
-    return [(f"What is the capital of {country}?", f"The capital of {country} is {city}.") for country, city in CAPITALS]
+    return [
+        (f"What is the capital of {country}?", f"The capital of {country} is {city}.") for country, city in CAPITALS
+    ]
 
 
 def opposite():
@@ -104,8 +202,10 @@ def minutes():
 
 
 def centimetres():
-    return [(f"How many centimetres are in {m} metres?", f"There are {m * 100} centimetres in {m} metres.")
-            for m in range(2, 41)]
+    return [
+        (f"How many centimetres are in {m} metres?", f"There are {m * 100} centimetres in {m} metres.")
+        for m in range(2, 41)
+    ]
 
 
 # Only in the test split: new kinds of question, to check the sign-off carries over.
@@ -121,8 +221,19 @@ def legs():
     return pairs
 
 
-SEEN_FAMILIES = [addition, multiplication, capital, opposite, plural, next_day, next_month, letter_count,
-                 first_letter, minutes, centimetres]
+SEEN_FAMILIES = [
+    addition,
+    multiplication,
+    capital,
+    opposite,
+    plural,
+    next_day,
+    next_month,
+    letter_count,
+    first_letter,
+    minutes,
+    centimetres,
+]
 TEST_ONLY_FAMILIES = [even_odd, legs]
 
 
@@ -192,8 +303,13 @@ def generate(out_dir: Path) -> dict[str, list[dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent,
-                        help="where to write train/valid/test.jsonl (default: next to this script)")
+    parser.add_argument(
+        "out_dir",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="where to write train/valid/test.jsonl (default: next to this script)",
+    )
     splits = generate(parser.parse_args().out_dir)
     print(", ".join(f"{name}: {len(rows)}" for name, rows in splits.items()))
 

@@ -210,8 +210,18 @@ TEMPLATES = {
 # product seen in training is never the cue that gives a held-out message away.
 SLOTS = {
     "product": {
-        "train": ["desk lamp", "kettle", "wireless mouse", "coffee grinder", "bluetooth speaker",
-                  "blender", "electric toothbrush", "hair dryer", "space heater", "keyboard"],
+        "train": [
+            "desk lamp",
+            "kettle",
+            "wireless mouse",
+            "coffee grinder",
+            "bluetooth speaker",
+            "blender",
+            "electric toothbrush",
+            "hair dryer",
+            "space heater",
+            "keyboard",
+        ],
         "held_out": ["air fryer", "webcam", "toaster", "tower fan", "rice cooker", "stand mixer"],
     },
     "city": {
@@ -233,8 +243,18 @@ SLOTS = {
 }
 
 GREETINGS = ["", "", "", "Hi,", "Hello,", "Hey there,", "Good morning,", "Hi team,", "Dear support,", "hello"]
-SIGN_OFFS = ["", "", "", "Thanks.", "Thank you!", "Cheers, {name}", "Regards, {name}", "thx", "Please help.",
-             "Thanks in advance."]
+SIGN_OFFS = [
+    "",
+    "",
+    "",
+    "Thanks.",
+    "Thank you!",
+    "Cheers, {name}",
+    "Regards, {name}",
+    "thx",
+    "Please help.",
+    "Thanks in advance.",
+]
 # Label-neutral sentences: they add length and distraction without changing the answer.
 CONTEXT = [
     "Writing from my phone, sorry.",
@@ -313,8 +333,11 @@ def split_templates(rng: random.Random) -> dict[str, dict[str, list[str]]]:
         templates = list(TEMPLATES[label])
         rng.shuffle(templates)
         test, valid = HELD_OUT_TEMPLATES["test"], HELD_OUT_TEMPLATES["valid"]
-        dealt[label] = {"test": templates[:test], "valid": templates[test : test + valid],
-                        "train": templates[test + valid :]}
+        dealt[label] = {
+            "test": templates[:test],
+            "valid": templates[test : test + valid],
+            "train": templates[test + valid :],
+        }
     return dealt
 
 
@@ -337,11 +360,15 @@ def build_split(split: str, templates: dict[str, list[str]], rng: random.Random,
             if key in seen:  # a message must never occur twice, in one split or across splits
                 continue
             seen.add(key)
-            rows.append({"messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": text},
-                {"role": "assistant", "content": label},
-            ]})
+            rows.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": text},
+                        {"role": "assistant", "content": label},
+                    ]
+                }
+            )
             made += 1
     rng.shuffle(rows)
     return rows
@@ -373,8 +400,13 @@ def generate(out_dir: Path) -> dict[str, list[dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent,
-                        help="where to write train/valid/test.jsonl (default: next to this script)")
+    parser.add_argument(
+        "out_dir",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="where to write train/valid/test.jsonl (default: next to this script)",
+    )
     splits = generate(parser.parse_args().out_dir)
     print(", ".join(f"{name}: {len(rows)}" for name, rows in splits.items()))
 

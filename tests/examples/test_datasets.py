@@ -138,8 +138,9 @@ def test_preferred_answers_sign_off_and_rejected_ones_never_do():
 
 @pytest.mark.parametrize("name", DATASETS)
 def test_generator_reproduces_the_committed_files(name, tmp_path):
-    subprocess.run([sys.executable, str(EXAMPLES / name / "generate.py"), str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(EXAMPLES / name / "generate.py"), str(tmp_path)], check=True, capture_output=True
+    )
     for split in SPLITS:
         committed = (EXAMPLES / name / f"{split}.jsonl").read_bytes()
         assert (tmp_path / f"{split}.jsonl").read_bytes() == committed, f"{name}/{split}.jsonl differs"

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from tunery.errors import TuneryError
 
@@ -45,7 +45,7 @@ class PreferenceExample:
         return ChatExample(messages=[*prompt, {**answer, "weight": 1}], tools=self.tools, line=self.line)
 
 
-Example = Union[ChatExample, PreferenceExample]
+Example = ChatExample | PreferenceExample
 
 
 def detect_format(obj: object) -> Format | None:

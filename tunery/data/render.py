@@ -197,6 +197,6 @@ def render_prompt(messages: list[dict], tok: ChatTokenizer, tools=None) -> list[
 def show_tokens(rendered: Rendered, tok: ChatTokenizer) -> list[tuple[str, bool]]:
     """(token text, trained?) pairs, for the token view in the CLI and the dashboard."""
     pieces = []
-    for token_id, trained in zip(rendered.input_ids, rendered.loss_mask):
+    for token_id, trained in zip(rendered.input_ids, rendered.loss_mask, strict=True):
         pieces.append((tok.decode([token_id], skip_special_tokens=False), bool(trained)))
     return pieces

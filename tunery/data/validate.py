@@ -63,8 +63,7 @@ RULES: dict[str, Rule] = {
     ),
     "message_missing_key": Rule(
         "error",
-        'every message needs "role" and "content" (content may be null only '
-        "for an assistant message with tool_calls)",
+        'every message needs "role" and "content" (content may be null only for an assistant message with tool_calls)',
     ),
     "message_unrecognized_key": Rule("error", f"remove it (a message may have only {', '.join(sorted(MESSAGE_KEYS))})"),
     "unrecognized_role": Rule("error", f"use one of {', '.join(ROLES)}"),

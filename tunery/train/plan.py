@@ -11,8 +11,9 @@ failure modes are too few optimizer steps and too timid a learning rate:
 * LoRA: rank 16, alpha 32 (scale 2), on every linear layer of attention and MLP: adapting all
   projections beats attention-only at the same rank (QLoRA, Dettmers et al. 2023, §4);
 * cosine decay to zero after 5 % linear warmup;
-* device and precision per machine: fp32 and no gradient checkpointing on CPU (bf16 autocast and
-  checkpointing made CPU training ~10× slower here), bf16 on GPUs that support it.
+* device and precision per machine: fp32 and no gradient checkpointing on CPU (checkpointing only
+  adds recompute where memory is ample; bf16 autocast pays only on CPUs with native bf16 and moves
+  the losses, so it is opt-in there), bf16 on GPUs that support it.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def resolve(
         if device == "cuda" and bf16_supported:
             pick("precision", "bf16", "bf16 autocast on a GPU that supports it; fp32 master weights")
         else:
-            pick("precision", "fp32", "this CPU has no fast bf16; fp32 is ~10× faster here than bf16 autocast")
+            pick("precision", "fp32", "exact on any CPU; precision=bf16 helps only where the CPU has native bf16")
 
     max_seq_len = config.max_seq_len
     if max_seq_len == "auto":

@@ -57,6 +57,17 @@ class DpoConfig(_Strict):
     cache_reference: bool = Field(True, description="precompute reference log-probs once, cached on disk")
 
 
+class DistributedConfig(_Strict):
+    """How several processes (`--nproc N`, torchrun) share a run."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp = each process holds the whole model and the gradients are summed; "
+        "fsdp = weights, gradients and optimizer state sharded over the processes (FSDP2), "
+        "for full fine-tunes of models too big for one device; needs adapter=full and 2+ processes",
+    )
+
+
 class RunConfig(_Strict):
     """Everything a training run needs. Fields left at "auto" are resolved by `tunery.train.plan`."""
 
@@ -69,6 +80,7 @@ class RunConfig(_Strict):
     adapter: Literal["lora", "full"] = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     n_epochs: int | Auto = Field("auto", description="passes over the data; auto = OpenAI's rule")
     batch_size: int | Auto = Field("auto", description="examples per optimizer step")
@@ -111,6 +123,8 @@ class RunConfig(_Strict):
             raise ValueError(f"learning_rate must be positive or 'auto', got {self.learning_rate}")
         if self.learning_rate != "auto" and self.learning_rate_multiplier is not None:
             raise ValueError("set learning_rate or learning_rate_multiplier, not both")
+        if self.distributed.strategy == "fsdp" and self.adapter != "full":
+            raise ValueError("distributed.strategy=fsdp shards full fine-tuning only; set adapter=full (LoRA uses ddp)")
         if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
             raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")
         return self

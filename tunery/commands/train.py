@@ -12,6 +12,7 @@ EXAMPLES = """\
   tunery train --method dpo --data prefs.jsonl --output runs/dpo dpo.beta=0.2
   tunery train --resume runs/my-run            # continue after Ctrl-C, SIGTERM or a crash
   tunery train --config run.yaml --nproc 4     # data-parallel in 4 local processes (GPUs or CPU)
+  tunery train --config run.yaml --adapter full distributed.strategy=fsdp --nproc 4   # sharded (FSDP2)
 
   Any config key can be overridden as key=value (nested: lora.r=8). Keys: see configs/*.yaml.
   Ctrl-C / SIGTERM finish the current step, save a checkpoint and exit 0.
@@ -100,6 +101,12 @@ def _train(config, resume_dir: Path | None) -> int:
     from tunery.train.prepare import TrainingFailed, default_output, fail_run
 
     method = config.method if config is not None else _saved_method(resume_dir)
+    strategy = config.distributed.strategy if config is not None else _saved_strategy(resume_dir)
+    if strategy == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise TuneryError(
+            "distributed.strategy=fsdp shards the model over several processes, and this is one",
+            hint="add --nproc 2 (or more), or set distributed.strategy=ddp",
+        )
     if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
         if method != "sft":
             raise TuneryError(f"data-parallel training supports --method sft only; run {method} in one process")
@@ -157,3 +164,11 @@ def _saved_method(run_dir: Path) -> str:
 
     config = Path(run_dir) / "config.yaml"
     return (yaml.safe_load(config.read_text()) or {}).get("method", "sft") if config.is_file() else "sft"
+
+
+def _saved_strategy(run_dir: Path) -> str:
+    import yaml
+
+    config = Path(run_dir) / "config.yaml"
+    saved = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    return (saved.get("distributed") or {}).get("strategy", "ddp")

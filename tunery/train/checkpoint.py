@@ -43,9 +43,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_model_files(model, model_dir: Path, out: Path) -> None:
-    """Weights (adapter or full) plus the tokenizer and chat template of the base model."""
-    model.save_pretrained(out, safe_serialization=True)
+def save_model_files(model, model_dir: Path, out: Path, weights: dict | None = None) -> None:
+    """Weights (adapter or full) plus the tokenizer and chat template of the base model.
+
+    `weights`: the whole state dict when the model itself holds only a shard of it (FSDP).
+    """
+    model.save_pretrained(out, safe_serialization=True, state_dict=weights)
     for name in TOKENIZER_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out / name)
@@ -87,6 +90,7 @@ def save_checkpoint(
     trainer_state: dict,
     manifest: dict,
     keep: int,
+    weights: dict | None = None,
 ) -> Path:
     """Write checkpoint `step-NNNNNN` atomically and keep only the newest `keep` of them."""
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,7 @@ def save_checkpoint(
     tmp = checkpoints / f".tmp-step-{step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model_files(model, model_dir, tmp)
+    save_model_files(model, model_dir, tmp, weights)
     torch.save({**trainer_state, "rng": rng_state()}, tmp / "trainer_state.pt")
     atomic_write(tmp / "tunery.json", json.dumps({"step": step, **manifest}, indent=2, default=str))
     publish(tmp, final)
@@ -116,6 +120,16 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def read_full_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A full fine-tune checkpoint's weights as one state dict."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for shard in sorted(checkpoint.glob("model*.safetensors")):
+        state.update(load_file(shard))
+    return state
+
+
 def load_weights(model, checkpoint: Path) -> None:
     """Load the checkpoint's trainable weights into an already-built model (LoRA or full)."""
     from safetensors.torch import load_file
@@ -128,9 +142,7 @@ def load_weights(model, checkpoint: Path) -> None:
         if getattr(result, "unexpected_keys", None):
             raise RuntimeError(f"{checkpoint}: adapter keys do not match the model: {result.unexpected_keys[:3]}")
         return
-    state = {}
-    for shard in sorted(checkpoint.glob("model*.safetensors")):
-        state.update(load_file(shard))
+    state = read_full_weights(checkpoint)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if k.endswith("lm_head.weight")}  # tied to the embeddings
     if set(missing) - tied or unexpected:

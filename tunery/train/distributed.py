@@ -188,3 +188,154 @@ def launch(nproc: int, argv: list[str], run_dir: Path) -> int:
         status = RunDir(run_dir).read_status() or {}
         return 0 if status.get("state") == "interrupted" else 1
     return 0
+
+
+# --- FSDP (distributed.strategy=fsdp): parameters, gradients and optimizer state sharded ---------
+#
+# With DDP (above) every rank holds the whole model and the gradients are summed after
+# accumulation. With FSDP2 (`fully_shard`) each rank holds 1/N of every parameter, gradient and
+# AdamW moment, and all-gathers a layer's parameters only while it computes that layer. The loop
+# stays the same; these helpers are the differences:
+#   - shard_model: one FSDP group per decoder layer, one for the rest (embeddings, final norm and
+#     LM head, which may be tied); gradients reduce-scattered as a SUM, as `sum_gradients` does;
+#   - same_batch_count: every forward pass runs collectives, so all ranks must run as many;
+#   - clip_gradients: the norm of the sharded gradients is the global one;
+#   - full_state / load_full_state: checkpoints hold the whole model and optimizer state as one
+#     ordinary file each, the same files a one-process run writes and reads.
+
+
+def shard_model(root) -> None:
+    """Shard `root` (a `TokenLoss`) in place with FSDP2, layer by layer, before the optimizer exists.
+
+    One group per decoder layer, and the root's group for the rest: embeddings, final norm and
+    LM head, so a tied embedding/LM-head weight stays one parameter.
+    """
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    from tunery.train.modeling import backbone_and_head
+
+    body, _ = backbone_and_head(root.model)
+    for layer in body.layers:
+        fully_shard(layer)
+    fully_shard(root)
+    for module in root.modules():
+        if isinstance(module, FSDPModule):
+            # Each rank's loss is divided by the whole step's trained tokens: sum, don't average.
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no PREMUL_SUM
+
+
+def same_batch_count(batches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Pad this rank's micro-batches with idle ones until every rank has as many (FSDP only).
+
+    A sharded forward and backward all-gather and reduce-scatter with the other ranks, so a rank
+    with fewer micro-batches (or none, in a short last step) would leave the others waiting. An
+    idle micro-batch is one token with no target: it contributes nothing to loss or gradients.
+    """
+    count = torch.tensor([len(batches)])
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    device = batches[0]["input_ids"].device if batches else _device()
+    idle = {k: torch.zeros(1, 1, dtype=torch.long, device=device) for k in ("input_ids", "position_ids", "loss_mask")}
+    idle["segments"] = torch.zeros(1, 1, dtype=torch.long, device=device)
+    return batches + [idle] * (int(count.item()) - len(batches))
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def clip_gradients(params: Sequence[torch.nn.Parameter], max_norm: float | None) -> float:
+    """Clip the global gradient norm (over all ranks' shards when sharded) and return it."""
+    from torch.distributed.tensor import DTensor
+
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+    if isinstance(norm, DTensor):  # each rank's partial norm, combined over the ranks
+        norm = norm.full_tensor()
+    return norm.item()
+
+
+def full_state(model, optimizer=None) -> tuple[dict | None, dict | None]:
+    """The whole model's weights and the optimizer state as a one-process run keeps them.
+
+    Sharded (FSDP): a collective that every rank must call; rank 0 gets CPU tensors, the others
+    empty dicts. The optimizer state is indexed by parameter number like `optimizer.state_dict()`,
+    so checkpoints load in any number of processes. Not sharded: (None, optimizer.state_dict()),
+    the model saving its own weights.
+    """
+    if not is_sharded(model):
+        return None, optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    for alias in _tied_aliases(model):  # gathered as separate copies; the files hold one, as HF saves it
+        weights.pop(alias, None)
+    if optimizer is None:
+        return weights, None
+    by_name = get_optimizer_state_dict(model, optimizer, options=options)
+    return weights, _by_number(by_name) if is_main() else {}
+
+
+def load_full_state(model, optimizer, weights: dict, optimizer_state: dict) -> None:
+    """Load a checkpoint's whole weights and optimizer state into a sharded model (all ranks call it).
+
+    Rank 0's copies are broadcast and each rank keeps its shard; the others may pass empty dicts.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    weights = {
+        **weights,
+        **{alias: weights[source] for alias, source in _tied_aliases(model).items() if source in weights},
+    }
+    set_model_state_dict(model, weights if is_main() else {}, options=options)
+    by_name = _by_name(optimizer_state, _parameter_names(model, optimizer)) if is_main() else {}
+    set_optimizer_state_dict(model, optimizer, by_name, options=options)
+
+
+def is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def _tied_aliases(model) -> dict[str, str]:
+    """Second names of tied parameters (lm_head.weight → model.embed_tokens.weight)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        first.setdefault(id(p), name)
+    return aliases
+
+
+def _parameter_names(model, optimizer) -> list[list[str]]:
+    """Each optimizer group's parameters by name, in the optimizer's order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
+def _by_number(state: dict) -> dict:
+    """torch.distributed.checkpoint's optimizer state (keyed by parameter name) → torch's (by number)."""
+    number = {}
+    groups = []
+    for group in state["param_groups"]:
+        ids = [number.setdefault(name, len(number)) for name in group["params"]]
+        groups.append({**group, "params": ids})
+    return {"state": {number[n]: s for n, s in state["state"].items()}, "param_groups": groups}
+
+
+def _by_name(state: dict, names: list[list[str]]) -> dict:
+    """The inverse of `_by_number`, given each group's parameter names in the optimizer's order."""
+    groups = [{**group, "params": group_names} for group, group_names in zip(state["param_groups"], names, strict=True)]
+    flat = [n for group_names in names for n in group_names]
+    return {"state": {flat[i]: s for i, s in state["state"].items()}, "param_groups": groups}

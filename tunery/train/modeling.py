@@ -35,17 +35,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(plan: Plan, model_dir: Path):
+def build_model(plan: Plan, model_dir: Path, *, device: str | None = None):
     """Load the base model on the chosen device and wrap it with a LoRA adapter if asked.
 
     Weights stay fp32 (master weights); bf16 comes from autocast in `autocast(plan)`.
+    `device` overrides the config's: FSDP loads on the CPU and moves each shard to the GPU.
     """
     from peft import LoraConfig, get_peft_model
 
     from tunery.models import load_model
 
     config = plan.config
-    model = load_model(model_dir, dtype=torch.float32, device=config.device)
+    model = load_model(model_dir, dtype=torch.float32, device=device or config.device)
     model.config.use_cache = False  # the KV cache is for generation; it only costs memory here
     if per_example_attention(config.device):
         use_segment_attention(model)
@@ -70,6 +71,27 @@ def backbone_and_head(model):
     """The transformer body (hidden states out) and the LM head, through any peft wrapper."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return inner.get_decoder(), inner.get_output_embeddings()
+
+
+class TokenLoss(torch.nn.Module):
+    """One micro-batch's forward: decoder body → trained positions only → LM head → summed NLL.
+
+    A module rather than a function so that FSDP can shard it as its root: FSDP2 gathers a
+    group's weights around a module's forward, and the body's embeddings and the LM head (tied
+    in most small models) must be gathered and reduced together.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        from tunery.train.losses import select_targets, token_nll_sum
+
+        _, head = backbone_and_head(self.model)
+        hidden = hidden_states(self.model, batch)
+        rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
+        return token_nll_sum(head(rows), targets)
 
 
 def count_parameters(model) -> tuple[int, int]:

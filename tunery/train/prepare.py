@@ -145,21 +145,25 @@ class Prepared:
     def save(self, step: int, model, optimizer, scheduler, elapsed_s: float) -> Path:
         """Rank 0 writes checkpoint `step`; every rank returns once it is complete."""
         path = self.run.checkpoints / f"step-{step:06d}"
+        weights, optimizer_state = dist.full_state(model, optimizer)  # gathered on rank 0 if sharded (FSDP)
         if dist.is_main():
-            path = self._write_checkpoint(step, model, optimizer, scheduler, elapsed_s)
+            path = self._write_checkpoint(step, model, weights, optimizer_state, scheduler, elapsed_s)
         dist.barrier()
         return path
 
-    def _write_checkpoint(self, step: int, model, optimizer, scheduler, elapsed_s: float) -> Path:
+    def _write_checkpoint(
+        self, step: int, model, weights: dict | None, optimizer_state: dict, scheduler, elapsed_s: float
+    ) -> Path:
         metrics = _latest_metrics(self.run)
         return ckpt.save_checkpoint(
             self.run.checkpoints,
             step=step,
             model=model,
+            weights=weights,
             model_dir=self.model_dir,
             trainer_state={
                 "step": step,
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "elapsed_s": elapsed_s,
             },
@@ -237,9 +241,12 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
     state = {"step": 0, "elapsed_s": 0.0}
     latest = ckpt.latest_checkpoint(run.checkpoints) if prepared.resume else None
     if latest is not None:
-        ckpt.load_weights(model, latest)
         saved = ckpt.load_trainer_state(latest)
-        optimizer.load_state_dict(saved["optimizer"])
+        if dist.is_sharded(model):  # FSDP: rank 0's whole copies, each rank keeps its shard
+            dist.load_full_state(model, optimizer, ckpt.read_full_weights(latest), saved["optimizer"])
+        else:
+            ckpt.load_weights(model, latest)
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"])
         state = {"step": saved["step"], "elapsed_s": saved.get("elapsed_s", 0.0)}
@@ -269,6 +276,7 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
 def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Path:
     """Publish RUN_DIR/final atomically with its manifest, the results CSV, and status (rank 0)."""
     run = prepared.run
+    weights, _ = dist.full_state(model)  # every rank joins the gather when sharded (FSDP)
     if not dist.is_main():
         dist.barrier()
         return run.path
@@ -276,7 +284,7 @@ def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Pa
     tmp = run.path / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    ckpt.save_model_files(model, prepared.model_dir, tmp)
+    ckpt.save_model_files(model, prepared.model_dir, tmp, weights)
     atomic_write(tmp / "tunery.json", json.dumps(prepared.manifest(metrics), indent=2, default=str))
     ckpt.publish(tmp, run.final)
     run.write_results_csv()

@@ -8,7 +8,8 @@ number of micro-batches gives the gradient of one big batch. Then clip, step, sc
 Data-parallel (`--nproc N`, torchrun): each process takes every N-th of the step's examples, the
 trained tokens are counted over all processes before the loss is normalised, and the gradients
 are summed after accumulation; so N processes compute the step a single one would. Rank 0 logs
-and checkpoints (see tunery/train/distributed.py).
+and checkpoints (see tunery/train/distributed.py). With `distributed.strategy=fsdp` the model is
+sharded over the processes, which sum the gradients in backward instead; the loop is the same.
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ import torch
 from tunery.config import RunConfig
 from tunery.data.render import Rendered, render_chat
 from tunery.train import distributed as dist
-from tunery.train.losses import select_targets, token_nll_sum
 from tunery.train.modeling import (
     StopRequest,
+    TokenLoss,
     autocast,
-    backbone_and_head,
     build_model,
     build_optimizer,
     build_scheduler,
     epoch_order,
-    hidden_states,
     seed_everything,
     step_batches,
 )
@@ -60,13 +59,11 @@ def step_loss(
     n_targets = count_targets(batches) if n_targets is None else int(n_targets)
     if n_targets == 0:
         return 0.0, 0.0, 0
-    _, head = backbone_and_head(model)
+    forward = model if isinstance(model, TokenLoss) else TokenLoss(model)
     total_nll, total_correct = 0.0, 0
     for batch in batches:
         with autocast(plan):
-            hidden = hidden_states(model, batch)
-            rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
-            nll, correct = token_nll_sum(head(rows), targets)
+            nll, correct = forward(batch)
         if backward:
             (nll / n_targets).backward()  # normalised by the whole step's trained tokens
         total_nll += nll.item()
@@ -82,6 +79,8 @@ def validation_loss(model, examples: list[Rendered], plan: Plan, pad_id: int) ->
     model.eval()
     mine = dist.shard(examples)
     batches = [b for i in range(0, len(mine), 64) for b in step_batches(mine[i : i + 64], plan, pad_id)]
+    if plan.config.distributed.strategy == "fsdp":
+        batches = dist.same_batch_count(batches)
     (n_targets,) = dist.all_sum(count_targets(batches))
     loss, accuracy, _ = step_loss(model, batches, plan, backward=False, n_targets=n_targets)
     model.train()
@@ -110,7 +109,11 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
 
     seed_everything(cfg.seed)
     torch.set_num_threads(plan.threads)
-    model = build_model(plan, prepared.model_dir)
+    sharded = cfg.distributed.strategy == "fsdp"
+    model = build_model(plan, prepared.model_dir, device="cpu" if sharded else None)
+    forward = TokenLoss(model)  # the step's forward; FSDP's root
+    if sharded:
+        dist.shard_model(forward)  # onto the GPU a layer at a time: the whole model need only fit in RAM
     optimizer = build_optimizer(model, plan)
     scheduler = build_scheduler(optimizer, plan)
     state = start_or_resume(prepared, plan, model, optimizer, scheduler, facts_model=model)
@@ -118,7 +121,8 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     elapsed_before = state.get("elapsed_s", 0.0)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    dist.broadcast_parameters(trainable)  # every rank starts from rank 0's weights
+    if not sharded:
+        dist.broadcast_parameters(trainable)  # every rank starts from rank 0's weights
     main = dist.is_main()  # only rank 0 writes metrics and prints progress
 
     progress = Progress(plan.total_steps, step) if main else None
@@ -129,14 +133,17 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
             chosen = [train_set[i] for i in order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
             mine = dist.shard(chosen)  # this rank's share of the step; all of it with one process
             batches = step_batches(mine, plan, tok.pad_id)
+            if sharded:
+                batches = dist.same_batch_count(batches)
 
             t0 = time.monotonic()
             (n_targets,) = dist.all_sum(count_targets(batches))  # the whole step's, over all ranks
-            loss, accuracy, _ = step_loss(model, batches, plan, backward=True, n_targets=n_targets)
-            dist.sum_gradients(trainable)
+            loss, accuracy, _ = step_loss(forward, batches, plan, backward=True, n_targets=n_targets)
+            if not sharded:  # FSDP summed them already, in backward
+                dist.sum_gradients(trainable)
             real_tokens = sum(len(e.input_ids) for e in mine)  # the examples' tokens, no padding
             loss, accuracy, real_tokens = dist.all_sum(loss, accuracy, real_tokens)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm or float("inf")).item()
+            grad_norm = dist.clip_gradients(trainable, cfg.max_grad_norm)
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise TrainingFailed(
                     "nan_loss",
@@ -171,7 +178,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 progress.update(step, f"loss {loss:.4f} acc {accuracy:.3f} {record['tokens_per_second']:.0f} tok/s")
 
             if valid_set and (step % cfg.eval_every == 0 or step == plan.total_steps):
-                v_loss, v_acc = validation_loss(model, valid_set[:VALID_SUBSET], plan, tok.pad_id)
+                v_loss, v_acc = validation_loss(forward, valid_set[:VALID_SUBSET], plan, tok.pad_id)
                 if main:
                     run.log({"type": "valid", "step": step, "valid_loss": v_loss, "valid_mean_token_accuracy": v_acc})
                     progress.message(f"step {step}: validation loss {v_loss:.4f}, token accuracy {v_acc:.3f}")
@@ -187,7 +194,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
 
     final = {}
     if valid_set:
-        v_loss, v_acc = validation_loss(model, valid_set, plan, tok.pad_id)
+        v_loss, v_acc = validation_loss(forward, valid_set, plan, tok.pad_id)
         final = {"full_valid_loss": v_loss, "full_valid_mean_token_accuracy": v_acc}
         if main:
             run.log({"type": "full_valid", "step": step, **final})

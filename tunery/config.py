@@ -55,6 +55,9 @@ class DpoConfig(_Strict):
     )
     simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin γ")
     cache_reference: bool = Field(True, description="precompute reference log-probs once, cached on disk")
+    nll_weight: float = Field(
+        0.0, ge=0.0, description="weight of the chosen answer's per-token NLL added to the loss (RPO); 0 = off"
+    )
 
 
 class DistributedConfig(_Strict):

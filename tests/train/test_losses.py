@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tunery.train.losses import (
+    chosen_nll,
     dpo_sigmoid_loss,
     ipo_loss,
     select_targets,
@@ -77,3 +78,10 @@ def test_simpo_by_hand():
     loss, chosen, rejected = simpo_loss(torch.tensor([-0.5]), torch.tensor([-1.0]), beta=2.0, gamma=0.5)
     assert loss.item() == pytest.approx(0.474077, abs=1e-6)
     assert (chosen.item(), rejected.item()) == pytest.approx((-1.0, -2.0))
+
+
+def test_rpo_chosen_nll_by_hand():
+    """Chosen answers with summed log-probs −6 (3 tokens) and −2 (4 tokens), weight 0.5.
+    Per-token NLL 2.0 and 0.5; weighted 1.0 and 0.25."""
+    nll = chosen_nll(torch.tensor([-6.0, -2.0]), torch.tensor([3.0, 4.0]), weight=0.5)
+    assert nll.tolist() == pytest.approx([1.0, 0.25])

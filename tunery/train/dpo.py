@@ -28,7 +28,14 @@ from tunery.data.formats import PreferenceExample
 from tunery.data.render import ChatTokenizer, Rendered, render_chat
 from tunery.home import tunery_home
 from tunery.models import weights_hash
-from tunery.train.losses import dpo_sigmoid_loss, ipo_loss, select_targets, sequence_logps, simpo_loss
+from tunery.train.losses import (
+    chosen_nll,
+    dpo_sigmoid_loss,
+    ipo_loss,
+    select_targets,
+    sequence_logps,
+    simpo_loss,
+)
 from tunery.train.modeling import (
     StopRequest,
     autocast,
@@ -96,17 +103,22 @@ def pair_losses(plan: Plan, policy: tuple, reference: tuple | None):
     k = sums.shape[0] // 2
     if cfg.loss == "simpo":
         avg = sums / counts
-        return simpo_loss(avg[:k], avg[k:], cfg.beta, cfg.simpo_gamma)
-    ref_sums, ref_counts = reference
-    if cfg.loss == "ipo":  # IPO compares per-token averages
-        return ipo_loss(
+        losses, chosen, rejected = simpo_loss(avg[:k], avg[k:], cfg.beta, cfg.simpo_gamma)
+    elif cfg.loss == "ipo":  # IPO compares per-token averages
+        ref_sums, ref_counts = reference
+        losses, chosen, rejected = ipo_loss(
             sums[:k] / counts[:k],
             sums[k:] / counts[k:],
             ref_sums[:k] / ref_counts[:k],
             ref_sums[k:] / ref_counts[k:],
             cfg.beta,
         )
-    return dpo_sigmoid_loss(sums[:k], sums[k:], ref_sums[:k], ref_sums[k:], cfg.beta)
+    else:
+        ref_sums, _ = reference
+        losses, chosen, rejected = dpo_sigmoid_loss(sums[:k], sums[k:], ref_sums[:k], ref_sums[k:], cfg.beta)
+    if cfg.nll_weight:
+        losses = losses + chosen_nll(sums[:k], counts[:k], cfg.nll_weight)
+    return losses, chosen, rejected
 
 
 class Reference:

@@ -105,3 +105,13 @@ def simpo_loss(
     chosen = beta * policy_chosen_avg
     rejected = beta * policy_rejected_avg
     return -F.logsigmoid(chosen - rejected - gamma), chosen.detach(), rejected.detach()
+
+
+def chosen_nll(policy_chosen: torch.Tensor, chosen_tokens: torch.Tensor, weight: float) -> torch.Tensor:
+    """RPO's extra term (Pang et al. 2024, eq. 3): weight × the chosen answer's NLL per token.
+
+    Added to a preference loss, it keeps the likelihood of the preferred answer from falling
+    while the margin grows, which is how DPO alone can learn to rank pairs yet derail generation.
+    Inputs: summed chosen log-probs and chosen answer lengths, shape [pairs]. Returns [pairs].
+    """
+    return -weight * policy_chosen / chosen_tokens

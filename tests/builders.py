@@ -138,3 +138,26 @@ def write_preference_dataset(path: Path, n: int, seed: int = 0) -> Path:
             }
             fh.write(json.dumps(pair) + "\n")
     return path
+
+
+def run_losses(run_dir: Path) -> list[tuple[str, int, float]]:
+    """(type, step, loss) of every metrics record, in order: training, validation and the final pass."""
+    from tunery.train.rundir import RunDir
+
+    keys = {"train": "train_loss", "valid": "valid_loss", "full_valid": "full_valid_loss"}
+    return [(r["type"], r["step"], r[keys[r["type"]]]) for r in RunDir(run_dir).read_metrics()]
+
+
+def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until a training run started as `proc` has logged `step`; fail if `proc` exits first."""
+    import time
+
+    from tunery.train.rundir import RunDir
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(r.get("step", 0) >= step for r in RunDir(run_dir).read_metrics()):
+            return
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.02)
+    raise AssertionError(f"training never reached step {step}")

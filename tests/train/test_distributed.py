@@ -17,12 +17,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
+from builders import run_losses, wait_for_step
 from safetensors.torch import load_file
 
 from tunery.train.rundir import RunDir
@@ -36,15 +36,6 @@ WEIGHT_TOLERANCE = 1e-5
 
 def train_args(model: Path, data: tuple[Path, Path], out: Path, *extra: str) -> list:
     return ["train", "--model", model, "--data", data[0], "--validation", data[1], "--output", out, *SETTINGS, *extra]
-
-
-def losses(run_dir: Path) -> list[tuple[str, int, float]]:
-    """(type, step, loss) of every record, in order: training, validation and the final pass."""
-    out = []
-    for r in RunDir(run_dir).read_metrics():
-        key = {"train": "train_loss", "valid": "valid_loss", "full_valid": "full_valid_loss"}[r["type"]]
-        out.append((r["type"], r["step"], r[key]))
-    return out
 
 
 def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -78,7 +69,7 @@ def test_two_processes_train_the_same_run_as_one(reference_runs):
     tokens = [[r["trained_tokens"] for r in records if r["type"] == "train"] for records in (records_one, records_two)]
     assert tokens[0] == tokens[1]
 
-    for (kind, step, expected), (_, _, got) in zip(losses(one), losses(two), strict=True):
+    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):
         assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
     weights_one, weights_two = adapter(one), adapter(two)
     assert weights_one.keys() == weights_two.keys()
@@ -88,16 +79,6 @@ def test_two_processes_train_the_same_run_as_one(reference_runs):
     assert max((w.abs().max().item() for n, w in weights_one.items() if "lora_B" in n)) > 100 * WEIGHT_TOLERANCE
 
     assert sorted(p.name for p in RunDir(two).checkpoints.iterdir()) == ["step-000016", "step-000018"]
-
-
-def _wait_for_step(run: RunDir, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(r.get("step", 0) >= step for r in run.read_metrics()):
-            return
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.02)
-    raise AssertionError(f"training never reached step {step}")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +94,7 @@ def killed_run(tiny_model_dir, chat_data, tmp_path_factory) -> tuple[Path, int]:
         env={**os.environ, **ONE_THREAD},
         start_new_session=True,
     )
-    _wait_for_step(RunDir(out), kill_after, launcher)
+    wait_for_step(out, kill_after, launcher)
     workers = psutil.Process(launcher.pid).children(recursive=True)
     assert len(workers) == 2
     os.killpg(launcher.pid, signal.SIGKILL)
@@ -133,7 +114,7 @@ def test_killed_two_process_run_resumes_exactly(reference_runs, killed_run, tmp_
     result = cli("train", "--resume", out, "--nproc", "2", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     # The same reductions in the same order as the uninterrupted run: bitwise, no duplicated steps.
-    assert losses(out) == losses(two), f"killed after step {killed_run[1]}"
+    assert run_losses(out) == run_losses(two), f"killed after step {killed_run[1]}"
     reference, resumed = adapter(two), adapter(out)
     assert reference.keys() == resumed.keys()
     for name in reference:
@@ -146,7 +127,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(reference_runs, killed_
     shutil.copytree(killed_run[0], out)
     result = cli("train", "--resume", out, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
-    for (kind, step, expected), (_, _, got) in zip(losses(one), losses(out), strict=True):
+    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(out), strict=True):
         assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
     weights = adapter(out)
     for name, weight in adapter(one).items():

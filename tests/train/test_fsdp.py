@@ -20,12 +20,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
+from builders import run_losses, wait_for_step
 from safetensors.torch import load_file
 
 from tunery.train.rundir import RunDir
@@ -51,22 +51,6 @@ def train_args(model: Path, data: tuple[Path, Path], out: Path, *extra: str) -> 
     return ["train", "--model", model, "--data", data[0], "--validation", data[1], "--output", out, *SETTINGS, *extra]
 
 
-def losses(run_dir: Path) -> list[tuple[str, int, float]]:
-    """(type, step, loss) of every record, in order: training, validation and the final pass."""
-    keys = {"train": "train_loss", "valid": "valid_loss", "full_valid": "full_valid_loss"}
-    return [(r["type"], r["step"], r[keys[r["type"]]]) for r in RunDir(run_dir).read_metrics()]
-
-
-def wait_for_step(run: RunDir, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(r.get("step", 0) >= step for r in run.read_metrics()):
-            return
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.02)
-    raise AssertionError(f"training never reached step {step}")
-
-
 def weights(run_dir: Path, where: str = "final") -> dict[str, torch.Tensor]:
     return load_file(run_dir / where / "model.safetensors")
 
@@ -90,7 +74,7 @@ def test_fsdp_trains_the_same_full_fine_tune_as_one_process(fsdp_runs, tiny_mode
     assert RunDir(two).read_status()["state"] == "succeeded"
     records_one, records_two = RunDir(one).read_metrics(), RunDir(two).read_metrics()
     assert [(r["type"], r["step"]) for r in records_two] == [(r["type"], r["step"]) for r in records_one]
-    for (kind, step, expected), (_, _, got) in zip(losses(one), losses(two), strict=True):
+    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):
         assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
     # The clipped norm is the global one, not one rank's shard's.
     for a, b in zip(records_one, records_two, strict=True):
@@ -127,7 +111,7 @@ def killed_fsdp_run(tiny_model_dir, chat_data, tmp_path_factory) -> tuple[Path, 
         env={**os.environ, **ONE_THREAD},
         start_new_session=True,
     )
-    wait_for_step(RunDir(out), kill_after, launcher)
+    wait_for_step(out, kill_after, launcher)
     workers = psutil.Process(launcher.pid).children(recursive=True)
     os.killpg(launcher.pid, signal.SIGKILL)
     launcher.communicate()
@@ -143,7 +127,7 @@ def test_killed_fsdp_run_resumes_exactly(fsdp_runs, killed_fsdp_run, tmp_path, c
     shutil.copytree(killed_fsdp_run[0], out)
     result = cli("train", "--resume", out, "--nproc", "2", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert losses(out) == losses(two), f"killed after step {killed_fsdp_run[1]}"
+    assert run_losses(out) == run_losses(two), f"killed after step {killed_fsdp_run[1]}"
     reference, resumed = weights(two), weights(out)
     assert reference.keys() == resumed.keys()
     for name in reference:
@@ -160,7 +144,7 @@ def test_a_rank_without_examples_still_joins_every_collective(tiny_model_dir, ch
     assert result.returncode == 0, result.stderr[-3000:]
     result = run_cli(*train_args(tiny_model_dir, chat_data, two, *small, *FSDP), env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
-    for (kind, step, expected), (_, _, got) in zip(losses(one), losses(two), strict=True):
+    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):
         assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
     expected, got = weights(one), weights(two)
     for name in expected:

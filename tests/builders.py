@@ -161,3 +161,18 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         time.sleep(0.02)
     raise AssertionError(f"training never reached step {step}")
+
+
+def write_heldout(path: Path, references: list[str]) -> None:
+    """Monitor held-out items whose references are regex patterns (graders/regex.py): `/^/` accepts
+    any answer and `/^never$/` none, so the score follows the data, whatever the tiny model says.
+
+    Replaced atomically: a background monitor run may be reading the file at that moment.
+    """
+    rows = [
+        {"messages": [{"role": "user", "content": f"My invoice {i} is wrong"}, {"role": "assistant", "content": ref}]}
+        for i, ref in enumerate(references)
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(tmp, path)

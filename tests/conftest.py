@@ -60,3 +60,26 @@ def preference_data(tmp_path_factory) -> tuple[Path, Path]:
         write_preference_dataset(root / "train.jsonl", 32, seed=1),
         write_preference_dataset(root / "valid.jsonl", 12, seed=2),
     )
+
+
+@pytest.fixture
+def webhook():
+    """A real HTTP server on 127.0.0.1 that keeps the JSON bodies POSTed to it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    server.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()

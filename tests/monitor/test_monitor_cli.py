@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from builders import run_cli, write_chat_dataset
+from builders import run_cli, write_chat_dataset, write_heldout
 
 from tunery.monitor.prompt_log import DAY, log_prompt
 
@@ -48,37 +46,6 @@ def lab(tiny_model_dir, chat_data, tmp_path_factory):
 
 def tunery(lab, *args):
     return run_cli(*args, env=lab["env"])
-
-
-@pytest.fixture
-def webhook():
-    """A real HTTP server on 127.0.0.1 that keeps the JSON bodies POSTed to it."""
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    server.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-
-
-def write_heldout(path, references: list[str]) -> None:
-    """Held-out items whose references are regex patterns (graders/regex.py): `/^/` accepts any
-    answer, `/^never$/` none, so the score follows the data, whatever the tiny model says."""
-    rows = [
-        {"messages": [{"role": "user", "content": f"My invoice {i} is wrong"}, {"role": "assistant", "content": ref}]}
-        for i, ref in enumerate(references)
-    ]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def test_scheduled_evaluation_records_a_baseline_then_alerts(lab, webhook, tmp_path):

@@ -7,53 +7,15 @@ background run records the error result, its event, and the webhook POST, as cro
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from builders import run_cli, write_chat_dataset
+from builders import run_cli, write_chat_dataset, write_heldout
 from serving import ServerProcess, server_env
 
 from tunery.errors import TuneryError
 from tunery.serve.settings import load_settings
 from tunery.store.registry import open_registry
-
-
-@pytest.fixture
-def webhook():
-    """A real HTTP server on 127.0.0.1 that keeps the JSON bodies POSTed to it."""
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-
-
-def write_heldout(path, references: list[str]) -> None:
-    """Regex references: `/^/` accepts any answer and `/^never$/` none, so the score follows the data.
-
-    Replaced atomically: a background run may be reading the file at that moment.
-    """
-    rows = [
-        {"messages": [{"role": "user", "content": f"My invoice {i} is wrong"}, {"role": "assistant", "content": ref}]}
-        for i, ref in enumerate(references)
-    ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
 
 
 def wait_until(check, what: str, server: ServerProcess, timeout: float = 240):

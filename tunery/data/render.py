@@ -166,14 +166,18 @@ def _for_template(message: dict) -> dict:
 def render_chat(example: ChatExample, tok: ChatTokenizer, max_seq_len: int | None = None) -> Rendered:
     """Tokenise one conversation and mark the tokens that are trained.
 
-    A token is trained when it starts inside a trained span. Truncation keeps the beginning.
+    A token is trained when any of its characters lies inside a trained span. A token can
+    straddle the start of a reply: after a generation prompt that ends in a space
+    ("Assistant: "), byte-level BPE makes " Paris" one token that begins in the prompt. It is
+    the reply's first word, so it is trained; skipping it would never teach how a reply begins.
+    Truncation keeps the beginning.
     """
     text, spans = trained_spans(example, tok)
     ids, offsets = tok.encode(text)
     mask = [0] * len(ids)
     eos_trained = True
     for start, end in spans:
-        turn = [i for i, (s, _) in enumerate(offsets) if start <= s < end]
+        turn = [i for i, (s, e) in enumerate(offsets) if s < end and max(e, s + 1) > start]
         for i in turn:
             mask[i] = 1
         if not turn or ids[turn[-1]] not in tok.stop_ids:

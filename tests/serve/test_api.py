@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import httpx
 import openai
@@ -74,12 +76,39 @@ def test_files_paginate_with_after_and_order(alpha, tmp_path):
     assert [f.id for f in alpha.files.list(purpose="user_data", limit=2, order="asc")] == ids  # auto-paging
 
 
-def test_uploads_over_the_limit_are_refused(alpha, tmp_path):
+def chunked_multipart(payload: bytes, boundary: str = "tunery-test-boundary"):
+    """A multipart body sent without a Content-Length, so only counting while receiving can stop it."""
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+    ).encode()
+    for start in range(0, len(payload), 64 * 1024):
+        yield payload[start : start + 64 * 1024]
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_uploads_over_the_limit_are_refused_and_leave_nothing(alpha, server, tmp_path):
+    files_dir = server.home / "files"
+    before = sorted(files_dir.iterdir())
     path = tmp_path / "big.jsonl"
     path.write_bytes(b"x" * (MiB + MiB // 2))
     with pytest.raises(openai.APIStatusError) as err:
         alpha.files.create(file=path.open("rb"), purpose="fine-tune")
-    assert err.value.status_code == 413
+    assert err.value.status_code == 413 and err.value.body["code"] == "file_too_large"
+    # Streamed without a declared length, the upload is cut at the limit while it arrives.
+    response = httpx.post(
+        f"{server.base_url}/files",
+        content=chunked_multipart(path.read_bytes()),
+        headers={
+            "Authorization": "Bearer sk-alpha",
+            "Content-Type": "multipart/form-data; boundary=tunery-test-boundary",
+        },
+        timeout=60,
+    )
+    assert response.status_code == 413 and response.json()["error"]["code"] == "file_too_large"
+    assert "1048576 bytes" in response.json()["error"]["message"]
+    assert sorted(files_dir.iterdir()) == before  # no partial file left behind
+    assert path.name not in [f.filename for f in alpha.files.list()]
 
 
 def test_a_client_filename_is_never_used_as_a_path(alpha, server, tmp_path):
@@ -179,6 +208,14 @@ def test_job_states_pagination_and_metadata_filter(alpha, training_file):
     assert [j.id for j in page.data] == [created[2].id, created[1].id] and page.has_more
     assert [j.id for j in page.get_next_page().data] == [first.id]
     assert [j.id for j in alpha.fine_tuning.jobs.list(metadata={"i": "1"})] == [created[1].id]
+    # OpenAI's literal `metadata=null` lists the jobs without metadata.
+    plain = alpha.fine_tuning.jobs.create(model="tiny", training_file=training_file.id)
+    without = list(alpha.fine_tuning.jobs.list(extra_query={"metadata": "null"}))
+    assert plain.id in [j.id for j in without] and all(not j.metadata for j in without)
+    assert not {j.id for j in created} & {j.id for j in without}
+    with pytest.raises(openai.BadRequestError, match="metadata"):
+        alpha.fine_tuning.jobs.list(extra_query={"metadata": "yes"})
+    alpha.fine_tuning.jobs.cancel(plain.id)
 
     with pytest.raises(openai.ConflictError, match="cannot be paused"):
         alpha.fine_tuning.jobs.pause(first.id)
@@ -241,6 +278,58 @@ def test_chat_sampling_options(alpha):
     stopped = alpha.chat.completions.create(**sample, stop=[text[cut : cut + 2]])
     assert stopped.choices[0].message.content == text[:cut]
     assert stopped.choices[0].finish_reason == "stop"
+    # top_p keeps only the most likely token once the nucleus is tiny: sampling becomes greedy.
+    greedy = alpha.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0)
+    nucleus = alpha.chat.completions.create(model="tiny", messages=messages, max_tokens=24, top_p=1e-6, seed=4)
+    assert nucleus.choices[0].message.content == greedy.choices[0].message.content
+    assert texts[0] != greedy.choices[0].message.content  # whereas the full nucleus samples
+
+
+def test_n_choices_stream_each_and_a_seed_repeats_them(alpha):
+    request = dict(model="tiny", messages=[{"role": "user", "content": "Tell me a story"}], n=2, seed=11)
+    request |= dict(temperature=1.0, max_completion_tokens=16)
+    plain = alpha.chat.completions.create(**request)
+    texts = [c.message.content for c in plain.choices]
+    assert texts[0] != texts[1]  # two samples, not one copied
+    assert plain.usage.completion_tokens <= 2 * 16
+    streamed, finishes = ["", ""], [None, None]
+    for chunk in alpha.chat.completions.create(**request, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+            finishes[choice.index] = choice.finish_reason or finishes[choice.index]
+    assert streamed == texts  # the same seed, the same two samples, streamed per choice
+    assert finishes == [c.finish_reason for c in plain.choices]
+
+
+def test_the_event_loop_answers_while_a_long_completion_generates(alpha, server):
+    """Generation runs off the event loop: other requests are answered while tokens still stream."""
+    arrivals: list[float] = []
+    first_delta = threading.Event()
+
+    def read_stream() -> None:
+        # Greedy on "hello there" makes the tiny model repeat newlines until the length limit.
+        stream = alpha.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hello there"}],
+            temperature=0,
+            max_tokens=450,
+            stream=True,
+        )
+        for chunk in stream:
+            arrivals.append(time.monotonic())
+            if chunk.choices and chunk.choices[0].delta.content:
+                first_delta.set()
+
+    reader = threading.Thread(target=read_stream)
+    reader.start()
+    assert first_delta.wait(120)
+    models = alpha.models.list()
+    health = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=30)
+    answered = time.monotonic()
+    reader.join(120)
+    assert "tiny" in [m.id for m in models] and health.status_code == 200
+    later = [t for t in arrivals if t > answered]
+    assert len(later) > 10  # the completion was still streaming when both answers came back
 
 
 def test_chat_errors_are_openai_shaped(alpha):

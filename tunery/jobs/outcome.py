@@ -71,9 +71,23 @@ def resolved_hyperparameters(home: Home, job: JobRecord) -> dict:
     for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
         if config.get(key) not in (None, "auto"):
             resolved[key] = config[key]
+    if resolved.get("learning_rate_multiplier") == "auto":
+        resolved["learning_rate_multiplier"] = resolved_multiplier(config)
     if job.method.get("type") == "dpo" and (config.get("dpo") or {}).get("beta") is not None:
         resolved["beta"] = config["dpo"]["beta"]
     return resolved
+
+
+def resolved_multiplier(config: dict) -> float | str:
+    """The multiplier an "auto" job ran with: its resolved learning rate over the method's base
+    rate (the trainer folds the multiplier into `learning_rate`); "auto" if the config lacks it."""
+    from tunery.train.plan import BASE_LR
+
+    base = BASE_LR.get((config.get("method"), config.get("adapter")))
+    rate = config.get("learning_rate")
+    if base is None or not isinstance(rate, int | float):
+        return "auto"
+    return round(rate / base, 6)
 
 
 def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:

@@ -99,8 +99,16 @@ class Store(Protocol):
     def get_job(self, job_id: str, org: str | None = None) -> JobRecord | None: ...
 
     def list_jobs(
-        self, org: str, *, after: str | None = None, limit: int = 20, metadata: dict[str, str] | None = None
-    ) -> Page[JobRecord]: ...
+        self,
+        org: str,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        metadata: dict[str, str] | None = None,
+        without_metadata: bool = False,
+    ) -> Page[JobRecord]:
+        """Newest first; `metadata` keeps jobs holding every pair, `without_metadata` jobs with none."""
+        ...
 
     def jobs_in(self, statuses: Collection[str]) -> list[JobRecord]:
         """All jobs (any organisation) in these statuses, oldest first."""

@@ -302,9 +302,17 @@ class SQLStore:
         return self._one(JobRecord, "SELECT * FROM jobs WHERE id = ? AND org = ?", (job_id, org))
 
     def list_jobs(
-        self, org: str, *, after: str | None = None, limit: int = 20, metadata: dict[str, str] | None = None
+        self,
+        org: str,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        metadata: dict[str, str] | None = None,
+        without_metadata: bool = False,
     ) -> Page[JobRecord]:
         where, params = "org = ?", [org]
+        if without_metadata:
+            where += " AND (jobs.metadata IS NULL OR jobs.metadata = '{}')"
         pairs = self.db.json_pairs.format("jobs.metadata")
         for key, value in (metadata or {}).items():
             # Keys and values stay bound parameters: no JSON-path quoting to get wrong.

@@ -15,12 +15,12 @@ from tunery.errors import TuneryError
 from tunery.serve.app import server_of
 from tunery.serve.auth import current_org
 from tunery.serve.errors import APIError, not_found
+from tunery.serve.pagination import cursor_page
 from tunery.serve.types.files import FileDeleted, FileObject, FilePurpose
 from tunery.serve.types.shared import CursorPage
 from tunery.serve.upload import receive_upload
 from tunery.store import FileRecord
 from tunery.store.ids import new_id
-from tunery.store.records import UnknownCursor
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -81,7 +81,11 @@ async def create_file(request: Request, org: str = Depends(current_org)) -> File
             with server.store.transaction() as tx:
                 tx.add_file(record)
 
-        await run_in_threadpool(save)
+        try:
+            await run_in_threadpool(save)
+        except BaseException:
+            target.unlink(missing_ok=True)  # bytes no record names would never be cleaned up
+            raise
     finally:
         if upload.path is not None:
             upload.path.unlink(missing_ok=True)
@@ -97,11 +101,13 @@ def list_files(
     order: Literal["asc", "desc"] = "desc",
     purpose: str | None = None,
 ) -> CursorPage[FileObject]:
-    try:
-        page = server_of(request).store.list_files(org, purpose=purpose, after=after, limit=limit, order=order)
-    except UnknownCursor:
-        raise not_found("file", after, param="after") from None
-    return CursorPage.of([FileObject.of(f) for f in page.items], page.has_more)
+    store = server_of(request).store
+    return cursor_page(
+        lambda: store.list_files(org, purpose=purpose, after=after, limit=limit, order=order),
+        FileObject.of,
+        "file",
+        after,
+    )
 
 
 def _own_file(request: Request, file_id: str, org: str) -> FileRecord:

@@ -19,6 +19,7 @@ from tunery.jobs.states import move, sources_of
 from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
 from tunery.serve.errors import APIError, not_found
+from tunery.serve.pagination import cursor_page
 from tunery.serve.types.fine_tuning import (
     DpoMethod,
     FineTuningJob,
@@ -30,7 +31,6 @@ from tunery.serve.types.fine_tuning import (
 from tunery.serve.types.shared import CursorPage
 from tunery.store import JobRecord
 from tunery.store.ids import new_id
-from tunery.store.records import UnknownCursor
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -166,15 +166,20 @@ def _write_config(path: Path, config: dict) -> None:
     atomic_write(path, yaml.safe_dump(config, sort_keys=False))
 
 
-def _metadata_filter(request: Request) -> dict[str, str]:
-    """`metadata[key]=value` query pairs, as the client sends a metadata filter."""
-    found = {}
+def _metadata_filter(request: Request) -> dict[str, str] | None:
+    """`metadata[key]=value` query pairs, as the client sends a metadata filter; None for the
+    literal `metadata=null`, which OpenAI defines as "jobs without metadata"."""
+    found, null = {}, False
     for key, value in request.query_params.multi_items():
         if key.startswith("metadata[") and key.endswith("]"):
             found[key[len("metadata[") : -1]] = value
+        elif key == "metadata" and value == "null":
+            null = True
         elif key == "metadata":
-            raise APIError(400, "filter metadata as metadata[key]=value", param="metadata")
-    return found
+            raise APIError(400, "filter metadata as metadata[key]=value, or metadata=null", param="metadata")
+    if null and found:
+        raise APIError(400, "send metadata=null or metadata[key]=value filters, not both", param="metadata")
+    return None if null else found
 
 
 @router.get("", response_model=CursorPage[FineTuningJob])
@@ -182,11 +187,15 @@ def list_jobs(
     request: Request, org: str = Depends(current_org), after: str | None = None, limit: int = Query(20, ge=1, le=100)
 ) -> CursorPage[FineTuningJob]:
     store = server_of(request).store
-    try:
-        page = store.list_jobs(org, after=after, limit=limit, metadata=_metadata_filter(request))
-    except UnknownCursor:
-        raise not_found("fine-tuning job", after, param="after") from None
-    return CursorPage.of([FineTuningJob.of(j) for j in page.items], page.has_more)
+    metadata = _metadata_filter(request)
+    return cursor_page(
+        lambda: store.list_jobs(
+            org, after=after, limit=limit, metadata=metadata or {}, without_metadata=metadata is None
+        ),
+        FineTuningJob.of,
+        "fine-tuning job",
+        after,
+    )
 
 
 def _own_job(request: Request, job_id: str, org: str) -> JobRecord:
@@ -272,11 +281,10 @@ def list_events(
     limit: int = Query(20, ge=1, le=1000),
 ) -> CursorPage[FineTuningJobEvent]:
     _own_job(request, job_id, org)
-    try:
-        page = server_of(request).store.list_events(job_id, after=after, limit=limit)
-    except UnknownCursor:
-        raise not_found("event", after, param="after") from None
-    return CursorPage.of([FineTuningJobEvent.of(e) for e in page.items], page.has_more)
+    store = server_of(request).store
+    return cursor_page(
+        lambda: store.list_events(job_id, after=after, limit=limit), FineTuningJobEvent.of, "event", after
+    )
 
 
 @router.get("/{job_id}/checkpoints", response_model=CursorPage[FineTuningJobCheckpoint])
@@ -288,8 +296,10 @@ def list_checkpoints(
     limit: int = Query(10, ge=1, le=100),
 ) -> CursorPage[FineTuningJobCheckpoint]:
     _own_job(request, job_id, org)
-    try:
-        page = server_of(request).store.list_checkpoints(job_id, after=after, limit=limit)
-    except UnknownCursor:
-        raise not_found("checkpoint", after, param="after") from None
-    return CursorPage.of([FineTuningJobCheckpoint.of(c) for c in page.items], page.has_more)
+    store = server_of(request).store
+    return cursor_page(
+        lambda: store.list_checkpoints(job_id, after=after, limit=limit),
+        FineTuningJobCheckpoint.of,
+        "checkpoint",
+        after,
+    )

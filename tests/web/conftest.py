@@ -108,8 +108,14 @@ def dashboard(tmp_path_factory, tiny_model_dir) -> Iterator[Dashboard]:
     try:
         alpha = server.client("sk-alpha")
         train_file = alpha.files.create(file=train.open("rb"), purpose="fine-tune")
+        valid_file = alpha.files.create(file=valid.open("rb"), purpose="fine-tune")
         job = alpha.fine_tuning.jobs.create(
-            model="tiny", training_file=train_file.id, suffix="web", seed=7, method=SHORT_JOB
+            model="tiny",
+            training_file=train_file.id,
+            validation_file=valid_file.id,
+            suffix="web",
+            seed=7,
+            method=SHORT_JOB,
         )
         evaluated = pool.submit(_finish_and_compare, server, job.id, train, held_out, home_env)
         yield Dashboard(

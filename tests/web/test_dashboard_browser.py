@@ -7,11 +7,13 @@ comparison, and follow every link. Each page leaves a screenshot in test-artifac
 
 from __future__ import annotations
 
+import json
 import re
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx
 from browsing import screenshot
+from builders import write_chat_dataset
 from playwright.sync_api import expect
 
 from tunery.data.formats import to_example
@@ -50,6 +52,25 @@ def test_upload_with_progress_then_read_the_report(open_page, dashboard, tmp_pat
     expect(page.locator("#files-table")).to_contain_text(file_id)
     STATE["valid_file"] = file_id
 
+    # A slow uplink (Chromium's own throttling) makes the progress bar visible part-way.
+    big = write_chat_dataset(tmp_path / "big.jsonl", 600, seed=9)  # about 110 KB
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 40_000},
+    )
+    page.set_input_files("#upload-form input[type=file]", str(big))
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_function(
+        "() => { const bar = document.querySelector('#upload-progress');"
+        " return !bar.hidden && +bar.value > 0 && +bar.value < 100; }"
+    )
+    expect(page.locator("#upload-status")).to_contain_text(" of ")
+    screenshot(page, "10-upload-progress")
+    expect(page.locator("#upload-message")).to_contain_text("big.jsonl uploaded as", timeout=60_000)
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
     lines = dashboard.train.read_text().splitlines()[:20]
     lines[5] = '{"messages": [{"role": "usr", "content": "hi"}, {"role": "assistant", "content": "x"}]}'
     lines[8] = lines[8][:-1]
@@ -84,38 +105,81 @@ def test_token_view_highlights_exactly_the_trained_tokens(open_page, dashboard, 
     screenshot(page, "12-file-report")
 
 
-def _plotted(page) -> int:
-    return int(page.locator("#charts svg").first.get_attribute("data-points") or 0)
+def _plotted(page, series: str = "train") -> int:
+    """How many points of a series the Loss chart (the first) shows."""
+    values = page.locator(f'#charts svg >> nth=0 >> path[data-series="{series}"]')
+    return len(json.loads(values.get_attribute("data-values"))) if values.count() else 0
 
 
-def test_start_a_job_and_watch_its_curve_grow_then_cancel_it(open_page, dashboard):
+def _wait_for_more(page, series: str, than: int, timeout: int) -> None:
+    page.wait_for_function(
+        """([series, than]) => {
+            const path = document.querySelector(`#charts svg path[data-series="${series}"]`);
+            return path && JSON.parse(path.dataset.values).length > than;
+        }""",
+        arg=[series, than],
+        timeout=timeout,
+    )
+
+
+def test_start_a_job_watch_both_curves_grow_pause_resume_and_cancel_it(open_page, dashboard):
     page = open_page()
     page.goto("/")
     page.get_by_role("button", name="New job").click()
     form = page.locator("#new-job")
     form.locator("select[name=model]").select_option("tiny")
-    train = page.locator("select[name=training_file] option", has_text=STATE["valid_file"]).get_attribute("value")
+    option = "select[name={}] option"
+    train = page.locator(option.format("training_file"), has_text="train.jsonl").first.get_attribute("value")
+    valid = page.locator(option.format("validation_file"), has_text=STATE["valid_file"]).get_attribute("value")
     form.locator("select[name=training_file]").select_option(train)
+    form.locator("select[name=validation_file]").select_option(valid)
     form.locator("input[name=batch_size]").fill("2")
-    form.locator("textarea[name=tunery]").fill('{"max_steps": 200, "save_every": 5, "eval_every": 4, "lora": {"r": 4}}')
+    form.locator("textarea[name=tunery]").fill('{"max_steps": 200, "save_every": 3, "eval_every": 2, "lora": {"r": 4}}')
     form.get_by_role("button", name="Start job").click()
     page.wait_for_url(re.compile(r"/jobs/ftjob-"))
     STATE["job"] = page.url.rsplit("/", 1)[1]
 
-    # Polled every 1.5 s: the first points appear, then more, without reloading the page.
-    page.wait_for_function("() => +document.querySelector('#charts svg')?.dataset.points > 0", timeout=240_000)
-    first = _plotted(page)
-    page.wait_for_function(f"() => +document.querySelector('#charts svg').dataset.points > {first}", timeout=120_000)
-    assert _plotted(page) > first
+    # Polled every 1.5 s: the first points appear, then more, without reloading the page, for the
+    # training curve and for the validation curve (measured every eval_every steps).
+    _wait_for_more(page, "train", 0, timeout=240_000)
+    _wait_for_more(page, "validation", 0, timeout=120_000)
+    first_train, first_valid = _plotted(page, "train"), _plotted(page, "validation")
+    _wait_for_more(page, "train", first_train, timeout=120_000)
+    _wait_for_more(page, "validation", first_valid, timeout=120_000)
     expect(page.locator("#status")).to_have_text("running")
     expect(page.locator("#events")).to_contain_text("Step ")
     expect(page.locator("#config")).to_contain_text("max_steps")
+    expect(page.locator("#config")).to_contain_text(valid)  # the validation file the trainer used
+    for chart in ("Token accuracy", "Learning rate", "Throughput"):
+        expect(page.locator("#charts")).to_contain_text(chart)
     screenshot(page, "20-job-running")
+
+    # The list shows it too: running, with a progress bar and an ETA.
+    jobs = open_page()
+    jobs.goto("/")
+    row = jobs.locator("#jobs-table tr", has_text=STATE["job"])
+    expect(row).to_contain_text("running")
+    expect(row).to_contain_text("ETA")
+    assert int(row.get_by_role("progressbar").get_attribute("aria-valuemax")) > 0
+    screenshot(jobs, "05-jobs-list")
+
+    # Pause: the trainer checkpoints and stops; resume continues from that checkpoint.
+    page.locator("#pause-button").click()
+    expect(page.locator("#status")).to_have_text("paused", timeout=120_000)
+    expect(page.locator("#resume-button")).to_be_enabled()
+    expect(page.locator("#pause-button")).to_be_disabled()
+    screenshot(page, "22-job-paused")
+    at_pause = _plotted(page, "train")
+    page.locator("#resume-button").click()
+    expect(page.locator("#status")).to_have_text(re.compile("queued|running"))
+    _wait_for_more(page, "train", at_pause, timeout=240_000)
+    expect(page.locator("#status")).to_have_text("running")
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#cancel-button").click()
     expect(page.locator("#status")).to_have_text("cancelled", timeout=60_000)
     expect(page.locator("#cancel-button")).to_be_disabled()
+    expect(page.locator("#resume-button")).to_be_disabled()
 
 
 def test_playground_streams_two_models_side_by_side(open_page, dashboard):
@@ -181,37 +245,51 @@ def test_monitoring_page_says_how_to_turn_it_on(open_page):
     screenshot(page, "50-monitoring")
 
 
-def test_no_dead_links_on_any_page(open_page, dashboard):
-    job, _ = dashboard.evaluated.result(timeout=600)
+def _is_page(path: str) -> bool:
+    """A dashboard page (rendered by the browser) rather than an asset, the API or its docs."""
+    return path in ("/", "/files", "/eval", "/playground", "/monitoring") or path.startswith(("/jobs/", "/files/"))
+
+
+def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboard):
+    """Follow every link, stylesheet, script and image from / outwards: each page opens without an
+    error state, and everything else it refers to answers 200."""
+    dashboard.evaluated.result(timeout=600)
     page = open_page()
-    pages = [
-        "/",
-        "/files",
-        f"/files/{STATE['valid_file']}?model=tiny",
-        f"/jobs/{STATE['job']}",
-        f"/jobs/{job.id}",
-        "/eval",
-        "/playground",
-        "/monitoring",
-    ]
-    links: set[str] = set()
-    for path in pages:
-        page.goto(path)
+    queue, seen, other = ["/"], {"/"}, set()
+    visited = 0
+    while queue:
+        target = queue.pop(0)
+        visited += 1
+        assert visited <= 100, f"the crawl did not end: {sorted(seen)}"
+        page.goto(target)
         page.wait_for_load_state("networkidle")
         expect(page.locator(".state.loading")).to_have_count(0)
-        expect(page.locator(".state.error")).to_have_count(0)
-        links.update(page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)"))
-        if path == f"/jobs/{job.id}":
+        expect(page.locator(".state.error")).to_have_count(0)  # a detail page whose id is not ours shows one
+        if target == f"/jobs/{dashboard.short_job_id}":
+            expect(page.locator('#charts path[data-series="validation"]').first).to_be_attached()
             screenshot(page, "21-job-succeeded")
-    assert len(links) > 15
+        parsed = urlparse(target)
+        if parsed.path == "/playground" and (model := parse_qs(parsed.query).get("model")):
+            expect(page.locator("select[name=model-B], select[name=model-A]").first).to_be_attached()
+            assert page.locator(f'[data-pane] option[value="{model[0]}"]').count() > 0, target
+        refs = page.eval_on_selector_all(
+            "a[href], link[href], script[src], img[src]", "nodes => nodes.map(n => n.href || n.src)"
+        )
+        for ref in refs:
+            url = urlparse(urljoin(dashboard.url + target, ref))
+            assert f"{url.scheme}://{url.netloc}" == dashboard.url, f"{target} links out of the server: {ref}"
+            local = url.path + (f"?{url.query}" if url.query else "")  # a #fragment is the same page
+            if _is_page(url.path):
+                if local not in seen:
+                    seen.add(local)
+                    queue.append(local)
+            else:
+                other.add(local)
+    assert {"/files", "/eval", "/playground", "/monitoring"} <= seen
+    assert any(p.startswith("/jobs/") for p in seen) and any(p.startswith("/files/") for p in seen)
+    assert any(p.startswith("/playground?model=ft") for p in seen)  # ft:..., URL-encoded
     headers = {"Authorization": "Bearer sk-alpha"}
-    for link in sorted(links):
-        assert link.startswith(dashboard.url), f"a link leaves the server: {link}"
-        response = httpx.get(urljoin(dashboard.url, link), headers=headers, timeout=60)
-        assert response.status_code == 200, f"{link} → {response.status_code}"
-    # Detail pages are HTML for any id; the ids they link to must also exist for this organisation.
-    for link in sorted(links):
-        for kind, api in (("/jobs/", "/v1/fine_tuning/jobs/"), ("/files/", "/v1/files/")):
-            path = link.removeprefix(dashboard.url).split("?")[0].split("#")[0]
-            if path.startswith(kind):
-                assert httpx.get(dashboard.url + api + path[len(kind) :], headers=headers).status_code == 200, link
+    for local in sorted(other):
+        response = httpx.get(dashboard.url + local, headers=headers, timeout=60)
+        assert response.status_code == 200, f"{local} → {response.status_code}"
+    assert any(p.startswith("/ui/") for p in other) and "/docs" in other

@@ -103,14 +103,29 @@ export function empty(target, title, ...body) {
 
 /** An error state: what failed, the server's message, and a retry button when given one. */
 export function failed(target, error, retry) {
-  const unauthorized = error instanceof ApiError && error.status === 401;
+  const status = error instanceof ApiError ? error.status : null;
+  const key = getKey();
+  let title = "Something went wrong";
+  let text = error.message;
+  if (status === 401 && key) {
+    title = "This API key was not accepted";
+    text = `The server refused the key stored in this browser (${key.slice(0, 6)}…). Enter a valid key at the top right.`;
+  } else if (status === 401) {
+    title = "An API key is needed";
+    text = "This server requires an API key. Enter yours in the box at the top right.";
+  } else if (status === 404) {
+    title = "Not found";
+  } else if (status === 0) {
+    title = "The server cannot be reached";
+  }
+  const home = status === 404 ? el("a", { href: "/" }, "Back to the jobs") : null;
   target.replaceChildren(
     el(
       "div",
       { class: "state error", role: "alert" },
-      el("h3", {}, unauthorized ? "An API key is needed" : "Something went wrong"),
-      el("p", {}, unauthorized ? "This server requires an API key. Enter yours in the box at the top right." : error.message),
-      retry && !unauthorized ? el("button", { type: "button", onclick: retry }, "Try again") : null,
+      el("h3", {}, title),
+      el("p", {}, text),
+      retry && status !== 401 && status !== 404 ? el("button", { type: "button", onclick: retry }, "Try again") : home,
     ),
   );
 }
@@ -208,7 +223,7 @@ function keyNeeded() {
     input.classList.add("attention");
     input.focus();
   } else {
-    renderKeybar(true);
+    renderKeybar(true, getKey() ? "key not accepted" : "");
   }
 }
 
@@ -224,7 +239,7 @@ async function showIdentity(target) {
   }
 }
 
-function renderKeybar(editing = false) {
+function renderKeybar(editing = false, problem = "") {
   const bar = document.getElementById("keybar");
   const key = getKey();
   if (key && !editing) {
@@ -245,9 +260,10 @@ function renderKeybar(editing = false) {
     input,
     el("button", { type: "submit" }, "Use key"),
   );
-  const who = el("span", { class: "who" });
+  const who = el("span", { class: problem ? "who bad" : "who" }, problem);
   bar.replaceChildren(form, who);
   if (!key) showIdentity(who);
+  if (problem) input.focus();
 }
 
 /** Every page calls this first. */

@@ -24,6 +24,25 @@ export function niceTicks(min, max, count = 5) {
   return ticks;
 }
 
+const HOUR = 3600;
+const TIME_STEPS = [HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 24 * HOUR, 2 * 24 * HOUR, 7 * 24 * HOUR, 14 * 24 * HOUR, 30 * 24 * HOUR];
+
+/** Ticks for Unix seconds at round local hours or midnights, about `count` of them. */
+export function timeTicks(min, max, count = 5) {
+  const step = TIME_STEPS.find((s) => s >= (max - min) / count) || TIME_STEPS[TIME_STEPS.length - 1];
+  const start = new Date(min * 1000);
+  if (step >= 24 * HOUR) start.setHours(0, 0, 0, 0);
+  else start.setMinutes(0, 0, 0);
+  const ticks = [];
+  // Whole days are stepped by the calendar, so a daylight-saving change does not shift midnight.
+  for (let t = new Date(start); t.getTime() / 1000 <= max; ) {
+    if (t.getTime() / 1000 >= min) ticks.push(t.getTime() / 1000);
+    if (step >= 24 * HOUR) t.setDate(t.getDate() + step / (24 * HOUR));
+    else t.setTime(t.getTime() + step * 1000);
+  }
+  return ticks;
+}
+
 function label(value) {
   const a = Math.abs(value);
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return value.toExponential(1);
@@ -38,10 +57,11 @@ function frame(width, height, title, xLabel) {
 }
 
 /**
- * lineChart({title, xLabel, series: [{name, points: [[x, y], ...], color, dots}], height, log})
- * Points with a null or non-finite y are skipped. Returns an <svg>.
+ * lineChart({title, xLabel, series: [{name, points: [[x, y], ...], color, dots}], height, xTime})
+ * Points with a null or non-finite y are skipped; xTime: x is Unix seconds, ticked at round hours
+ * or days. Returns an <svg>.
  */
-export function lineChart({ title, xLabel = "step", series, width = 560, height = 230, yFormat = label, xFormat = label }) {
+export function lineChart({ title, xLabel = "step", series, width = 560, height = 230, yFormat = label, xFormat = label, xTime = false }) {
   const root = frame(width, height, title, xLabel);
   const clean = series.map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) }));
   const all = clean.flatMap((s) => s.points);
@@ -63,7 +83,10 @@ export function lineChart({ title, xLabel = "step", series, width = 560, height 
     root.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: Y(t), y2: Y(t), class: "grid" }));
     root.append(svg("text", { x: PAD.left - 6, y: Y(t) + 4, class: "tick", "text-anchor": "end" }, yFormat(t)));
   }
-  for (const t of niceTicks(x0, x1, 6).filter((t) => t >= x0 && t <= x1)) {
+  // Steps are whole numbers, so their ticks are too: no "step 1.5" on a four-step run.
+  const wholeX = all.every(([x]) => Number.isInteger(x));
+  const xTicks = xTime ? timeTicks(x0, x1, 5) : niceTicks(x0, x1, 6).filter((t) => !wholeX || Number.isInteger(t));
+  for (const t of xTicks.filter((t) => t >= x0 && t <= x1)) {
     root.append(svg("text", { x: X(t), y: height - PAD.bottom + 16, class: "tick", "text-anchor": "middle" }, xFormat(t)));
   }
   root.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: height - PAD.bottom, y2: height - PAD.bottom, class: "axis" }));
@@ -79,7 +102,9 @@ export function lineChart({ title, xLabel = "step", series, width = 560, height 
     const color = s.color;
     if (s.points.length) {
       const d = s.points.map(([x, y], j) => `${j ? "L" : "M"}${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join("");
-      root.append(svg("path", { d, class: "line", stroke: color, "data-series": s.name }));
+      // data-values holds the plotted numbers as they came from the server, so a test can hold
+      // the browser's curve against the CSV and metrics.jsonl it was drawn from.
+      root.append(svg("path", { d, class: "line", stroke: color, "data-series": s.name, "data-values": JSON.stringify(s.points) }));
       if (s.dots || s.points.length === 1) {
         for (const [x, y] of s.points) {
           const dot = svg("circle", { cx: X(x), cy: Y(y), r: 3.2, fill: color, class: "dot" });

@@ -135,6 +135,7 @@ function header() {
   const total = last?.total_steps || 0;
   const done = job.status === "succeeded" ? total : last?.step || 0;
   const hp = job.hyperparameters || {};
+  const used = state.details.run_config;
   const type = job.method?.type || "supervised";
   const fileLink = (id) => el("a", { href: `/files/${id}`, class: "mono" }, id);
   const fact = (k, v) => el("div", {}, el("dt", {}, k), el("dd", {}, v));
@@ -147,7 +148,9 @@ function header() {
       fact(job.finished_at ? "Finished" : "ETA", job.finished_at ? fmt.time(job.finished_at) : job.status === "running" ? fmt.until(job.estimated_finish) : "–"),
       fact("Base model", job.model),
       fact("Method", `${type} · ${state.details.run_config?.adapter || job.method?.[type]?.tunery?.adapter || "lora"}`),
-      fact("Epochs / batch / LR ×", `${show(hp.n_epochs)} / ${show(hp.batch_size)} / ${show(hp.learning_rate_multiplier)}`),
+      // What the trainer used once it has started (auto resolved), what was requested before.
+      used ? fact("Epochs / batch / learning rate", `${show(used.n_epochs)} / ${show(used.batch_size)} / ${show(used.learning_rate)}`)
+        : fact("Epochs / batch / LR ×", `${show(hp.n_epochs)} / ${show(hp.batch_size)} / ${show(hp.learning_rate_multiplier)}`),
       fact("Seed", String(job.seed)),
       fact("Trained tokens", fmt.num(job.trained_tokens)),
       fact("Training file", fileLink(job.training_file)),

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,8 +131,11 @@ def _convert_gguf_cached(gguf: Path, *, name: str, source: str | None = None) ->
     with FileLock(str(target) + ".lock"):
         if (target / MANIFEST).is_file():  # another process finished it while we waited
             return target
+        # Holding the lock, nobody else converts this model: any temp dir left is from a
+        # conversion that was killed, and can be hundreds of MB.
+        for stale in target.parent.glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
             _convert_gguf(gguf, tmp, source=source or str(gguf))
             shutil.rmtree(target, ignore_errors=True)  # a stale dir without a manifest
@@ -145,8 +149,13 @@ def _convert_gguf(gguf: Path, out: Path, *, source: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers reads a tokenizer.json or config.json lying next to the GGUF in preference to
+    # the GGUF's own metadata (a Hub repo often holds both), which would silently pair these
+    # weights with another tokenizer. So it sees a directory holding nothing but the GGUF.
+    with tempfile.TemporaryDirectory(prefix="tunery-gguf-") as alone:
+        (Path(alone) / gguf.name).symlink_to(gguf.resolve())
+        tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(alone, gguf_file=gguf.name, dtype=torch.float32)
     # The model is dequantised in memory; the GGUF marker would make save_pretrained refuse it.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -166,9 +175,9 @@ def _convert_gguf(gguf: Path, out: Path, *, source: str) -> None:
 
 
 def _download_hub(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import errors, snapshot_download
 
+    try:
         return Path(
             snapshot_download(
                 repo_id,
@@ -176,9 +185,21 @@ def _download_hub(repo_id: str) -> Path:
             )
         )
     except Exception as exc:  # network, auth, missing repo: all mean "cannot use this reference"
+        if isinstance(exc, errors.LocalEntryNotFoundError):
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            cause = exc.__cause__ or exc.__context__
+            why = "HF_HUB_OFFLINE is set" if offline else f"no network: {cause or exc}".splitlines()[0]
+            reason = f"the Hub cannot be reached ({why}) and the model is not in the local Hugging Face cache"
+        elif isinstance(exc, errors.GatedRepoError):
+            reason = "the model is gated: accept its licence on the Hub and log in with `hf auth login`"
+        elif isinstance(exc, errors.RepositoryNotFoundError):
+            reason = "no such model on the Hub (or it is private and you are not logged in)"
+        else:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise TuneryError(
-            f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {str(exc)[:200]})",
-            hint=f"check the id and your network, or use the embedded default {DEFAULT_MODEL!r}",
+            f"could not fetch {repo_id!r} from the Hugging Face Hub: {reason}",
+            hint=f"use the embedded default {DEFAULT_MODEL!r} (works offline), a local model directory "
+            "or a .gguf file; `tunery models list` shows what is here",
         ) from None
 
 
@@ -276,6 +297,8 @@ def list_models() -> list[ModelInfo]:
         except TuneryError:
             continue
     for path in sorted(models_dir().iterdir()):
+        if path.name.startswith("."):  # a conversion in progress (or killed), never a model
+            continue
         if path.is_dir() and (path / MANIFEST).is_file() and path.name not in infos:
             infos[path.name] = describe_model(path.name, path)
     return list(infos.values())
@@ -288,7 +311,5 @@ def load_model(path: Path, *, dtype=None, device: str = "cpu"):
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # a bar per load tells a user nothing
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype or torch.float32, attn_implementation="sdpa"
-    )
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, attn_implementation="sdpa")
     return model.to(device)

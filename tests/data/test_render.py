@@ -30,7 +30,7 @@ LLAMA3 = (
     "{% for m in messages %}"
     "{{ '<|start_header_id|>' + ('ipython' if m['role'] == 'tool' else m['role']) + '<|end_header_id|>\\n\\n' }}"
     "{% if m.get('tool_calls') %}{% for c in m['tool_calls'] %}"
-    '{{ \'{"name": "\' + c[\'function\'][\'name\'] + \'", "parameters": \' + c[\'function\'][\'arguments\'] + \'}\' }}'
+    "{{ '{\"name\": \"' + c['function']['name'] + '\", \"parameters\": ' + c['function']['arguments'] + '}' }}"
     "{% endfor %}{% else %}{{ m['content'] | trim }}{% endif %}"
     "{{ '<|eot_id|>' }}"
     "{% endfor %}"
@@ -101,7 +101,12 @@ TEMPLATES = {
         "<|eot_id|>",
     ),
     "mistral": (MISTRAL, {"bos_token": "<s>", "eos_token": "</s>"}, [], "</s>"),
-    "gemma": (GEMMA, {"bos_token": "<bos>", "eos_token": "<eos>"}, ["<end_of_turn>", "<start_of_turn>"], "<end_of_turn>"),
+    "gemma": (
+        GEMMA,
+        {"bos_token": "<bos>", "eos_token": "<eos>"},
+        ["<end_of_turn>", "<start_of_turn>"],
+        "<end_of_turn>",
+    ),
 }
 
 
@@ -254,7 +259,9 @@ def test_a_template_that_renders_a_turn_differently_in_context_is_refused(tmp_pa
 
 
 def test_a_template_that_refuses_a_role_raises_a_template_error(tmp_path):
-    refusing = "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}{% endfor %}"
+    refusing = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}{% endfor %}"
+    )
     tok = make_tokenizer(tmp_path / "refusing", refusing, {"eos_token": "</s>"})
     with pytest.raises(TemplateError, match="no system"):
         render_chat(two_turns(), tok)

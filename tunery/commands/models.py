@@ -18,7 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", help="the embedded default and every cached model")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     resolve = actions.add_parser("resolve", help="resolve MODEL (hub id, directory, .gguf, embedded name)")
-    resolve.add_argument("model")
+    resolve.add_argument(
+        "model", metavar="MODEL", help="smollm2-135m-instruct, a model directory, a .gguf file or a hub id"
+    )
     resolve.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -33,16 +35,32 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([{**vars(i), "path": str(i.path)} for i in infos], indent=2))
         return 0
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("model", "parameters", "context", "chat template", "path")
+    # Names are what users copy into --model: never cut them; paths fold onto more lines instead.
+    longest = max((len(i.name) for i in infos), default=5)
+    table = Table(
+        Column("model", no_wrap=True, min_width=longest),
+        "parameters",
+        "context",
+        "chat template",
+        Column("path", overflow="fold"),
+    )
     for i in infos:
         table.add_row(
             i.name,
-            f"{i.parameters / 1e6:.1f}M",
+            human_count(i.parameters),
             str(i.context_length or "?"),
             "yes" if i.has_chat_template else "no",
             str(i.path),
         )
     Console().print(table)
     return 0
+
+
+def human_count(n: int) -> str:
+    """11.1K, 134.5M, 1.7B: parameter counts as people quote them."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+import yaml
 from serving import wait_for_event, wait_for_status
 
 LONG = {"hyperparameters": {"n_epochs": 1000, "batch_size": 4}, "tunery": {"save_every": 100000}}
@@ -77,9 +78,12 @@ def finished_job(alpha, files, long_job):
     return wait_for_status(alpha, job.id, {"succeeded", "failed", "cancelled"})
 
 
-def test_the_job_succeeds_with_openai_fields(alpha, finished_job):
+def test_the_job_succeeds_with_openai_fields(server, alpha, finished_job):
     job = finished_job
     assert job.status == "succeeded", job.error
+    # The job's seed and validation file are what the trainer ran with.
+    resolved = yaml.safe_load((server.home / "jobs" / job.id / "run" / "config.yaml").read_text())
+    assert resolved["seed"] == 3 and resolved["validation"].endswith(f"/files/{job.validation_file}")
     assert job.fine_tuned_model == f"ft:tiny:org-alpha:wf:{job.id.removeprefix('ftjob-')}"
     assert job.trained_tokens > 0 and job.finished_at >= job.created_at and job.error is None
     assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 4 and job.seed == 3
@@ -249,6 +253,8 @@ def test_a_dpo_job_trains_on_preference_data(alpha, tmp_path):
     done = wait_for_status(alpha, job.id, {"succeeded", "failed"})
     assert done.status == "succeeded", done.error
     assert done.method.type == "dpo" and done.method.dpo.hyperparameters.beta == 0.2
+    # "auto" is reported as what the run used: DPO's LoRA base rate, times one.
+    assert done.hyperparameters.learning_rate_multiplier == 1.0 and done.hyperparameters.batch_size == 4
     reply = alpha.chat.completions.create(
         model=done.fine_tuned_model, max_tokens=3, messages=[{"role": "user", "content": "Classify ticket 1"}]
     )
@@ -272,3 +278,23 @@ def test_a_diverging_run_fails_with_a_nan_loss_error(alpha, files):
     assert "not finite" in failed.error.message and failed.fine_tuned_model is None
     last = next(iter(alpha.fine_tuning.jobs.list_events(job.id)))
     assert last.level == "error" and "not finite" in last.message
+
+
+def test_a_full_fine_tune_from_the_tunery_block_is_served_as_its_own_model(server, alpha, files):
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=files[0].id,
+        suffix="full",
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"batch_size": 4}, "tunery": {"adapter": "full", "max_steps": 2}},
+        },
+    )
+    done = wait_for_status(alpha, job.id, {"succeeded", "failed", "cancelled"})
+    assert done.status == "succeeded", done.error
+    final = server.home / "jobs" / job.id / "run" / "final"
+    assert (final / "config.json").is_file() and not (final / "adapter_config.json").exists()  # weights, no adapter
+    request = dict(messages=[{"role": "user", "content": "My invoice is wrong"}], temperature=0, max_tokens=6)
+    tuned = alpha.chat.completions.create(model=done.fine_tuned_model, **request)
+    step = alpha.chat.completions.create(model=f"{done.fine_tuned_model}:ckpt-step-2", **request)
+    assert tuned.choices[0].message.content == step.choices[0].message.content  # the final step is the model

@@ -97,11 +97,13 @@ def test_json_columns_round_trip_and_metadata_filter(store):
         tx.add_job(job_record("ftjob-1", metadata={"team": "red", "run": "1"}))
         tx.add_job(job_record("ftjob-2", metadata={"team": "blue"}))
         tx.add_job(job_record("ftjob-3"))
+        tx.add_job(job_record("ftjob-4", metadata={}))
     assert store.get_job("ftjob-1").metadata == {"team": "red", "run": "1"}
     assert store.get_job("ftjob-1").method == {"type": "supervised"}
     assert [j.id for j in store.list_jobs("a", metadata={"team": "red"}).items] == ["ftjob-1"]
     assert [j.id for j in store.list_jobs("a", metadata={"team": "red", "run": "2"}).items] == []
-    assert [j.id for j in store.list_jobs("a").items] == ["ftjob-3", "ftjob-2", "ftjob-1"]
+    assert [j.id for j in store.list_jobs("a").items] == ["ftjob-4", "ftjob-3", "ftjob-2", "ftjob-1"]
+    assert [j.id for j in store.list_jobs("a", without_metadata=True).items] == ["ftjob-4", "ftjob-3"]
 
 
 def test_a_checkpoint_step_is_recorded_once(store):

@@ -83,12 +83,30 @@ def test_shots_are_deterministic_by_seed_and_never_held_out(ticket_files, tmp_pa
     assert first != pick_shots(train, heldout, 5, seed=1, source="train.jsonl")
     assert all(shot[-1]["role"] == "assistant" and all(m["role"] != "system" for m in shot) for shot in first)
 
-    # A training file that contains the held-out examples themselves: those are never shots.
-    first_train_line = ticket_files["train"].read_text().splitlines(keepends=True)[0]
+
+def test_a_training_file_that_overlaps_the_held_out_set_never_leaks_a_question(ticket_files, tmp_path):
+    """The training file holds every held-out example verbatim, and every held-out question again
+    with another answer, another system prompt and stray spaces: all of those are leaks. One
+    genuine training example is left, and every seed must pick exactly it."""
+    heldout = load_heldout(ticket_files["heldout"])
+    disguised = [
+        {
+            "messages": [
+                {"role": "system", "content": "Another system prompt."},
+                {"role": "user", "content": f"  {item.prompt[-1]['content']} "},
+                {"role": "assistant", "content": "refund"},
+            ]
+        }
+        for item in heldout
+    ]
+    genuine = json.loads(ticket_files["train"].read_text().splitlines()[0])
     leaky = tmp_path / "leaky.jsonl"
-    leaky.write_text(ticket_files["heldout"].read_text() + first_train_line)
-    shots = pick_shots(load_examples(leaky), heldout, 1, seed=0, source=str(leaky))
-    assert shots == [[m for m in json.loads(first_train_line)["messages"] if m["role"] != "system"]]
+    leaky.write_text(
+        ticket_files["heldout"].read_text() + "".join(json.dumps(row) + "\n" for row in [*disguised, genuine])
+    )
+    expected = [[m for m in genuine["messages"] if m["role"] != "system"]]
+    for seed in range(5):
+        assert pick_shots(load_examples(leaky), heldout, 1, seed=seed, source=str(leaky)) == expected
     with pytest.raises(TuneryError, match="1 examples that are not in the held-out set; 2 shots"):
         pick_shots(load_examples(leaky), heldout, 2, seed=0, source=str(leaky))
 

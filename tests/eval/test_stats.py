@@ -16,6 +16,23 @@ def test_a_constant_sample_has_a_zero_width_interval():
         assert (ci.estimate, ci.low, ci.high) == pytest.approx((value, value, value))
 
 
+def test_percentile_interval_by_hand():
+    """Scores [0, 0, 0, 1]: a resample of 4 draws holds K ones with K ~ Binomial(4, 1/4), so its mean
+    is K/4 with P(K = 0..4) = 81, 108, 54, 12, 1 (/256), a CDF of 0.316, 0.738, 0.949, 0.996, 1.
+    The 2.5th percentile is therefore 0 (the CDF passes 0.025 at K = 0) and the 97.5th is 0.75
+    (0.949 < 0.975 <= 0.996). With 2000 resamples about 100 land at K >= 3 and 8 at K = 4, far
+    from the 50 it would take to move either quantile. The estimate is the plain mean, 1/4.
+    Pairing: a − b = [1,1,0,1] − [1,1,0,0] = [0, 0, 0, 1], so the same interval."""
+
+    def triple(ci):
+        return (ci.estimate, ci.low, ci.high)
+
+    assert triple(bootstrap_ci([0.0, 0.0, 0.0, 1.0])) == (0.25, 0.0, 0.75)
+    assert triple(paired_bootstrap_diff([1, 1, 0, 1], [1, 1, 0, 0])) == (0.25, 0.0, 0.75)
+    # An 80% interval cuts at 10% and 90%: 0 (0.316 >= 0.10) and 0.5 (0.738 < 0.90 <= 0.949).
+    assert triple(bootstrap_ci([0.0, 0.0, 0.0, 1.0], confidence=0.8)) == (0.25, 0.0, 0.5)
+
+
 def test_same_seed_same_interval_and_the_interval_holds_the_mean():
     values = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1]
     first, again = bootstrap_ci(values), bootstrap_ci(values)

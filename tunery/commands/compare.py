@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from tunery.commands.eval import add_common_options, progress, quiet_loading
+from tunery.commands.eval import add_common_options, progress, quiet_loading, whole_number
 
 HELP = "Compare the base model (zero-shot, few-shot) with the fine-tuned model on held-out data."
 EXAMPLES = """\
   tunery compare --tuned runs/tickets --train train.jsonl --data test.jsonl
-  tunery compare --base smollm2-135m-instruct --tuned runs/tickets --train train.jsonl \
+  tunery compare --base smollm2-135m-instruct --tuned runs/tickets --train train.jsonl \\
       --data test.jsonl --shots 8 --json
   tunery compare --tuned runs/tickets --train train.jsonl --data test.jsonl --no-forgetting
 
@@ -27,7 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--train", required=True, help="the training JSONL that few-shot examples are drawn from")
     parser.add_argument(
-        "--shots", type=int, default=5, help="in-context examples for the few-shot baseline (0 = none; default 5)"
+        "--shots",
+        type=whole_number,
+        default=5,
+        help="in-context examples for the few-shot baseline (0 = none; default 5)",
     )
     parser.add_argument("--seed", type=int, default=0, help="which shots are drawn (default 0)")
     parser.add_argument("--no-forgetting", action="store_true", help="skip the general-skills forgetting probe")
@@ -36,6 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunery.eval import compare, print_compare_report, write_compare_report
+    from tunery.eval.report import show_report
     from tunery.lineage.hooks import record_report
 
     quiet_loading()
@@ -54,11 +57,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         log=progress,
     )
-    summary, examples = write_compare_report(report, args.output)
-    record_report("compare", args.tuned, summary, report.to_dict())  # into the run's lineage and model card
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print_compare_report(report)
-        print(f"summary: {summary}\nanswers: {examples}")
+    written = write_compare_report(report, args.output)
+    record_report("compare", args.tuned, written[0], report.to_dict())  # into the run's lineage and model card
+    show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_compare_report(report))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 HELP = "Evaluate a model (optionally with a fine-tuned adapter) on held-out examples."
@@ -39,7 +38,7 @@ def add_common_options(parser: argparse.ArgumentParser, default_output: str) -> 
         "--max-new-tokens",
         type=positive_int,
         default=None,
-        help="default: 1.5 × the longest reference + 8, at least 16",
+        help="default: 1.5 × the longest reference (in tokens) + 8, kept within 16..1024",
     )
     parser.add_argument("--no-loss", action="store_true", help="skip loss and perplexity on the references")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -65,12 +64,17 @@ def grader_list(text: str) -> list[str]:
 
 
 def positive_int(text: str) -> int:
+    return whole_number(text, at_least=1)
+
+
+def whole_number(text: str, *, at_least: int = 0) -> int:
+    """An argparse type: a whole number no smaller than `at_least`."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < at_least:
+        raise argparse.ArgumentTypeError(f"must be at least {at_least}, not {value}")
     return value
 
 
@@ -89,6 +93,7 @@ def progress(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunery.errors import TuneryError
     from tunery.eval import evaluate, print_eval_report, write_eval_report
+    from tunery.eval.report import show_report
     from tunery.lineage.hooks import record_report
 
     if not args.model and not args.adapter:
@@ -105,11 +110,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         log=progress,
     )
-    summary, examples = write_eval_report(report, args.output)
-    record_report("eval", args.adapter, summary, report.to_dict())  # into the run's lineage and model card
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print_eval_report(report)
-        print(f"summary: {summary}\nanswers: {examples}")
+    written = write_eval_report(report, args.output)
+    record_report("eval", args.adapter, written[0], report.to_dict())  # into the run's lineage and model card
+    show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_eval_report(report))
     return 0

@@ -1,8 +1,9 @@
 """Few-shot prompts: k worked examples from the training file, placed before the question.
 
 The shots are drawn once per run (the same k for every held-out item, so every request pays the
-same prompt overhead), by a seeded shuffle, from training examples that do not also appear in
-the held-out set: a shot that *is* the test question would make prompting look better than it is.
+same prompt overhead), by a seeded shuffle, from training examples whose question is not also a
+held-out question: a shot that *is* the test question would make prompting look better than it
+is, and it stays a leak when the training copy has a different answer or system prompt.
 Each shot is its conversation without its system prompt; the held-out item's own system prompt
 stays first, then the shots as earlier turns, then the item's own turns.
 """
@@ -20,15 +21,20 @@ from tunery.eval.heldout import HeldoutExample, split_example
 
 
 def _key(item: HeldoutExample) -> str:
-    """Identity of an example by its non-system turns and answer (system prompts are shared)."""
-    turns = [(m.get("role"), m.get("content")) for m in item.prompt if m.get("role") != "system"]
-    return json.dumps([turns, item.reference.strip()], sort_keys=True)
+    """Identity of an example's question: its turns before the answer, without the system prompt
+    (which every example of a task shares) and with outer whitespace ignored."""
+    turns = [
+        (m.get("role"), m.get("content").strip() if isinstance(m.get("content"), str) else m.get("content"))
+        for m in item.prompt
+        if m.get("role") != "system"
+    ]
+    return json.dumps(turns, sort_keys=True)
 
 
 def pick_shots(
     train: Sequence[Example], heldout: Sequence[HeldoutExample], k: int, seed: int, source: str
 ) -> list[list[dict]]:
-    """k shot conversations from `train`, none of which is in `heldout`, chosen by `seed`.
+    """k shot conversations from `train`, none of which asks a `heldout` question, chosen by `seed`.
 
     Raises:
         TuneryError: fewer than k usable training examples.

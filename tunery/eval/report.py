@@ -8,6 +8,7 @@ line each with prompt, reference, output and scores, so that a person can read t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -114,7 +115,8 @@ def print_eval_report(report: EvalReport, console=None) -> None:
         table.add_row(name, format_score(score))
     if report.loss:
         loss = report.loss
-        table.add_row("loss (nats/token)", f"{loss.loss:.3f} ({loss.low:.2f}..{loss.high:.2f})")
+        # Three decimals on the bounds too: a tuned model's loss is often below 0.01.
+        table.add_row("loss (nats/token)", f"{loss.loss:.3f} ({loss.low:.3f}..{loss.high:.3f})")
         table.add_row("perplexity", f"{loss.perplexity:.2f}")
     console.print(table)
     for name, why in report.skipped.items():
@@ -124,3 +126,14 @@ def print_eval_report(report: EvalReport, console=None) -> None:
         f"{report.output_tokens_per_request:.1f} answer tokens; {report.hit_length_limit} answers hit "
         f"max_new_tokens={report.max_new_tokens}; {report.seconds:.1f}s"
     )
+
+
+def show_report(summary: dict, written: tuple[Path, Path], *, as_json: bool, print_table: Callable[[], None]) -> None:
+    """How `tunery eval` and `tunery compare` end: the summary as JSON on stdout (`--json`, nothing
+    else there, so it pipes into jq), or the table followed by where the summary and the answers went.
+    """
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print_table()
+    print(f"summary: {written[0]}\nanswers: {written[1]}")

@@ -298,3 +298,8 @@ def test_a_full_fine_tune_from_the_tunery_block_is_served_as_its_own_model(serve
     tuned = alpha.chat.completions.create(model=done.fine_tuned_model, **request)
     step = alpha.chat.completions.create(model=f"{done.fine_tuned_model}:ckpt-step-2", **request)
     assert tuned.choices[0].message.content == step.choices[0].message.content  # the final step is the model
+    # Deleting the model removes its weights; its checkpoint, a separate copy, stays servable.
+    assert alpha.models.delete(done.fine_tuned_model).deleted and not final.exists()
+    with pytest.raises(openai.NotFoundError):
+        alpha.chat.completions.create(model=done.fine_tuned_model, **request)
+    assert alpha.chat.completions.create(model=f"{done.fine_tuned_model}:ckpt-step-2", **request).choices

@@ -149,6 +149,17 @@ def test_model_shape_matches_the_real_tiny_model_and_peft(tiny_model_dir):
     assert shape.adapter_params == trainable
 
 
+def test_shared_prefix_layout_by_hand():
+    from tunery.data.estimate import shared_prefix_layout
+
+    # A 20-token prefix; steps of 2 sequences; rows of 64 tokens leave 44 for suffixes.
+    # Step 1: suffixes 10 and 5, one row: 15 + 20 computed; attention 20² + (2·20·10 + 10²) + (2·20·5 + 5²)
+    # = 400 + 500 + 225 = 1125. Step 2: suffixes 20 and 2, one row: 22 + 20; 400 + 1200 + 84 = 1684.
+    assert shared_prefix_layout([30, 25, 40, 22], prefix=20, per_step=2, row_capacity=64) == (77, 2809)
+    # Rows of 40 leave 20: step 2's suffixes (20, 2) need two rows, so its prefix is computed twice.
+    assert shared_prefix_layout([30, 25, 40, 22], prefix=20, per_step=2, row_capacity=40) == (35 + 62, 1125 + 2084)
+
+
 @pytest.mark.parametrize(
     "n, epochs",
     [(1, 25), (5, 20), (10, 10), (12, 8), (33, 3), (34, 3), (100, 3), (8333, 3), (8334, 2), (30_000, 1)],
@@ -177,6 +188,7 @@ def run_json(cli, *args) -> dict:
 
 def test_cli_reports_tokens_flops_time_and_cost(cli, chat_file, tiny_model_dir):
     from tunery.data.formats import load_examples
+    from tunery.data.pack import padding_fraction, split_shared_prefix
     from tunery.data.render import ChatTokenizer, render_chat
 
     out = run_json(cli, chat_file, "--model", tiny_model_dir)
@@ -191,7 +203,14 @@ def test_cli_reports_tokens_flops_time_and_cost(cli, chat_file, tiny_model_dir):
     assert out["max_seq_len"] == auto_max_seq_len(max(len(r.input_ids) for r in rendered), 512)
     assert out["truncated_sequences"] == 0
     assert 0 <= out["padding"]["packed"] <= out["padding"]["unpacked"] < 1
-    assert out["computed_tokens_total"] >= out["tokens_total"]
+    # "<|im_start|>system\nLabel the ticket.<|im_end|>\n<|im_start|>user\n" is 16 tokens, just worth sharing
+    prefix, _ = split_shared_prefix(rendered)
+    assert out["layout"]["kind"] == "shared prefix"
+    assert out["layout"]["shared_prefix_tokens"] == len(prefix) == 16
+    assert out["computed_tokens_total"] / out["epochs"] < out["layout"]["packed_computed_per_epoch"]
+    lengths = [len(r.input_ids) for r in rendered]
+    for packing, key in ((False, "unpacked"), (True, "packed")):
+        assert out["padding"][key] == pytest.approx(padding_fraction(lengths, out["max_seq_len"], 8, packing=packing))
 
     hardware = {h["name"]: h for h in out["hardware"]}
     assert set(hardware) == {"this CPU", "A100", "H100", "H200"}
@@ -208,6 +227,41 @@ def test_cli_reports_tokens_flops_time_and_cost(cli, chat_file, tiny_model_dir):
     assert mini["billed_tokens"] == out["tokens_total"]
     assert mini["usd"] == pytest.approx(out["tokens_total"] / 1e6 * 3.00)
     assert len(out["hosted"]["prices"]) == len(HOSTED_PRICES)
+
+
+def test_cli_counts_a_shared_system_prompt_once_per_row(cli, tmp_path, tiny_model_dir):
+    """As the trainer does (share_prefix): the prompt all examples start with is computed once per row."""
+    from tunery.data.estimate import shared_prefix_layout
+    from tunery.data.formats import load_examples
+    from tunery.data.pack import split_shared_prefix
+    from tunery.data.render import ChatTokenizer, render_chat
+    from tunery.train.plan import auto_batch_size
+
+    system = "Label the ticket as billing, bug, how-to or feature. " * 4
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": t},
+                {"role": "assistant", "content": a},
+            ]
+        }
+        for t, a in TICKETS
+    ]
+    path = write_jsonl(tmp_path / "shared.jsonl", rows)
+    out = run_json(cli, path, "--model", tiny_model_dir)
+
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    rendered = [render_chat(e, tok) for e in load_examples(path)]
+    prefix, _ = split_shared_prefix(rendered)
+    assert len(prefix) > 40  # the system prompt and the user header
+    assert out["layout"]["kind"] == "shared prefix"
+    assert out["layout"]["shared_prefix_tokens"] == len(prefix)
+    lengths = [len(r.input_ids) for r in rendered]
+    computed, _ = shared_prefix_layout(lengths, len(prefix), auto_batch_size(12), max(out["max_seq_len"], 1024))
+    assert out["computed_tokens_total"] == computed * out["epochs"]
+    assert computed < out["tokens_per_epoch"] <= out["layout"]["packed_computed_per_epoch"]
+    assert any("prompt every example starts with" in a for a in out["assumptions"])
 
 
 def test_cli_options_change_the_estimate(cli, chat_file, tiny_model_dir):

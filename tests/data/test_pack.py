@@ -162,3 +162,26 @@ def test_shared_prefix_rows_keep_each_examples_positions():
     assert row.loss_mask == [0] * n + [0, 1, 1, 1] + [0, 1, 1]
     assert all(len(r) <= n + 8 for r in rows)
     assert split_shared_prefix([chat(0, 3)]) is None  # one example shares nothing
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_prefix_tracker_streams_what_the_whole_list_gives(seed):
+    """The streaming tracker (used by `tunery estimate`) against the definition on whole lists."""
+    import random
+
+    from tunery.data.pack import PrefixTracker
+
+    rng = random.Random(seed)
+    base = [rng.randrange(50) for _ in range(40)]
+    examples = []
+    for _ in range(rng.randint(1, 6)):
+        ids = base[: rng.randint(14, 40)] + [rng.randrange(50, 100) for _ in range(rng.randint(0, 8))]
+        first = rng.randint(min(18, len(ids)), len(ids))  # may be len(ids): nothing trained
+        examples.append(Rendered(ids, [0] * first + [1] * (len(ids) - first)))
+    tracker = PrefixTracker()
+    for r in examples:
+        tracker.add(r)
+    common = shared_prefix_length([r.input_ids for r in examples], keep=2)
+    first_trained = min((r.loss_mask.index(1) for r in examples if 1 in r.loss_mask), default=0)
+    expected = min(common, first_trained - 1)
+    assert tracker.length() == (expected if expected >= MIN_SHARED_PREFIX else 0)  # 12 of the 20 seeds share one

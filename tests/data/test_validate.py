@@ -93,6 +93,8 @@ CASES = [
     ("missing_content_null_without_tools", with_good([chat(0, user(), assistant(None))]), [("missing_content", L)], 1),
     ("example_missing_assistant_message", with_good([chat(0, user())]), [("example_missing_assistant_message", L)], 1),
     ("invalid_utf8", with_good([b'{"messages": "caf\xe9"}\n']), [("invalid_utf8", L)], 1),
+    # a JSON escape of half a surrogate pair parses, but is no character: the tokenizer refuses it
+    ("lone_surrogate", with_good([chat(0, user("bad \ud800 here"), assistant())]), [("invalid_utf8", L)], 1),
     ("roles_user_user", with_good([chat(0, user(), user("again"), assistant())]), [("roles_not_alternating", L)], 1),
     (
         "roles_assistant_assistant",
@@ -181,6 +183,18 @@ def test_invalid_json_has_line_and_column(cli, tmp_path):
     (issue,) = [i for i in report["issues"] if i["code"] == "invalid_json"]
     assert (issue["line"], issue["column"]) == (L, 31)  # the quote that opens "content"
     assert "column 31" in issue["message"]
+
+
+def test_lone_surrogate_has_its_column_and_pairs_are_fine(cli, tmp_path):
+    line = '{"messages": [{"role": "user", "content": "\\ud83d\\ude00 then \\udc00"}]}'
+    code, report = run_json(cli, write(tmp_path / "train.jsonl", with_good([line])))
+    assert code == 1
+    (issue,) = report["issues"]
+    assert (issue["code"], issue["line"], issue["column"]) == ("invalid_utf8", L, line.index("\\udc00") + 1)
+    # json.dumps writes an emoji as the escaped pair \ud83d\ude00: one character, valid
+    emoji = with_good([chat(0, user("\U0001f600?"), assistant("\U0001f600!"))])
+    code, report = run_json(cli, write(tmp_path / "emoji.jsonl", emoji))
+    assert (code, report["issues"]) == (0, [])
 
 
 def test_tool_calls_and_null_content_are_valid(cli, tmp_path):

@@ -50,7 +50,7 @@ def _positive_int(text: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="training data, one JSON example per line")
+    parser.add_argument("file", type=Path, metavar="FILE", help="training data, one JSON example per line")
     parser.add_argument(
         "--validation",
         type=Path,

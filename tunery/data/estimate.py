@@ -34,6 +34,13 @@ Refinements over "k · params · tokens" (what this module chooses):
   of each example, not of the packed row.
 * **Padding** is computed too: tokens through the body are the real tokens divided by
   (1 − padding fraction with packing).
+* **A shared prompt prefix** (typically one system prompt in every example) is computed once per
+  packed row, not once per example, when that is cheaper, as the trainer does (`share_prefix`,
+  tunery/train/modeling.py `step_batches`). Each optimizer step (the auto batch size) packs its
+  own sequences into rows of max(max_seq_len, 1024) tokens, the CPU trainer's layout; each row
+  holds the prefix once. For the bundled support tickets (a 121-token system prompt, ~36 tokens
+  after it) this computes about a third of the tokens. Attention then counts the prefix once per
+  row and each suffix's attention to the prefix and to itself.
 
 Not counted: norms, activations, softmax, the optimizer step (all small next to the matmuls), and
 the forward recomputation of gradient checkpointing (+2·P per token when it is on; tunery's auto
@@ -60,7 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from tunery.data import prices
 from tunery.data.formats import Example, PreferenceExample, iter_jsonl, to_example
-from tunery.data.pack import padding_fraction
+from tunery.data.pack import PrefixTracker, best_fit_decreasing, padding_fraction
 from tunery.data.render import ChatTokenizer, TemplateError, render_chat
 from tunery.errors import TuneryError
 
@@ -73,6 +80,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # batching, so the number matters little.
 ROWS_PER_MICRO_BATCH = 8
 SEQ_LEN_MULTIPLE = 64  # auto max_seq_len rounds the longest example up to this
+# The CPU trainer's auto micro-batch: its packed rows are at least this long (tunery/train/plan.py).
+CPU_MICRO_BATCH_TOKENS = 1024
 
 
 class InvalidDataError(TuneryError):
@@ -295,12 +304,16 @@ def _stream_examples(path: Path) -> Iterator[Example]:
         yield to_example(obj, line)
 
 
-def render_sequences(path: Path, tok: ChatTokenizer, max_seq_len: int | None) -> tuple[str, int, list[SequenceStats]]:
+def render_sequences(
+    path: Path, tok: ChatTokenizer, max_seq_len: int | None
+) -> tuple[str, int, list[SequenceStats], int]:
     """Render every example (both answers of a preference pair) and keep its token counts.
 
-    Returns (format, number of examples, one SequenceStats per sequence).
+    Returns (format, number of examples, one SequenceStats per sequence, length of the prompt
+    prefix that every sequence shares and the trainer would compute once per row, or 0).
     """
     stats: list[SequenceStats] = []
+    prefix = PrefixTracker()
     n = 0
     kind = "chat"
     for example in _stream_examples(path):
@@ -322,7 +335,27 @@ def render_sequences(path: Path, tok: ChatTokenizer, max_seq_len: int | None) ->
                     hint=f"run `tunery validate {path} --model MODEL` to see every example it rejects",
                 ) from None
             stats.append(SequenceStats(len(r.input_ids), r.trained_tokens, r.truncated))
-    return kind, n, stats
+            prefix.add(r)
+    return kind, n, stats, prefix.length()
+
+
+def shared_prefix_layout(lengths: list[int], prefix: int, per_step: int, row_capacity: int) -> tuple[int, int]:
+    """(tokens computed, Σ attention term) of one epoch when a shared prefix is computed once per row.
+
+    Each optimizer step packs its `per_step` sequences (here taken in file order; training
+    shuffles, which barely changes the sums) into rows of `row_capacity`: the prefix once, then
+    whole suffixes by best-fit decreasing. The attention term is in units of `EpochTokens.
+    sum_squared_lengths` (an L-token causal sequence counts L²): per row the prefix attending
+    to itself, P², and per suffix of S tokens its attention to the prefix and to itself, 2·P·S + S².
+    """
+    room = row_capacity - prefix
+    computed = attention = 0
+    for start in range(0, len(lengths), per_step):
+        suffixes = [n - prefix for n in lengths[start : start + per_step]]
+        rows = len(best_fit_decreasing(suffixes, room))
+        computed += sum(suffixes) + rows * prefix
+        attention += rows * prefix * prefix + sum(2 * prefix * n + n * n for n in suffixes)
+    return computed, attention
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +401,9 @@ class Estimate:
     tokens_total: int
     trained_tokens_total: int
     computed_tokens_total: int
+    # kind "packed", or "shared prefix" (the prompt all examples share, computed once per row);
+    # shared_prefix_tokens; packed_computed_per_epoch (what packing alone would compute)
+    layout: dict
     padding: dict
     flops: dict
     cpu_gflops_measured: float
@@ -389,6 +425,7 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     """
     from tunery.data.validate import auto_epochs
     from tunery.models import describe_model, resolve_model
+    from tunery.train.plan import auto_batch_size
 
     settings = settings or EstimateSettings()
     path = Path(path)
@@ -407,7 +444,7 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     tok = ChatTokenizer.from_dir(model_dir)
     # With auto, render up to the model's context; the capacity follows from the longest result.
     render_cap = context if settings.max_seq_len == "auto" else settings.max_seq_len
-    kind, n_examples, seqs = render_sequences(path, tok, render_cap)
+    kind, n_examples, seqs, prefix = render_sequences(path, tok, render_cap)
 
     method: Method = settings.method or ("dpo" if kind == "preference" else "lora")
     if (method == "dpo") != (kind == "preference"):
@@ -429,6 +466,15 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         trained=trained,
         sum_squared_lengths=sum(n * n for n in lengths),
     )
+    packed_computed = epoch.computed
+    layout = "packed"
+    if prefix:
+        per_step = auto_batch_size(n_examples) * (2 if kind == "preference" else 1)
+        row_capacity = max(capacity, CPU_MICRO_BATCH_TOKENS)
+        computed, attention = shared_prefix_layout(lengths, prefix, per_step, row_capacity)
+        if computed < epoch.computed:  # the trainer, too, takes the layout that computes less
+            epoch = EpochTokens(computed=computed, trained=trained, sum_squared_lengths=attention)
+            layout = "shared prefix"
     flops = training_flops(method, shape, epoch, epochs)
 
     cpu_gflops = measure_cpu_gflops(settings.calibration_seconds)
@@ -451,6 +497,11 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         tokens_total=tokens * epochs,
         trained_tokens_total=trained * epochs,
         computed_tokens_total=round(epoch.computed * epochs),
+        layout={
+            "kind": layout,
+            "shared_prefix_tokens": prefix if layout == "shared prefix" else 0,
+            "packed_computed_per_epoch": round(packed_computed),
+        },
         padding={
             "capacity": capacity,
             "rows_per_micro_batch": ROWS_PER_MICRO_BATCH,
@@ -470,11 +521,11 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         hardware=[asdict(r) for r in hardware_rows(flops.total, cpu_gflops, settings)],
         gpu_hour_price=settings.gpu_hour_price,
         hosted=hosted_costs(tokens * epochs, model_ref),
-        assumptions=assumptions(method, shape, settings),
+        assumptions=assumptions(method, shape, settings, shared_prefix=prefix if layout == "shared prefix" else 0),
     )
 
 
-def assumptions(method: Method, shape: ModelShape, settings: EstimateSettings) -> list[str]:
+def assumptions(method: Method, shape: ModelShape, settings: EstimateSettings, shared_prefix: int = 0) -> list[str]:
     """The choices behind the numbers, in words, printed with every estimate."""
     if method == "full":
         weights = "6 FLOPs per weight per token (forward, input and weight gradients)"
@@ -489,6 +540,11 @@ def assumptions(method: Method, shape: ModelShape, settings: EstimateSettings) -
         "LM head only on trained tokens; causal attention within each example; packing padding computed",
         "no gradient checkpointing (it would add 2 FLOPs per weight per token)",
     ]
+    if shared_prefix:
+        notes.append(
+            f"the {shared_prefix}-token prompt every example starts with is computed once per packed row of each "
+            "optimizer step (auto batch size, rows of max(max_seq_len, 1024) tokens), as training does"
+        )
     if method == "dpo":
         notes.append("DPO: two sequences per pair; reference log-probs computed once and cached")
     if not shape.head_params:

@@ -150,6 +150,44 @@ def shared_prefix_length(rows: list[list[int]], keep: int = 1) -> int:
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
+class PrefixTracker:
+    """The prompt prefix a stream of examples shares, found as `split_shared_prefix` finds it.
+
+    Keeps only the common prefix and three counters, so `tunery estimate` can find it while
+    streaming a file too big to hold.
+    """
+
+    def __init__(self) -> None:
+        self.common: list[int] | None = None
+        self.count = 0
+        self.shortest = 0
+        self.first_trained: int | None = None  # earliest trained position over all examples
+
+    def add(self, rendered: Rendered) -> None:
+        ids = rendered.input_ids
+        if self.common is None:
+            self.common, self.shortest = list(ids), len(ids)
+        elif ids[: len(self.common)] != self.common:  # the usual case, one system prompt, is the C compare
+            n = 0
+            while n < len(self.common) and n < len(ids) and self.common[n] == ids[n]:
+                n += 1
+            del self.common[n:]
+        self.count += 1
+        self.shortest = min(self.shortest, len(ids))
+        if 1 in rendered.loss_mask:
+            first = rendered.loss_mask.index(1)
+            self.first_trained = first if self.first_trained is None else min(self.first_trained, first)
+
+    def length(self) -> int:
+        """Tokens worth sharing: all examples' common start, ending before the first trained
+        token of any example and leaving each at least 2 tokens after it; 0 when that is under
+        MIN_SHARED_PREFIX or there are fewer than two examples."""
+        if self.count < 2 or self.first_trained is None or self.common is None:
+            return 0
+        n = min(len(self.common), self.shortest - 2, self.first_trained - 1)
+        return n if n >= MIN_SHARED_PREFIX else 0
+
+
 def split_shared_prefix(rendered: Sequence[Rendered]) -> tuple[list[int], list[Row]] | None:
     """The prompt prefix all examples share (typically the system prompt), and their suffixes.
 
@@ -159,10 +197,11 @@ def split_shared_prefix(rendered: Sequence[Rendered]) -> tuple[list[int], list[R
     the first trained token of any example, so every target is predicted inside a suffix.
     Returns None when the shared part is too short to be worth it.
     """
-    prefix = shared_prefix_length([r.input_ids for r in rendered], keep=2)
-    first_trained = min((r.loss_mask.index(1) for r in rendered if 1 in r.loss_mask), default=0)
-    prefix = min(prefix, first_trained - 1)
-    if prefix < MIN_SHARED_PREFIX:
+    tracker = PrefixTracker()
+    for r in rendered:
+        tracker.add(r)
+    prefix = tracker.length()
+    if not prefix:
         return None
     rows = [
         Row(

@@ -20,6 +20,7 @@ use `tokenizers` and jinja2 only, never torch.
 from __future__ import annotations
 
 import json
+import re
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -379,6 +380,7 @@ def check_example(obj: object) -> tuple[Format | None, int, Problems]:
 # lone surrogates from "\ud800" escapes encode too. Built once: json.dumps with options builds a
 # new encoder on every call, which costs more than the hash.
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+_canonical_utf8 = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _hash64(obj: object) -> int:
@@ -442,11 +444,38 @@ def _parse(raw: bytes, number: int) -> tuple[object, tuple[str, str, int | None]
         column = exc.start + 1
         return None, ("invalid_utf8", f"invalid UTF-8 at byte {column} (0x{byte})", column)
     try:
-        return json.loads(text), None
+        value = json.loads(text)
     except RecursionError:
         return None, ("invalid_json", "the JSON is nested too deeply to parse", None)
     except ValueError:  # JSONDecodeError, and ints beyond Python's digit limit
         return None, _json_problem(text.rstrip("\r\n"))
+    # JSON may spell half a UTF-16 surrogate pair ("\ud800"); it parses, but it is not a character,
+    # and the tokenizer refuses it at training time. The substring test keeps valid lines fast.
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        column = _lone_surrogate_column(text)
+        return None, ("invalid_utf8", f"the \\u escape at column {column} is half of a UTF-16 surrogate pair", column)
+    return value, None
+
+
+_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    try:
+        _canonical_utf8(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate_column(text: str) -> int | None:
+    """1-based column of the first surrogate escape that is not part of a pair."""
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        if len(match.group()) == 6:
+            return match.start() + 1
+    return None
 
 
 def _json_problem(text: str) -> tuple[str, str, int | None]:

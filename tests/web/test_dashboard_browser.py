@@ -69,7 +69,10 @@ def test_upload_with_progress_then_read_the_report(open_page, dashboard, tmp_pat
     expect(page.locator("#upload-status")).to_contain_text(" of ")
     screenshot(page, "10-upload-progress")
     expect(page.locator("#upload-message")).to_contain_text("big.jsonl uploaded as", timeout=60_000)
-    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
 
     lines = dashboard.train.read_text().splitlines()[:20]
     lines[5] = '{"messages": [{"role": "usr", "content": "hi"}, {"role": "assistant", "content": "x"}]}'

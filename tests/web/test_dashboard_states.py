@@ -16,7 +16,7 @@ EMPTY = {
     "/": "No fine-tuning jobs yet",
     "/files": "No files yet",
     "/eval": "No evaluation reports yet",
-    "/monitoring": "Nothing is monitored yet",
+    "/monitoring": "No scheduled evaluation yet",
 }
 
 
@@ -29,7 +29,11 @@ def test_an_organisation_without_data_gets_an_empty_state_on_every_page(open_pag
     for path in LIST_PAGES:
         page.goto(path)
         expect(page.locator("#keybar .who")).to_have_text("org-beta")
-        if path in EMPTY:
+        if path == "/monitoring":  # two sections, each with its own empty state
+            expect(page.locator("#evals .state.empty")).to_contain_text(EMPTY[path])
+            expect(page.locator("#drift .state.empty")).to_contain_text("No drift to show")
+            expect(page.locator("#drift")).to_contain_text("TUNERY_LOG_PROMPTS=1")
+        elif path in EMPTY:
             expect(page.locator(".state.empty")).to_contain_text(EMPTY[path])
         else:  # the playground offers the base models, which every organisation may use
             expect(page.locator("[data-pane=A] .placeholder")).to_have_text("Send a message to start.")

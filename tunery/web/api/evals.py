@@ -43,6 +43,7 @@ class EvalSummary(BaseModel):
     created_at: int
     fine_tuned_model: str | None
     verdict: str | None  # compare reports only
+    headline: str  # one line for the list: a compare report's verdict, an eval report's main score
     primary: str | None
     n: int | None  # held-out examples
     data: str | None  # the held-out file's name
@@ -73,6 +74,7 @@ def _summary(job: JobRecord, name: str, path: Path, report: dict) -> EvalSummary
     if kind is None:
         return None
     first = next(iter(report["systems"].values()), {}) if kind == "compare" else report
+    primary = report.get("primary") or next(iter(report.get("metrics") or {}), None)
     return EvalSummary(
         job_id=job.id,
         name=name,
@@ -80,10 +82,19 @@ def _summary(job: JobRecord, name: str, path: Path, report: dict) -> EvalSummary
         created_at=int(path.stat().st_mtime),
         fine_tuned_model=job.fine_tuned_model,
         verdict=report.get("verdict"),
-        primary=report.get("primary") or next(iter(report.get("metrics") or {}), None),
+        headline=report["verdict"] if kind == "compare" else _score_line(report, primary),
+        primary=primary,
         n=first.get("n"),
         data=Path(report["data"]).name if report.get("data") else None,
     )
+
+
+def _score_line(report: dict, metric: str | None) -> str:
+    """'exact 0.417 (0.17..0.67), tuned on valid.jsonl' for an eval report."""
+    score = (report.get("metrics") or {}).get(metric) if metric else None
+    if not isinstance(score, dict) or not {"mean", "low", "high"} <= score.keys():
+        return f"{report.get('system', 'model')}: no score"
+    return f"{metric} {score['mean']:.3f} ({score['low']:.2f}..{score['high']:.2f}), {report.get('system', 'model')}"
 
 
 def _read_report(path: Path) -> dict | None:
@@ -123,7 +134,11 @@ def _reports(server: Server, org: str) -> list[_Found]:
                 path = Path(record.path)
                 if record.kind in ("compare", "eval") and path.resolve() not in seen:
                     seen.add(path.resolve())
-                    if item := _found(job, f"registry-{record.seq}", path):
+                    # `tunery train` keeps its final eval as run/eval/report.json: name it for that.
+                    name = (
+                        "final-eval" if path.parent.name == "eval" and path.parent.parent.name == "run" else path.stem
+                    )
+                    if item := _found(job, f"{name}-{record.seq}", path):
                         found.append(item)
     return sorted(found, key=lambda item: item.summary.created_at, reverse=True)
 

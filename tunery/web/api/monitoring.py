@@ -1,9 +1,11 @@
-"""/v1/tunery/monitoring: re-evaluation history and alerts per fine-tuned model, for the Monitoring page.
+"""/v1/tunery/monitoring: re-evaluation history, input drift over time and alerts per fine-tuned model.
 
-Monitoring (`tunery monitor`) is opt-in: a suite registered for a model's run is re-evaluated
-when due, and each result (metrics, level, message) joins the registry. This endpoint reads those
-results for the organisation's jobs; a result at level warn or error is an alert. Drift is
-measured on demand by `tunery monitor drift` and is not kept, so it has no history to show yet.
+Monitoring (`tunery monitor`) is opt-in. A suite registered for a model's run is re-evaluated
+when due, and each result (metrics, level, message) joins the registry; `GET /monitoring` reads
+those results for the organisation's jobs, and a result at level warn or error is an alert.
+Drift is measured from the prompt log (`TUNERY_LOG_PROMPTS=1`), day by day, by
+`GET /monitoring/drift` (see tunery.web.drift_history); a day at level alert is an alert. It
+embeds the prompts, so the page asks for it separately, after the fast part is shown.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from tunery.serve.app import server_of
@@ -26,7 +29,7 @@ router = APIRouter(prefix="/monitoring", tags=["dashboard"])
 HOW_TO = [
     "tunery monitor add MODEL --eval heldout.jsonl --every 1d  # scheduled re-evaluation",
     "tunery monitor run                                        # run what is due (cron-friendly)",
-    "tunery monitor drift MODEL                                # recent prompts against the training data",
+    "TUNERY_LOG_PROMPTS=1 tunery serve                         # log prompts: drift appears here day by day",
 ]
 
 
@@ -34,6 +37,14 @@ class Point(BaseModel):
     at: int  # Unix seconds
     value: float
     alert: bool = False
+    note: str | None = None  # shown beside the value, e.g. how many prompts a drift score covers
+
+
+class Alert(BaseModel):
+    at: int  # Unix seconds; the browser shows it in the reader's time zone
+    level: str
+    source: str  # the monitor suite, or "drift"
+    message: str
 
 
 class Series(BaseModel):
@@ -46,7 +57,7 @@ class ModelMonitoring(BaseModel):
     model: str
     drift: list[Series]
     evals: list[Series]
-    alerts: list[str]  # human-readable, newest first
+    alerts: list[Alert]  # newest first
 
 
 class MonitoringView(BaseModel):
@@ -57,9 +68,6 @@ class MonitoringView(BaseModel):
 
 
 ALERT_LEVELS = frozenset({"warn", "error", "failed"})
-DRIFT_HINT = (
-    "drift is measured on demand: tunery monitor drift MODEL --since 7d (log prompts with TUNERY_LOG_PROMPTS=1)"
-)
 
 
 def eval_series(suite: SuiteRecord, results: list[ResultRecord]) -> list[Series]:
@@ -82,11 +90,9 @@ def eval_series(suite: SuiteRecord, results: list[ResultRecord]) -> list[Series]
     return series
 
 
-def _alerts(suite: SuiteRecord, results: list[ResultRecord]) -> list[str]:
-    from datetime import datetime
-
+def _alerts(suite: SuiteRecord, results: list[ResultRecord]) -> list[Alert]:
     return [
-        f"{datetime.fromtimestamp(r.started_at):%Y-%m-%d %H:%M} {r.level} ({suite.id}): {r.message}"
+        Alert(at=int(r.started_at), level=r.level, source=suite.id, message=r.message)
         for r in reversed(results)
         if r.level in ALERT_LEVELS
     ]
@@ -109,7 +115,101 @@ def monitoring(request: Request, org: str = Depends(current_org)) -> MonitoringV
                     alerts=[alert for suite, results in suites for alert in _alerts(suite, results)],
                 )
             )
-    message = (
-        "Drift is not recorded yet: " + DRIFT_HINT if models else "No model of this organisation is monitored yet."
-    )
+    message = "" if models else "No model of this organisation has a scheduled evaluation yet."
     return MonitoringView(available=bool(models), message=message, how_to=HOW_TO, models=models)
+
+
+DRIFT_DAYS = 14
+
+
+class DriftView(BaseModel):
+    days: int
+    logging: bool  # whether this server logs prompts (TUNERY_LOG_PROMPTS)
+    message: str  # what to do when there is nothing to show
+    models: list[ModelMonitoring]  # drift filled in, evals empty
+
+
+def _training_prompts(path: str) -> list[str]:
+    """The user turns of each chat example or preference pair's input, as drift measures prompts."""
+    from tunery.data.formats import iter_jsonl
+    from tunery.monitor.drift import prompt_text
+
+    texts = []
+    for _, obj in iter_jsonl(Path(path)):
+        if not isinstance(obj, dict):
+            continue
+        messages = obj.get("messages") or (obj.get("input") or {}).get("messages") or []
+        if (text := prompt_text(messages)).strip():
+            texts.append(text)
+    return texts
+
+
+def _logged_prompts(paths: list[Path], since: float) -> list[tuple[float, str]]:
+    from tunery.monitor.drift import prompt_text
+    from tunery.monitor.prompt_log import read_log
+
+    found = [(entry.ts, prompt_text(entry.messages)) for path in paths for entry in read_log(path, since=since)]
+    return sorted((ts, text) for ts, text in found if text.strip())
+
+
+def _serves(job_model: str, logged: str) -> bool:
+    """A logged name is the job's model or one of its checkpoints (`MODEL:ckpt-step-N`)."""
+    return logged == job_model or logged.startswith(job_model + ":ckpt-step-")
+
+
+def _drift_models(server, org: str, days: int) -> list[ModelMonitoring]:
+    import time
+
+    from tunery.home import tunery_home
+    from tunery.monitor.prompt_log import logged_models
+    from tunery.web.drift_history import daily_drift
+
+    logs = logged_models(tunery_home())
+    now = time.time()
+    models = []
+    for job in org_jobs(server.store, org):
+        paths = [path for name, path in logs.items() if job.fine_tuned_model and _serves(job.fine_tuned_model, name)]
+        training = server.store.get_file(job.training_file, org) if paths else None
+        if training is None:
+            continue
+        recent = _logged_prompts(paths, now - days * 86400)
+        history = daily_drift(_training_prompts(training.path), recent, now=now, days=days)
+        if not history:
+            continue
+        points = [
+            Point(at=int(d.end), value=d.score, alert=d.level == "alert", note=f"{d.prompts} prompts, {d.level}")
+            for d in history
+        ]
+        alerts = [
+            Alert(
+                at=int(d.end),
+                level="alert",
+                source="drift",
+                message=f"drift score {d.score:.2f} over {d.prompts} prompts in the 24 h to this time",
+            )
+            for d in reversed(history)
+            if d.level == "alert"
+        ]
+        series = Series(name="drift score", points=points, threshold=1.0)
+        models.append(ModelMonitoring(model=job.fine_tuned_model, drift=[series], evals=[], alerts=alerts))
+    return models
+
+
+@router.get("/drift", response_model=DriftView)
+async def drift(
+    request: Request, org: str = Depends(current_org), days: int = Query(DRIFT_DAYS, ge=1, le=30)
+) -> DriftView:
+    """Each day's drift score of the prompts logged for the organisation's fine-tuned models."""
+    from tunery.monitor.prompt_log import settings_from_env
+
+    models = await run_in_threadpool(_drift_models, server_of(request), org, days)
+    logging = settings_from_env().enabled
+    if models:
+        message = ""
+    elif logging:
+        message = f"No prompt was logged for this organisation's fine-tuned models in the last {days} days."
+    else:
+        message = (
+            "This server does not log prompts, so there is no drift to measure: start it with TUNERY_LOG_PROMPTS=1."
+        )
+    return DriftView(days=days, logging=logging, message=message, models=models)

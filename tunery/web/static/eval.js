@@ -179,11 +179,11 @@ async function start() {
   const wantedJob = query("job");
   const wantedName = query("report");
   const selected = list.data.find((s) => s.job_id === wantedJob && s.name === wantedName) || list.data[0];
-  const reports = card("Reports", el("div", { class: "scroll" }, table(["report", "job", "data", "verdict", "written"], list.data.map((s) => [
+  const reports = card("Reports", el("div", { class: "scroll" }, table(["report", "job", "data", "verdict or score", "written"], list.data.map((s) => [
     s === selected ? el("strong", {}, s.name) : el("a", { href: reportHref(s) }, s.name),
     el("a", { href: `/jobs/${s.job_id}`, class: "mono" }, s.job_id),
     `${s.data || "–"} · ${s.n ?? "?"}`,
-    s.verdict || `${s.kind} report`,
+    s.headline,
     fmt.ago(s.created_at),
   ]), { id: "reports" })));
   const slot = el("div", { class: "stack" });

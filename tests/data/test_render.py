@@ -23,14 +23,15 @@ from tunery.data.render import ChatTokenizer, TemplateError, render_chat, render
 # which trim_blocks would eat.
 
 # Llama 3.1: role headers between special tokens, <|eot_id|> ends each turn, tools as JSON in
-# a system header, tool calls rendered as JSON, tool results under the "ipython" role.
+# a system header, tool calls rendered as JSON (arguments through `tojson`, as the real template
+# does), tool results under the "ipython" role.
 LLAMA3 = (
     "{{ bos_token }}"
     "{% if tools %}{{ '<|start_header_id|>system<|end_header_id|>\\n\\nTools: ' + (tools | tojson) + '<|eot_id|>' }}{% endif %}"
     "{% for m in messages %}"
     "{{ '<|start_header_id|>' + ('ipython' if m['role'] == 'tool' else m['role']) + '<|end_header_id|>\\n\\n' }}"
     "{% if m.get('tool_calls') %}{% for c in m['tool_calls'] %}"
-    "{{ '{\"name\": \"' + c['function']['name'] + '\", \"parameters\": ' + c['function']['arguments'] + '}' }}"
+    "{{ '{\"name\": \"' + c['function']['name'] + '\", \"parameters\": ' }}{{ c['function']['arguments'] | tojson }}{{ '}' }}"
     "{% endfor %}{% else %}{{ m['content'] | trim }}{% endif %}"
     "{{ '<|eot_id|>' }}"
     "{% endfor %}"
@@ -213,10 +214,12 @@ def test_tool_calls_render_through_the_template_and_only_the_call_is_trained(tok
         tools=tools,
     )
     rendered = render_chat(example, tok)
+    # OpenAI's arguments string reaches the template as an object: encoded once, not quoted again
     assert trained_runs(rendered, tok) == [
         '{"name": "weather", "parameters": {"city": "Paris"}}<|eot_id|>',
         "22C and sunny.<|eot_id|>",
     ]
+    assert call["function"]["arguments"] == '{"city": "Paris"}'  # the example itself is untouched
     rest = untrained_text(rendered, tok)
     # the tool list, the tool's result and its role header are context, never targets
     assert 'Tools: [{"type": "function"' in rest

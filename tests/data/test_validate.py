@@ -185,6 +185,13 @@ def test_invalid_json_has_line_and_column(cli, tmp_path):
     assert "column 31" in issue["message"]
 
 
+def test_data_type_names_the_json_type_found(cli, tmp_path):
+    code, report = run_json(cli, write(tmp_path / "train.jsonl", with_good(["42", "1.5", '"text"', "true", "null"])))
+    assert code == 1
+    messages = [i["message"].split(";")[0] for i in report["issues"]]
+    assert messages == [f"the line is {kind}" for kind in ("a number", "a number", "a string", "a boolean", "null")]
+
+
 def test_lone_surrogate_has_its_column_and_pairs_are_fine(cli, tmp_path):
     line = '{"messages": [{"role": "user", "content": "\\ud83d\\ude00 then \\udc00"}]}'
     code, report = run_json(cli, write(tmp_path / "train.jsonl", with_good([line])))

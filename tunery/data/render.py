@@ -95,7 +95,11 @@ class ChatTokenizer:
             raise TemplateError(f"chat template refused the conversation: {message}")
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-        env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
+
+        def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+        env.filters["tojson"] = tojson
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         return env.from_string(self.chat_template)
@@ -156,11 +160,33 @@ def trained_spans(example: ChatExample, tok: ChatTokenizer) -> tuple[str, list[t
 
 
 def _for_template(message: dict) -> dict:
-    """Templates expect `content` to be a string; tool-call messages may carry none."""
+    """The message as chat templates expect it.
+
+    `content` is a string (tool-call messages may carry none). A tool call's `arguments` is an
+    object: OpenAI's format spells it as a JSON string, but templates (Llama 3.1, Qwen 2.5, …)
+    write `arguments | tojson`, which would encode the string a second time and train the model
+    on a quoted, escaped call it never sees at inference.
+    """
     clean = {k: v for k, v in message.items() if k != "weight"}
     if clean.get("content") is None:
         clean["content"] = ""
+    if isinstance(clean.get("tool_calls"), list):
+        clean["tool_calls"] = [_arguments_as_object(call) for call in clean["tool_calls"]]
     return clean
+
+
+def _arguments_as_object(call):
+    function = call.get("function") if isinstance(call, dict) else None
+    arguments = function.get("arguments") if isinstance(function, dict) else None
+    if not isinstance(arguments, str):
+        return call
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return call  # not JSON: the template gets it as written
+    if not isinstance(parsed, dict):
+        return call
+    return {**call, "function": {**function, "arguments": parsed}}
 
 
 def render_chat(example: ChatExample, tok: ChatTokenizer, max_seq_len: int | None = None) -> Rendered:

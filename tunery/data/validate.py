@@ -233,7 +233,8 @@ _ABSENT = object()
 def _kind(value: object) -> str:
     if value is None:
         return "null"
-    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), f"a {type(value).__name__}")
+    kinds = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, int, int]:

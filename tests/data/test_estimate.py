@@ -330,3 +330,14 @@ def test_usage_errors_exit_2_with_a_clear_message(cli, chat_file, tiny_model_dir
     result = cli("estimate", *args, "--model", tiny_model_dir)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_model_without_safetensors_is_refused_by_name(cli, chat_file, tmp_path, tiny_model_dir):
+    import shutil
+
+    model = tmp_path / "bin-only"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").rename(model / "pytorch_model.bin")  # what older checkpoints hold
+    result = cli("estimate", chat_file, "--model", model)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no *.safetensors weights" in result.stderr and str(model) in result.stderr

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for i in infos:
         table.add_row(
             i.name,
-            human_count(i.parameters),
+            human_count(i.parameters) if i.parameters else "? (no safetensors)",
             str(i.context_length or "?"),
             "yes" if i.has_chat_template else "no",
             str(i.path),

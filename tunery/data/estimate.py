@@ -432,6 +432,11 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     require_valid(path)  # before the model: a broken file should not wait for a conversion
     model_dir = resolve_model(model_ref)
     info = describe_model(model_ref, model_dir)
+    if not info.parameters:  # e.g. only pytorch_model.bin, which cannot be read without torch
+        raise TuneryError(
+            f"cannot size {model_ref}: {model_dir} holds no *.safetensors weights to count",
+            hint="save the model with save_pretrained(..., safe_serialization=True), or use a .gguf or hub id",
+        )
     config = json.loads((model_dir / "config.json").read_text())
     shape = model_shape(info.parameters, config, settings.lora_rank)
     context = shape.context_length

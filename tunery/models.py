@@ -66,9 +66,15 @@ def resolve_model(ref: str) -> Path:
                 hint="point at the model directory itself, or at a .gguf file",
             )
         return path.resolve()
-    if path.suffix == ".gguf":
+    if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise TuneryError(f"GGUF file {path} does not exist")
+        with path.open("rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise TuneryError(
+                    f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')",
+                    hint="check that the download finished, or point at the model's directory instead",
+                )
         return _convert_gguf_cached(path, name=f"gguf-{path.stem}-{_file_fingerprint(path)}")
     if path.exists():
         raise TuneryError(f"{path} is neither a model directory nor a .gguf file")
@@ -137,7 +143,15 @@ def _convert_gguf_cached(gguf: Path, *, name: str, source: str | None = None) ->
             shutil.rmtree(stale, ignore_errors=True)
         tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
         try:
-            _convert_gguf(gguf, tmp, source=source or str(gguf))
+            try:
+                _convert_gguf(gguf, tmp, source=source or str(gguf))
+            except Exception as exc:  # transformers' reader: truncated file, unknown architecture, ...
+                reason = str(exc).splitlines()[0] if str(exc) else ""
+                raise TuneryError(
+                    f"could not convert {gguf} ({type(exc).__name__}: {reason})",
+                    hint="check the file is complete; transformers converts the GGUF architectures it knows "
+                    "(llama, mistral, qwen2, gemma, phi3, …); or point at the model's Hugging Face directory",
+                ) from exc
             shutil.rmtree(target, ignore_errors=True)  # a stale dir without a manifest
             os.replace(tmp, target)
         finally:

@@ -187,6 +187,21 @@ def test_embedded_default_resolves_without_converting_again(smollm2_dir):
     assert resolve_probe(home, DEFAULT_MODEL) == {"path": str(smollm2_dir), "torch": False}
 
 
+def test_a_broken_gguf_fails_cleanly_and_leaves_nothing(home, gguf, tmp_path):
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("these are notes, not a model")
+    result = tunery(home, "models", "resolve", not_gguf)
+    assert result.returncode == 2 and "is not a GGUF file" in result.stderr
+
+    cut = tmp_path / "cut.gguf"  # a download that stopped half-way
+    data = gguf[0].read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    result = tunery(home, "models", "resolve", cut)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: could not convert {cut}")
+    assert [p.name for p in (home / "models").iterdir() if not p.name.endswith(".lock")] == [DEFAULT_MODEL]
+
+
 @pytest.mark.parametrize(
     "ref, words",
     [

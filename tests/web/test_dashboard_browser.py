@@ -250,7 +250,8 @@ def test_monitoring_page_says_how_to_turn_it_on(open_page):
 
 def _is_page(path: str) -> bool:
     """A dashboard page (rendered by the browser) rather than an asset, the API or its docs."""
-    return path in ("/", "/files", "/eval", "/playground", "/monitoring") or path.startswith(("/jobs/", "/files/"))
+    pages = ("/", "/files", "/eval", "/playground", "/monitoring", "/api")
+    return path in pages or path.startswith(("/jobs/", "/files/"))
 
 
 def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboard):
@@ -271,6 +272,10 @@ def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboa
         if target == f"/jobs/{dashboard.short_job_id}":
             expect(page.locator('#charts path[data-series="validation"]').first).to_be_attached()
             screenshot(page, "21-job-succeeded")
+        if target == "/api":  # the offline API reference lists the public API
+            expect(page.locator(".api-table").first).to_be_visible()
+            expect(page.locator("main")).to_contain_text("/v1/fine_tuning/jobs/{job_id}/pause")
+            screenshot(page, "70-api-reference")
         parsed = urlparse(target)
         if parsed.path == "/playground" and (model := parse_qs(parsed.query).get("model")):
             expect(page.locator("select[name=model-B], select[name=model-A]").first).to_be_attached()
@@ -288,11 +293,11 @@ def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboa
                     queue.append(local)
             else:
                 other.add(local)
-    assert {"/files", "/eval", "/playground", "/monitoring"} <= seen
+    assert {"/files", "/eval", "/playground", "/monitoring", "/api"} <= seen
     assert any(p.startswith("/jobs/") for p in seen) and any(p.startswith("/files/") for p in seen)
     assert any(p.startswith("/playground?model=ft") for p in seen)  # ft:..., URL-encoded
     headers = {"Authorization": "Bearer sk-alpha"}
     for local in sorted(other):
         response = httpx.get(dashboard.url + local, headers=headers, timeout=60)
         assert response.status_code == 200, f"{local} → {response.status_code}"
-    assert any(p.startswith("/ui/") for p in other) and "/docs" in other
+    assert any(p.startswith("/ui/") for p in other) and "/openapi.json" in other

@@ -77,7 +77,7 @@ def test_a_request_the_server_rejects_shows_its_message_and_a_retry(open_page, d
     page = open_page()
     page.goto(f"/files/{uploaded.id}?model=no-such-model")  # the tokenizer picker's value, hand-edited
     alert = page.get_by_role("alert")
-    expect(alert).to_contain_text("Something went wrong")
+    expect(alert).to_contain_text("The server refused this request")
     expect(alert).to_contain_text("model must be one of the base models ['tiny'], got 'no-such-model'")
     expect(alert.get_by_role("button", name="Try again")).to_be_visible()
     screenshot(page, "63-server-error")

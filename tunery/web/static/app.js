@@ -117,6 +117,10 @@ export function failed(target, error, retry) {
     title = "Not found";
   } else if (status === 0) {
     title = "The server cannot be reached";
+  } else if (status >= 500) {
+    title = "The server failed";
+  } else if (status >= 400) {
+    title = "The server refused this request";
   }
   const home = status === 404 ? el("a", { href: "/" }, "Back to the jobs") : null;
   target.replaceChildren(

@@ -31,8 +31,7 @@ const TIME_STEPS = [HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 24 * HOUR, 2 * 24 * HOU
 export function timeTicks(min, max, count = 5) {
   const step = TIME_STEPS.find((s) => s >= (max - min) / count) || TIME_STEPS[TIME_STEPS.length - 1];
   const start = new Date(min * 1000);
-  if (step >= 24 * HOUR) start.setHours(0, 0, 0, 0);
-  else start.setMinutes(0, 0, 0);
+  start.setHours(0, 0, 0, 0); // from the local midnight before: 00:00, 06:00, 12:00, not 01:00, 07:00
   const ticks = [];
   // Whole days are stepped by the calendar, so a daylight-saving change does not shift midnight.
   for (let t = new Date(start); t.getTime() / 1000 <= max; ) {
@@ -59,9 +58,9 @@ function frame(width, height, title, xLabel) {
 /**
  * lineChart({title, xLabel, series: [{name, points: [[x, y], ...], color, dots}], height, xTime})
  * Points with a null or non-finite y are skipped; xTime: x is Unix seconds, ticked at round hours
- * or days. Returns an <svg>.
+ * or days; yZero: the y axis includes 0. Returns an <svg>.
  */
-export function lineChart({ title, xLabel = "step", series, width = 560, height = 230, yFormat = label, xFormat = label, xTime = false }) {
+export function lineChart({ title, xLabel = "step", series, width = 560, height = 230, yFormat = label, xFormat = label, xTime = false, yZero = false }) {
   const root = frame(width, height, title, xLabel);
   const clean = series.map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) }));
   const all = clean.flatMap((s) => s.points);
@@ -72,6 +71,7 @@ export function lineChart({ title, xLabel = "step", series, width = 560, height 
   }
   let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
   let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  if (yZero) [y0, y1] = [Math.min(0, y0), Math.max(0, y1)];
   if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
   if (y0 === y1) [y0, y1] = [y0 - Math.abs(y0 || 1) * 0.1, y1 + Math.abs(y1 || 1) * 0.1];
   const padY = (y1 - y0) * 0.06;
@@ -87,7 +87,9 @@ export function lineChart({ title, xLabel = "step", series, width = 560, height 
   const wholeX = all.every(([x]) => Number.isInteger(x));
   const xTicks = xTime ? timeTicks(x0, x1, 5) : niceTicks(x0, x1, 6).filter((t) => !wholeX || Number.isInteger(t));
   for (const t of xTicks.filter((t) => t >= x0 && t <= x1)) {
-    root.append(svg("text", { x: X(t), y: height - PAD.bottom + 16, class: "tick", "text-anchor": "middle" }, xFormat(t)));
+    // A label at either end is anchored inside the chart, so it is not cut off.
+    const anchor = X(t) > width - PAD.right - 40 ? "end" : X(t) < PAD.left + 40 ? "start" : "middle";
+    root.append(svg("text", { x: X(t), y: height - PAD.bottom + 16, class: "tick", "text-anchor": anchor }, xFormat(t)));
   }
   root.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: height - PAD.bottom, y2: height - PAD.bottom, class: "axis" }));
 

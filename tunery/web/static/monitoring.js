@@ -14,7 +14,7 @@ const tick = (t) => {
 };
 
 /** A value over time: every point, the alerts again in red, and the alert threshold. */
-function seriesChart(title, s, thresholdName) {
+function seriesChart(title, s, thresholdName, yZero = false) {
   const at = (p) => [p.at, p.value];
   const alerts = s.points.filter((p) => p.alert);
   const series = [{ name: s.name, points: s.points.map(at), dots: true }];
@@ -23,7 +23,7 @@ function seriesChart(title, s, thresholdName) {
     const ends = [s.points[0].at, s.points[s.points.length - 1].at];
     series.push({ name: thresholdName, color: "#e09a9a", points: ends.map((t) => [t, s.threshold]) });
   }
-  return el("div", { class: "card chart" }, lineChart({ title, xLabel: "time", series, xTime: true, xFormat: tick, yFormat: (v) => String(+v.toPrecision(3)) }));
+  return el("div", { class: "card chart" }, lineChart({ title, xLabel: "time", series, xTime: true, yZero, xFormat: tick, yFormat: (v) => String(+v.toPrecision(3)) }));
 }
 
 const alertText = (a) => `${when(a.at)} · ${a.level} (${a.source}): ${a.message}`;
@@ -50,7 +50,7 @@ function driftCard(m) {
   return card(
     el("span", {}, "Input drift of ", modelLink(m.model)),
     alertList(m.alerts),
-    el("div", { class: "grid2" }, seriesChart("Drift score per day (1 = alert)", s, "alert at"), el("div", { class: "scroll" }, days)),
+    el("div", { class: "grid2" }, seriesChart("Drift score per day (1 = alert)", s, "alert at", true), el("div", { class: "scroll" }, days)),
     el("p", { class: "muted small" }, "Each day's logged prompts against the training prompts: length, vocabulary and meaning (MiniLM), beyond what chance gives. ok below 0.5, warn below 1, alert from 1. Fewer than 20 prompts in a day make its score a hint."),
   );
 }

@@ -202,6 +202,15 @@ def test_a_broken_gguf_fails_cleanly_and_leaves_nothing(home, gguf, tmp_path):
     assert [p.name for p in (home / "models").iterdir() if not p.name.endswith(".lock")] == [DEFAULT_MODEL]
 
 
+def test_a_home_that_cannot_be_a_directory_is_a_clear_error(tmp_path):
+    home = tmp_path / "home"
+    home.write_text("a file where the home should be")
+    result = tunery(home, "models", "list")
+    assert result.returncode == 2
+    assert f"cannot use {home} as tunery's home: it is a file, not a directory" in result.stderr
+    assert "TUNERY_HOME" in result.stderr
+
+
 @pytest.mark.parametrize(
     "ref, words",
     [

@@ -53,7 +53,7 @@ def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Pat
     assert job.status == "succeeded", job.error
     run = dashboard_server.home / "jobs" / job_id / "run"
     report = dashboard_server.home / "jobs" / job_id / "evals" / "compare-report.json"
-    # No forgetting probe: its 30 questions × 2 models take minutes on a busy 2-core machine.
+    # With the forgetting probe: 30 questions × 2 systems in one batch each, seconds on the tiny model.
     done = run_cli(
         "compare",
         "--tuned",
@@ -66,7 +66,6 @@ def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Pat
         "1",
         "--max-new-tokens",
         "4",
-        "--no-forgetting",
         "--output",
         report,
         env=env,

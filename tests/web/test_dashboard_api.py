@@ -81,3 +81,26 @@ def test_another_organisation_sees_none_of_it(dashboard, files):
         assert get(dashboard, path, key="sk-beta").status_code == 404, path
     assert get(dashboard, "/v1/tunery/jobs/progress", key="sk-beta").json() == {"data": {}}
     assert get(dashboard, "/v1/tunery/evals", key="sk-beta").json()["data"] == []
+
+
+def test_the_dashboard_adds_only_read_only_endpoints_and_calls_only_known_paths(dashboard):
+    """Every /v1/tunery endpoint is a GET; every API path the pages' scripts name is in the schema."""
+    import re
+    from importlib import resources
+
+    schema = get(dashboard, "/openapi.json").json()
+    ours = {path: set(item) for path, item in schema["paths"].items() if path.startswith("/v1/tunery/")}
+    assert len(ours) >= 10 and all(methods == {"get"} for methods in ours.values()), ours
+    # A schema path with its {ids} filled in, against a called path whose ${...} parts match any segment.
+    filled = [re.sub(r"\{[^}]+\}", "x", path) for path in schema["paths"]]
+    static = resources.files("tunery.web").joinpath("static")
+    called = set()
+    for script in static.iterdir():
+        if script.name.endswith(".js"):
+            called.update(re.findall(r"[`\"](/v1/[^`\"?]*)", script.read_text()))
+    assert "/v1/chat/completions" in called and "/v1/tunery/monitoring/drift" in called
+    pattern = {
+        path: re.compile("^" + "[^/]+".join(map(re.escape, re.split(r"\$\{[^}]+\}", path))) + "$") for path in called
+    }
+    unknown = sorted(path for path, regex in pattern.items() if not any(regex.match(f) for f in filled))
+    assert not unknown, f"the pages call paths the API does not have: {unknown}"

@@ -171,6 +171,7 @@ def test_start_a_job_watch_both_curves_grow_pause_resume_and_cancel_it(open_page
     expect(page.locator("#status")).to_have_text("paused", timeout=120_000)
     expect(page.locator("#resume-button")).to_be_enabled()
     expect(page.locator("#pause-button")).to_be_disabled()
+    expect(page.locator("#checkpoints")).to_contain_text(":ckpt-step-")  # pausing saved one, servable
     screenshot(page, "22-job-paused")
     at_pause = _plotted(page, "train")
     page.locator("#resume-button").click()
@@ -223,7 +224,10 @@ def test_evaluation_shows_the_comparison_and_filters_to_failures(open_page, dash
     page.goto("/eval")
     expect(page.locator("#verdict")).to_have_text(report["verdict"])
     expect(page.locator("#compare-table tbody tr")).to_have_count(3)
-    expect(page.locator("#forgetting")).to_contain_text("not run")
+    expect(page.locator("#forgetting")).to_have_text(report["forgetting"]["verdict"])
+    skills = report["forgetting"]["by_skill"]
+    expect(page.locator("#forgetting-table tbody tr")).to_have_count(len(skills) + 1)  # and the total
+    expect(page.locator("#probe-answers summary")).to_contain_text("Forgetting probe answers (30)")
     expect(page.locator("#example-count")).to_have_text("6 of 6 examples")
     rows = [
         json.loads(line) for line in report_path.with_name("compare-report.examples.jsonl").read_text().splitlines()
@@ -239,6 +243,12 @@ def test_evaluation_shows_the_comparison_and_filters_to_failures(open_page, dash
     page.get_by_label(re.compile("only failures")).uncheck()
     expect(page.locator("#example-count")).to_have_text("1 of 6 examples")
     screenshot(page, "40-evaluation")
+
+    # The trainer's own final eval on the validation file is listed too, with its score.
+    page.locator("#reports a", has_text="final-eval").click()
+    expect(page.locator("#compare-table")).to_contain_text("(95% CI)")
+    expect(page.locator("#example-count")).to_have_text("12 of 12 examples")
+    screenshot(page, "41-evaluation-final-eval")
 
 
 def test_monitoring_page_says_how_to_turn_it_on(open_page):

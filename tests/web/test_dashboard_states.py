@@ -38,6 +38,7 @@ def test_an_organisation_without_data_gets_an_empty_state_on_every_page(open_pag
         else:  # the playground offers the base models, which every organisation may use
             expect(page.locator("[data-pane=A] .placeholder")).to_have_text("Send a message to start.")
             expect(page.locator("select[name=model-A]")).to_have_value("tiny")
+            expect(page.locator("select[name=model-A] option", has_text="ft:")).to_have_count(0)  # alpha's
         expect(page.locator(".state.error, .state.loading")).to_have_count(0)
         screenshot(page, f"60-empty-{_name(path)}")
 

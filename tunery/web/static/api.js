@@ -43,7 +43,7 @@ async function start() {
       el("code", {}, "Authorization: Bearer sk-…"), ". The machine-readable schema is ", el("a", { href: "/openapi.json" }, "/openapi.json"),
       "; the interactive Swagger UI at ", el("a", { href: "/docs" }, "/docs"), " loads its scripts from the internet."),
     groups.map(([tag, ops]) => card(tag, el("div", { class: "scroll" }, table(["method", "path", "what it does", "parameters"],
-      ops.map(({ path, method, op }) => [el("code", {}, method.toUpperCase()), el("code", {}, path), op.summary || op.description?.split("\n")[0] || "–", el("span", { class: "small" }, paramsOf(op))]),
+      ops.map(({ path, method, op }) => [el("code", {}, method.toUpperCase()), el("code", {}, path), op.description?.split("\n")[0] || op.summary || "–", el("span", { class: "small" }, paramsOf(op))]),
       { class: "api-table" })))),
   );
 }

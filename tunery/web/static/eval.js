@@ -49,7 +49,7 @@ function forgettingCard(probe) {
     table(["skill", "base", "tuned"], [
       ...Object.entries(probe.by_skill).map(([skill, v]) => [skill, scoreCell(v.base), scoreCell(v.tuned)]),
       [el("strong", {}, `all ${probe.n} items`), metricCell(probe.base), metricCell(probe.tuned)],
-    ]));
+    ], { id: "forgetting-table" }));
 }
 
 /** Join the per-system rows on the held-out item, so each row reads across the systems. */

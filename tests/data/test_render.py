@@ -278,6 +278,15 @@ def test_truncation_keeps_the_beginning_and_counts_what_was_cut(tokenizers):
     assert cut.input_ids == full.input_ids[:-5] and cut.loss_mask == full.loss_mask[:-5]
 
 
+def test_template_variables_are_the_special_tokens_not_the_flags(tmp_path):
+    make_tokenizer(tmp_path / "flags", CHATML, {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
+    config = json.loads((tmp_path / "flags" / "tokenizer_config.json").read_text())
+    (tmp_path / "flags" / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
+    tok = ChatTokenizer.from_dir(tmp_path / "flags")
+    assert tok.special_tokens == {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+    assert tok.pad_id == tok.eos_id == tok.tokenizer.token_to_id("<|im_end|>")  # no pad token: pad with EOS
+
+
 def test_render_prompt_ends_with_the_generation_header(tokenizers):
     tok = tokenizers["gemma"]
     ids = render_prompt([user("Capital of France?")], tok)

@@ -75,7 +75,10 @@ class ChatTokenizer:
             raise TuneryError(f"{path} has no tokenizer.json (a fast tokenizer is required)")
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         config = _read_json(path / "tokenizer_config.json")
-        special = {k: _token_text(v) for k, v in config.items() if k.endswith("_token") and v}
+        # bos_token, eos_token, ...: what transformers hands the template. Not the add_bos_token flags.
+        special = {
+            k: _token_text(v) for k, v in config.items() if k.endswith("_token") and isinstance(v, str | dict) and v
+        }
         stop_ids = set()
         for source in (_read_json(path / "generation_config.json"), _read_json(path / "config.json")):
             eos = source.get("eos_token_id")

@@ -16,6 +16,7 @@ from tunery.data.estimate import (
     forward_flops,
     hours,
     model_shape,
+    months_since,
     training_flops,
 )
 from tunery.data.validate import auto_epochs
@@ -170,6 +171,13 @@ def test_auto_epochs_follows_openai(n, epochs):
     assert auto_epochs(n) == epochs
 
 
+def test_months_since_the_prices_were_checked():
+    from datetime import date
+
+    assert months_since("2025-08", today=date(2025, 8, 31)) == 0
+    assert months_since("2025-08", today=date(2026, 11, 1)) == 15
+
+
 @pytest.mark.parametrize(
     "longest, context, expected", [(1, 512, 64), (64, 512, 64), (65, 512, 128), (600, 512, 512), (600, None, 640)]
 )
@@ -223,6 +231,7 @@ def test_cli_reports_tokens_flops_time_and_cost(cli, chat_file, tiny_model_dir):
     from tunery.data.prices import HOSTED_PRICES, LAST_CHECKED
 
     assert out["hosted"]["last_checked"] == LAST_CHECKED
+    assert out["hosted"]["months_since_checked"] == months_since(LAST_CHECKED)
     mini = next(p for p in out["hosted"]["prices"] if p["model"] == "gpt-4o-mini")
     assert mini["billed_tokens"] == out["tokens_total"]
     assert mini["usd"] == pytest.approx(out["tokens_total"] / 1e6 * 3.00)

@@ -170,7 +170,7 @@ def print_estimate(e) -> None:
         "$ / 1M training tokens",
         "billed tokens",
         "cost",
-        title=f"Hosted fine-tuning (prices last checked {e.hosted['last_checked']}: tunery/data/prices.py)",
+        title=f"Hosted fine-tuning (prices last checked {e.hosted['last_checked']}{_age(e.hosted)}: tunery/data/prices.py)",
         title_justify="left",
     )
     for p in e.hosted["prices"]:
@@ -196,3 +196,8 @@ def human_time(hours: float) -> str:
 
 def dollars(usd: float) -> str:
     return "< $0.01" if 0 < usd < 0.005 else f"${usd:,.2f}"
+
+
+def _age(hosted: dict) -> str:
+    months = hosted["months_since_checked"]
+    return f", {months} months ago: they may have changed" if months > 6 else ""

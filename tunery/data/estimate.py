@@ -60,6 +60,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -581,8 +582,16 @@ def hosted_costs(billed_tokens: int, model_ref: str) -> dict:
     ]
     return {
         "last_checked": prices.LAST_CHECKED,
+        "months_since_checked": months_since(prices.LAST_CHECKED),
         "source": prices.SOURCE,
         "note": f"billed tokens = tokens in the file × epochs, counted with {model_ref}'s tokenizer; "
         "the service counts with its own, so expect some difference",
         "prices": [asdict(r) for r in rows],
     }
+
+
+def months_since(year_month: str, today: date | None = None) -> int:
+    """Whole months from 'YYYY-MM' to today: how stale the price table is."""
+    today = today or date.today()
+    year, month = map(int, year_month.split("-"))
+    return (today.year - year) * 12 + today.month - month

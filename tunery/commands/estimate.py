@@ -170,7 +170,8 @@ def print_estimate(e) -> None:
         "$ / 1M training tokens",
         "billed tokens",
         "cost",
-        title=f"Hosted fine-tuning (prices last checked {e.hosted['last_checked']}{_age(e.hosted)}: tunery/data/prices.py)",
+        title=f"Hosted fine-tuning (prices last checked {e.hosted['last_checked']}{_age(e.hosted)}; "
+        "the table is tunery/data/prices.py)",
         title_justify="left",
     )
     for p in e.hosted["prices"]:
@@ -200,4 +201,4 @@ def dollars(usd: float) -> str:
 
 def _age(hosted: dict) -> str:
     months = hosted["months_since_checked"]
-    return f", {months} months ago: they may have changed" if months > 6 else ""
+    return f", {months} months ago, so they may have changed" if months > 6 else ""

@@ -38,18 +38,15 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
-from train_throughput import LORA_TARGETS, machine, micro_batch_work, versions
+from sides import MetricsClock, child_main, machine, median_row, run_side, trl_step_clock, versions
+from train_throughput import LORA_TARGETS, micro_batch_work
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "signoff-prefs" / "train.jsonl"
 SIDES = ["tunery", "tunery-live", "trl-default", "trl-nogc", "trl-precompute"]
@@ -75,31 +72,6 @@ class Step:
     wall_s: float
     cpu_s: float
     computed_tokens: int  # positions the policy forward ran, padding included
-
-
-class Clock(threading.Thread):
-    """Notes wall and process CPU time whenever tunery appends a step to metrics.jsonl.
-
-    Like train_throughput.StepWatcher, but it also keeps the wall clock, so that the time from the
-    child's start to the end of step 1 (model load and any reference precompute) can be read.
-    """
-
-    def __init__(self, metrics: Path, interval_s: float = 0.01):
-        super().__init__(daemon=True)
-        self.metrics, self.interval_s = metrics, interval_s
-        self.ends: list[tuple[float, float]] = []
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.is_set():
-            try:
-                lines = self.metrics.read_bytes().count(b"\n")
-            except FileNotFoundError:
-                lines = 0
-            now = (time.perf_counter(), time.process_time())
-            while len(self.ends) < lines:
-                self.ends.append(now)
-            time.sleep(self.interval_s)
 
 
 def pairs_in_order(spec: dict) -> tuple[list, list[dict]]:
@@ -164,7 +136,7 @@ def tunery_config(spec: dict, side: str):
     )
 
 
-def run_tunery(spec: dict, side: str, started: float) -> dict:
+def run_tunery(spec: dict, side: str) -> dict:
     import torch
 
     from tunery.data.render import ChatTokenizer
@@ -176,7 +148,7 @@ def run_tunery(spec: dict, side: str, started: float) -> dict:
 
     torch.set_num_threads(spec["threads"])
     config = tunery_config(spec, side)
-    clock = Clock(config.output / "metrics.jsonl")
+    clock = MetricsClock(config.output / "metrics.jsonl")
     clock.start()
     run_dir = train(config)
     clock.done.set()
@@ -215,7 +187,7 @@ def run_tunery(spec: dict, side: str, started: float) -> dict:
         "steps": [asdict(s) for s in steps],
         "first_loss": records[0]["train_loss"],
         "first_logps": logps,
-        "to_first_step_s": clock.ends[0][0] - started,
+        "to_first_step_s": clock.ends[0][0] - spec["child_started"],
     }
 
 
@@ -250,11 +222,15 @@ def check_same_tokens(dataset, pairs) -> None:
                 raise RuntimeError(f"pair {i} ({answer}): TRL's tokens or answer mask differ from tunery's")
 
 
-def run_trl(spec: dict, side: str, started: float) -> dict:
+def run_child(spec: dict, side: str) -> dict:
+    return run_tunery(spec, side) if side.startswith("tunery") else run_trl(spec, side)
+
+
+def run_trl(spec: dict, side: str) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     torch.set_num_threads(spec["threads"])
@@ -272,21 +248,6 @@ def run_trl(spec: dict, side: str, started: float) -> dict:
     )
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
     tokenizer.chat_template = TRL_TEMPLATE
-
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends: list[tuple[float, float]] = []
-            self.logs: list[dict] = []
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.began = (time.perf_counter(), time.process_time())
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append((time.perf_counter(), time.process_time()))
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.logs.append(dict(logs))
 
     args = DPOConfig(
         output_dir=str(Path(spec["workdir"]) / "trl-out"),
@@ -322,7 +283,7 @@ def run_trl(spec: dict, side: str, started: float) -> dict:
         task_type="CAUSAL_LM",
         bias="none",
     )
-    clock = StepClock()
+    clock = trl_step_clock()
     trainer = DPOTrainer(
         model=spec["model_dir"],
         args=args,
@@ -352,58 +313,11 @@ def run_trl(spec: dict, side: str, started: float) -> dict:
         "steps": [asdict(s) for s in steps],
         "first_loss": first["loss"],
         "first_logps": [first["logps/chosen"], first["logps/rejected"]],
-        "to_first_step_s": clock.ends[0][0] - started,
+        "to_first_step_s": clock.ends[0][0] - spec["child_started"],
     }
 
 
-def child_main(side: str, spec_path: Path) -> int:
-    started = time.perf_counter()
-    spec = json.loads(spec_path.read_text())
-    available = sorted(os.sched_getaffinity(0))
-    if spec["threads"] < len(available):
-        # Pinning makes tunery's own rule (threads = physical cores it may use) pick the same count
-        os.sched_setaffinity(0, available[: spec["threads"]])
-    load_before = os.getloadavg()[0]
-    result = run_tunery(spec, side, started) if side.startswith("tunery") else run_trl(spec, side, started)
-    result["load_average"] = (load_before + os.getloadavg()[0]) / 2
-    result["self_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    Path(spec["result"]).write_text(json.dumps(result))
-    return 0
-
-
 # -------------------------------------------------------------------------------------------- parent
-
-
-def run_side(side: str, spec: dict, workdir: Path) -> dict:
-    """Run one side in a fresh subprocess; return its result with the child's own peak RSS and CPU time."""
-    side_dir = workdir / f"{side}-{time.monotonic_ns()}"
-    side_dir.mkdir()
-    spec = {**spec, "workdir": str(side_dir), "result": str(side_dir / "result.json")}
-    (side_dir / "spec.json").write_text(json.dumps(spec))
-    log = side_dir / "log.txt"
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
-    env["HF_DATASETS_CACHE"] = str(side_dir / "hf-datasets")
-    # A fresh home per child: tunery's reference cache starts empty, and the run registers there
-    env["TUNERY_HOME"] = str(side_dir / "tunery-home")
-    started = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", side, str(side_dir / "spec.json")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        # wait4 gives this child's own rusage: its peak RSS and CPU time, untouched by the other runs
-        _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        raise SystemExit(f"{side} failed (exit {code}); last lines of {log}:\n{tail}")
-    result = json.loads(Path(spec["result"]).read_text())
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
-    result["process_s"] = time.perf_counter() - started
-    result["process_cpu_s"] = usage.ru_utime + usage.ru_stime
-    return result
 
 
 def summarise(side: str, result: dict, warmup: int, real_tokens: list[int], batch_size: int) -> dict:
@@ -427,11 +341,6 @@ def summarise(side: str, result: dict, warmup: int, real_tokens: list[int], batc
         "process_cpu_s": result["process_cpu_s"],
         "load_average": result["load_average"],
     }
-
-
-def median_row(rows: list[dict]) -> dict:
-    keys = [k for k in rows[0] if k != "side"]
-    return {"side": rows[0]["side"], "runs": len(rows), **{k: statistics.median(r[k] for r in rows) for k in keys}}
 
 
 def markdown(rows: list[dict], settings: dict, data: dict) -> str:
@@ -496,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child_main(args.child[0], Path(args.child[1]))
+        return child_main(args.child[0], Path(args.child[1]), run_child)
 
     from tunery.models import resolve_model
 
@@ -547,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             # alternate the order so that slow drifts in machine load hit every side alike
             for side in sides if repeat % 2 == 0 else reversed(sides):
-                row = summarise(side, run_side(side, spec, workdir), args.warmup, real_tokens, args.batch_size)
+                row = summarise(
+                    side, run_side(__file__, side, spec, workdir), args.warmup, real_tokens, args.batch_size
+                )
                 runs[side].append(row)
                 print(
                     f"  {side} run {repeat + 1}: {row['pairs_per_s']:.2f} pairs/s, {row['tokens_per_s']:.0f} real tok/s "

@@ -42,20 +42,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import re
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
+
+from sides import MetricsClock, child_main, machine, median_row, run_side, trl_step_clock, versions
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_SIDES = ["tunery", "trl-default", "trl-padfree"]
@@ -232,31 +229,6 @@ def matmul_rate(seconds: float = 0.6) -> float:
 # ------------------------------------------------------------------------------------- child: tunery
 
 
-class StepWatcher(threading.Thread):
-    """Notes the process CPU time whenever tunery appends a step to metrics.jsonl.
-
-    sft.train logs wall time itself (elapsed_s); CPU time per step is read from outside the loop by
-    polling, which is accurate to the poll interval, far below a step's duration here.
-    """
-
-    def __init__(self, metrics: Path, interval_s: float = 0.01):
-        super().__init__(daemon=True)
-        self.metrics, self.interval_s = metrics, interval_s
-        self.cpu_at_step: list[float] = []
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.is_set():
-            try:
-                lines = self.metrics.read_bytes().count(b"\n")
-            except FileNotFoundError:
-                lines = 0
-            now = time.process_time()
-            while len(self.cpu_at_step) < lines:
-                self.cpu_at_step.append(now)
-            time.sleep(self.interval_s)
-
-
 def tunery_config(spec: dict):
     from tunery.config import LoraConfig, RunConfig, merge
 
@@ -291,7 +263,7 @@ def tunery_config(spec: dict):
     return RunConfig.model_validate(merge(config.model_dump(), spec["tunery_overrides"]))
 
 
-def run_tunery(spec: dict) -> dict:
+def run_tunery(spec: dict, side: str) -> dict:
     import torch
 
     from tunery.train.modeling import step_batches
@@ -301,22 +273,22 @@ def run_tunery(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     rate = matmul_rate()
     config = tunery_config(spec)
-    watcher = StepWatcher(config.output / "metrics.jsonl")
-    watcher.start()
+    clock = MetricsClock(config.output / "metrics.jsonl")
+    clock.start()
     run_dir = train(config)
-    watcher.done.set()
-    watcher.join()
+    clock.done.set()
+    clock.join()
     if torch.get_num_threads() != spec["threads"]:
         raise RuntimeError(f"tunery trained with {torch.get_num_threads()} threads, not {spec['threads']}")
     records = [r for r in RunDir(run_dir).read_metrics() if r["type"] == "train"]
     total = spec["warmup"] + spec["steps"]
-    if len(records) != total or len(watcher.cpu_at_step) < total:
+    if len(records) != total or len(clock.ends) < total:
         raise RuntimeError(f"tunery logged {len(records)} steps, expected {total}")
 
     # Rebuild each step's micro-batches with the engine's own function to count their work; the
     # trained-token count must match what the loop itself logged.
     plan, pad_id, examples = tunery_plan(config, spec)
-    steps, previous_wall, previous_cpu = [], 0.0, watcher.cpu_at_step[0]
+    steps, previous_wall, previous_cpu = [], 0.0, clock.ends[0][1]
     for step, record in enumerate(records):
         chosen = examples[step * spec["batch_size"] : (step + 1) * spec["batch_size"]]
         work = micro_batch_work(step_batches(chosen, plan, pad_id))
@@ -325,7 +297,7 @@ def run_tunery(spec: dict) -> dict:
                 f"step {step + 1}: counted {work['trained_tokens']} trained tokens, "
                 f"tunery logged {record['trained_tokens']}"
             )
-        cpu = watcher.cpu_at_step[step]
+        cpu = clock.ends[step][1]
         steps.append(
             StepWork(
                 examples=len(chosen),
@@ -439,11 +411,15 @@ def check_same_targets(dataset, rows: list[dict], spec: dict, tokenizer) -> None
             raise RuntimeError(f"example {i}: TRL's tokens or targets differ from tunery's")
 
 
+def run_child(spec: dict, side: str) -> dict:
+    return run_tunery(spec, side) if side.startswith("tunery") else run_trl(spec, side)
+
+
 def run_trl(spec: dict, side: str) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from tunery.train.modeling import epoch_order
@@ -498,22 +474,7 @@ def run_trl(spec: dict, side: str) -> dict:
     rows = [json.loads(lines[i]) for i in epoch_order(len(lines), spec["seed"], 0)]
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
 
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends: list[tuple[float, float]] = []
-            self.losses: list[float] = []
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.started = (time.perf_counter(), time.process_time())
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append((time.perf_counter(), time.process_time()))
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.losses.append(float(logs["loss"]))
-
-    clock = StepClock()
+    clock = trl_step_clock()
     trainer = SFTTrainer(
         model=spec["model_dir"],
         args=args,
@@ -529,60 +490,19 @@ def run_trl(spec: dict, side: str) -> dict:
 
     if len(clock.ends) != total or len(counting.batches) < total:
         raise RuntimeError(f"TRL ran {len(clock.ends)} steps from {len(counting.batches)} batches, expected {total}")
-    starts = [clock.started, *clock.ends[:-1]]
+    starts = [clock.began, *clock.ends[:-1]]
     steps = [
         StepWork(**batch, wall_s=end[0] - start[0], cpu_s=end[1] - start[1])
         for batch, start, end in zip(counting.batches[:total], starts, clock.ends, strict=True)
     ]
-    return {"matmul_flops": rate, "steps": [asdict(s) for s in steps], "losses": clock.losses}
-
-
-def child_main(side: str, spec_path: Path) -> int:
-    spec = json.loads(spec_path.read_text())
-    available = sorted(os.sched_getaffinity(0))
-    if spec["threads"] < len(available):
-        # Pinning makes tunery's own rule (threads = physical cores it may use) pick the same count
-        os.sched_setaffinity(0, available[: spec["threads"]])
-    load_before = os.getloadavg()[0]
-    result = run_tunery(spec) if side.startswith("tunery") else run_trl(spec, side)
-    result["load_average"] = (load_before + os.getloadavg()[0]) / 2
-    result["self_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    Path(spec["result"]).write_text(json.dumps(result))
-    return 0
+    return {
+        "matmul_flops": rate,
+        "steps": [asdict(s) for s in steps],
+        "losses": [float(log["loss"]) for log in clock.logs],
+    }
 
 
 # -------------------------------------------------------------------------------------------- parent
-
-
-def run_side(side: str, spec: dict, workdir: Path) -> dict:
-    """Run one side in a fresh subprocess; return its result with the child's own peak RSS."""
-    safe_name = re.sub(r"[^\w.-]+", "_", side)
-    side_dir = workdir / f"{safe_name}-{time.monotonic_ns()}"
-    side_dir.mkdir()
-    spec = {**spec, "workdir": str(side_dir), "result": str(side_dir / "result.json")}
-    (side_dir / "spec.json").write_text(json.dumps(spec))
-    log = side_dir / "log.txt"
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
-    env["HF_DATASETS_CACHE"] = str(side_dir / "hf-datasets")
-    env["TUNERY_HOME"] = str(side_dir / "tunery-home")  # the finished bench run registers here, not in the user's home
-    started = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", side, str(side_dir / "spec.json")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        # wait4 gives this child's own rusage: its peak RSS, untouched by the other runs
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        raise SystemExit(f"{side} failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
-    result = json.loads(Path(spec["result"]).read_text())
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
-    result["process_s"] = time.perf_counter() - started
-    return result
 
 
 def summarise(side: str, result: dict, warmup: int, shape: dict, r: int) -> dict:
@@ -606,32 +526,13 @@ def summarise(side: str, result: dict, warmup: int, shape: dict, r: int) -> dict
     }
 
 
-def median_row(rows: list[dict], machine_rate: float) -> dict:
-    """Medians over one side's runs, and its FLOP/s as a share of the machine's matmul rate.
+def with_flop_share(row: dict, machine_rate: float) -> dict:
+    """A side's median row with its FLOP/s as a share of the machine's matmul rate.
 
     The rate is the best calibration of the whole benchmark: a calibration taken while another
     process held the core reads low, and would flatter the share of the side measured just then.
     """
-    keys = [k for k in rows[0] if k != "side"]
-    row = {"side": rows[0]["side"], "runs": len(rows), **{k: statistics.median(r[k] for r in rows) for k in keys}}
     return {**row, "flop_share": row["flops_per_s"] / machine_rate, "machine_matmul_flops": machine_rate}
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
-
-
-def versions() -> str:
-    from importlib.metadata import version
-
-    return ", ".join(f"{p} {version(p)}" for p in ("torch", "transformers", "peft", "trl", "accelerate"))
 
 
 def markdown(rows: list[dict], args, data: dict, threads: int, command: str) -> str:
@@ -678,7 +579,7 @@ def markdown(rows: list[dict], args, data: dict, threads: int, command: str) -> 
 def print_report(report: dict) -> None:
     runs, settings = report["runs"], argparse.Namespace(**report["settings"])
     machine_rate = max(r["matmul_flops"] for rows in runs.values() for r in rows)
-    medians = [median_row(rows, machine_rate) for rows in runs.values()]
+    medians = [with_flop_share(median_row(rows), machine_rate) for rows in runs.values()]
     print()
     print(markdown(medians, settings, report["data"], settings.threads, settings.command))
     print(
@@ -716,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child_main(args.child[0], Path(args.child[1]))
+        return child_main(args.child[0], Path(args.child[1]), run_child)
     if args.report:
         print_report(json.loads(args.report.read_text()))
         return 0
@@ -772,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             # alternate the order so that slow drifts in machine load hit every side alike
             for side in sides if repeat % 2 == 0 else reversed(sides):
-                result = run_side(side, {**spec, "tunery_overrides": variants.get(side, {})}, workdir)
+                result = run_side(__file__, side, {**spec, "tunery_overrides": variants.get(side, {})}, workdir)
                 row = summarise(side, result, args.warmup, shape, spec["r"])
                 runs[side].append(row)
                 print(

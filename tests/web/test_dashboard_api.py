@@ -65,6 +65,16 @@ def test_token_view_marks_exactly_the_trainers_mask(dashboard, files, tiny_model
     for shown, rendered in zip(view["examples"], expected, strict=True):
         assert [trained for _, trained in shown["tokens"]] == [bool(m) for m in rendered.loss_mask]
         assert "".join(text for text, _ in shown["tokens"]) == tok.decode(rendered.input_ids, skip_special_tokens=False)
+    assert view["max_seq_len"] == 512  # the model's context: what max_seq_len auto never cuts below
+    # As a job with max_seq_len 40 trains: cut there, with the mask render_chat gives at 40.
+    cut = get(dashboard, f"/v1/tunery/files/{good}/tokens", model="tiny", n=3, max_seq_len=40).json()
+    assert cut["max_seq_len"] == 40
+    for shown, (line, obj) in zip(cut["examples"], first_valid_examples(dashboard.valid, 3), strict=True):
+        rendered = render_chat(to_example(obj, line), tok, 40)
+        assert len(shown["tokens"]) == 40 and shown["truncated"] == rendered.truncated > 0
+        assert [trained for _, trained in shown["tokens"]] == [bool(m) for m in rendered.loss_mask]
+    too_long = get(dashboard, f"/v1/tunery/files/{good}/tokens", model="tiny", max_seq_len=513)
+    assert too_long.status_code == 400 and "context (512)" in too_long.json()["error"]["message"]
 
 
 def test_another_organisation_sees_none_of_it(dashboard, files):

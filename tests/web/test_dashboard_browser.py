@@ -98,6 +98,7 @@ def test_token_view_highlights_exactly_the_trained_tokens(open_page, dashboard, 
     expect(page.locator("#report-verdict")).to_contain_text("No errors")
     examples = page.locator(".token-example")
     expect(examples).to_have_count(3)
+    expect(page.locator("#token-cut")).to_contain_text("Cut at 512 tokens, tiny's context")
     tok = ChatTokenizer.from_dir(tiny_model_dir)
     for i, (line, obj) in enumerate(first_valid_examples(dashboard.valid, 3)):
         mask = render_chat(to_example(obj, line), tok, 512).loss_mask
@@ -248,6 +249,8 @@ def test_evaluation_shows_the_comparison_and_filters_to_failures(open_page, dash
     page.locator("#reports a", has_text="final-eval").click()
     expect(page.locator("#compare-table")).to_contain_text("(95% CI)")
     expect(page.locator("#example-count")).to_have_text("12 of 12 examples")
+    # Each answer links to its line of the uploaded validation file.
+    expect(page.locator("#examples a").first).to_have_attribute("href", f"/files/{job.validation_file}#line-1")
     screenshot(page, "41-evaluation-final-eval")
 
 

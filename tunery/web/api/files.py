@@ -58,6 +58,7 @@ class TokenExample(BaseModel):
 class TokenView(BaseModel):
     file_id: str
     tokenizer: TokenizerChoice
+    max_seq_len: int  # where examples were cut: a job's max_seq_len, or the model's context
     examples: list[TokenExample]
 
 
@@ -190,18 +191,28 @@ async def file_tokens(
     org: str = Depends(current_org),
     model: str | None = None,
     n: int = Query(3, ge=1, le=20),
+    max_seq_len: int | None = Query(None, ge=1, description="a job's max_seq_len; default the model's context"),
 ) -> TokenView:
-    """The first `n` valid examples as tokens, each marked trained or not, exactly as the trainer masks them."""
+    """The first `n` valid examples as tokens, each marked trained or not, exactly as the trainer masks them.
+
+    A job with max_seq_len auto never cuts an example shorter than the model's context; one with
+    a set max_seq_len cuts there, so the job page links here with its value.
+    """
     server = server_of(request)
     record = _fine_tune_file(request, file_id, org)
     choice, tok = await run_in_threadpool(_tokenizer, server, org, model)
+    if max_seq_len is not None and max_seq_len > choice.max_seq_len:
+        raise APIError(
+            400, f"max_seq_len must be at most {choice.model}'s context ({choice.max_seq_len})", param="max_seq_len"
+        )
+    limit = max_seq_len or choice.max_seq_len
     try:
-        examples = await run_in_threadpool(_token_view, record.path, tok, choice.max_seq_len, n)
+        examples = await run_in_threadpool(_token_view, record.path, tok, limit, n)
     except TuneryError as exc:
         raise APIError(
             400, f"cannot render file {file_id} with {choice.model}'s chat template: {exc}", param="model"
         ) from None
-    return TokenView(file_id=file_id, tokenizer=choice, examples=examples)
+    return TokenView(file_id=file_id, tokenizer=choice, max_seq_len=limit, examples=examples)
 
 
 def read_lines(path: Path, start: int, count: int) -> list[Line]:

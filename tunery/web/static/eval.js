@@ -7,6 +7,18 @@ import { intervalBar } from "./chart.js";
 const root = startPage("Evaluation");
 const SYSTEM_NAMES = { zero_shot: "zero-shot (base)", few_shot: "few-shot (base)", tuned: "tuned" };
 
+/** An uploaded file is named by its id on the server: link it (and a line of it) to its page. */
+function fileRef(name, line) {
+  const text = line ? `${name}:${line}` : name;
+  if (!/^file-[A-Za-z0-9]+$/.test(name)) return el("span", { class: "mono small" }, text);
+  return el("a", { href: `/files/${name}${line ? `#line-${line}` : ""}`, class: "mono small" }, text);
+}
+
+function whereCell(where) {
+  const [, name, line] = /^(.*):(\d+)$/.exec(where.split("/").pop()) || [null, where.split("/").pop(), null];
+  return fileRef(name, line);
+}
+
 const reportHref = (s) => `/eval?job=${encodeURIComponent(s.job_id)}&report=${encodeURIComponent(s.name)}`;
 
 function scoreCell(value) {
@@ -86,7 +98,7 @@ function examplesCard(rows, systems, primary, failureSystem) {
     }
     body.replaceChildren(table(["example", "prompt", "reference", ...systems.map((s) => SYSTEM_NAMES[s] || s)],
       shown.map((item) => [
-        el("span", { class: "mono small" }, item.where.split("/").pop()),
+        whereCell(item.where),
         el("div", { class: "output" }, lastUser(item.prompt)),
         el("div", { class: "output" }, item.reference),
         ...systems.map((s) => (item.by[s] ? el("div", {}, scoreCell(item.by[s].scores[primary]), el("div", { class: "output" }, item.by[s].output || "(empty)")) : "–")),
@@ -139,7 +151,13 @@ function compareView(view) {
 function evalView(view) {
   const r = view.report;
   const metrics = Object.entries(r.metrics);
+  const fact = (k, v) => el("div", {}, el("dt", {}, k), el("dd", {}, v));
   return [
+    card(null, el("dl", { class: "facts" },
+      fact("Job", el("a", { href: `/jobs/${view.summary.job_id}`, class: "mono" }, view.summary.job_id)),
+      fact("Fine-tuned model", view.summary.fine_tuned_model ? modelLink(view.summary.fine_tuned_model) : "–"),
+      fact("Evaluated", r.system), fact("Held-out data", [fileRef(r.data.split("/").pop()), ` · ${r.n} examples`]),
+      fact("Graders", r.graders.join(", ")))),
     card(`${r.system} on ${r.data.split("/").pop()} (${r.n} examples)`,
       table(["metric", "mean (95% CI)"], [...metrics.map(([m, s]) => [m, metricCell(s)]),
         ...(r.loss ? [["loss (nats/token)", fmt.num(r.loss.loss)], ["perplexity", fmt.num(r.loss.perplexity)]] : [])], { id: "compare-table" })),
@@ -182,7 +200,7 @@ async function start() {
   const reports = card("Reports", el("div", { class: "scroll" }, table(["report", "job", "data", "verdict or score", "written"], list.data.map((s) => [
     s === selected ? el("strong", {}, s.name) : el("a", { href: reportHref(s) }, s.name),
     el("a", { href: `/jobs/${s.job_id}`, class: "mono" }, s.job_id),
-    `${s.data || "–"} · ${s.n ?? "?"}`,
+    [s.data ? fileRef(s.data) : "–", ` · ${s.n ?? "?"}`],
     s.headline,
     fmt.ago(s.created_at),
   ]), { id: "reports" })));

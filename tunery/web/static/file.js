@@ -97,27 +97,33 @@ function tokenSpan([text, trained]) {
   return el("span", { class: `tok${trained ? " trained" : ""}${special ? " special" : ""}`, title: trained ? "trained (has loss)" : "not trained" }, parts);
 }
 
-async function tokenView(slot, model, n) {
+async function tokenView(slot, note, model, n) {
   loading(slot, "Rendering examples with the chat template…");
   try {
-    const view = await api(`/v1/tunery/files/${fileId}/tokens?model=${encodeURIComponent(model)}&n=${n}`);
+    const cut = query("max_seq_len");
+    const view = await api(`/v1/tunery/files/${fileId}/tokens?model=${encodeURIComponent(model)}&n=${n}${cut ? `&max_seq_len=${encodeURIComponent(cut)}` : ""}`);
+    note.textContent = cut
+      ? `Cut at ${view.max_seq_len} tokens, the max_seq_len of the job that linked here.`
+      : `Cut at ${view.max_seq_len} tokens, ${model}'s context: what a job with max_seq_len auto (the default) trains.`;
     if (!view.examples.length) return empty(slot, "No valid example to show", el("p", {}, "Fix the errors above; the token view shows the first examples that pass validation."));
     slot.replaceChildren(...view.examples.map((x) => el("div", { class: "token-example", "data-trained": String(x.trained), "data-line": String(x.line) },
       el("h3", {}, el("a", { href: `#line-${x.line}` }, `line ${x.line}`), x.answer ? ` · ${x.answer} answer` : "",
         el("span", { class: "muted small" }, ` · ${x.total} tokens, ${x.trained} trained${x.truncated ? `, ${x.truncated} cut by the context` : ""}`)),
       el("div", { class: "tokens" }, x.tokens.map(tokenSpan)))));
   } catch (error) {
-    failed(slot, error, () => tokenView(slot, model, n));
+    failed(slot, error, () => tokenView(slot, note, model, n));
   }
 }
 
 function tokenCard(model) {
   const slot = el("div", { class: "stack", id: "token-view" });
-  const count = el("select", { name: "n", onchange: () => tokenView(slot, model, count.value) }, [3, 5, 10].map((n) => el("option", { value: String(n) }, `${n} examples`)));
-  tokenView(slot, model, 3);
+  const note = el("p", { class: "muted small", id: "token-cut" });
+  const count = el("select", { name: "n", onchange: () => tokenView(slot, note, model, count.value) }, [3, 5, 10].map((n) => el("option", { value: String(n) }, `${n} examples`)));
+  tokenView(slot, note, model, 3);
   return card("Token view",
     el("div", { class: "legend-row" }, el("span", {}, el("span", { class: "swatch trained" }), "trained: the loss is computed on these tokens"),
       el("span", {}, el("span", { class: "swatch plain" }), "context only"), el("span", { class: "row" }, count)),
+    note,
     slot);
 }
 

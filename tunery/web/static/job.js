@@ -88,7 +88,9 @@ const show = (v) => (v === undefined ? "auto" : v === null ? "–" : Array.isArr
 function configCard() {
   const d = state.details;
   const requested = Object.fromEntries(flatten(d.requested_config));
-  const fileLink = (id) => (id ? el("a", { href: `/files/${id}`, class: "mono" }, id) : "–");
+  // The token view of a file as this run cut it: its base model's tokenizer, its max_seq_len.
+  const cut = d.run_config ? `?model=${encodeURIComponent(state.job.model)}&max_seq_len=${d.run_config.max_seq_len}` : "";
+  const fileLink = (id) => (id ? el("a", { href: `/files/${id}${cut}`, class: "mono" }, id) : "–");
   const cell = (key, value) => (key === "data" || key === "validation" ? fileLink(value) : el("span", { class: "mono" }, show(value)));
   let body;
   // Settings of the method or adapter this run does not use are noise here.

@@ -10,6 +10,11 @@ EXAMPLES = """\
   tunery models list
   tunery models resolve smollm2-135m-instruct
   tunery models resolve ./my-model.gguf --json
+  tunery models resolve HuggingFaceTB/SmolLM2-135M-Instruct     # a hub id: needs the network
+
+A .gguf file (and the embedded default, a GGUF) is converted once into $TUNERY_HOME/models
+(default ~/.cache/tunery); later resolves read that directory.
+exit codes: 0 resolved, 2 the reference cannot be resolved (the message says what to use instead)
 """
 
 

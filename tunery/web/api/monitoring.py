@@ -5,11 +5,14 @@ when due, and each result (metrics, level, message) joins the registry; `GET /mo
 those results for the organisation's jobs, and a result at level warn or error is an alert.
 Drift is measured from the prompt log (`TUNERY_LOG_PROMPTS=1`), day by day, by
 `GET /monitoring/drift` (see tunery.web.drift_history); a day at level alert is an alert. It
-embeds the prompts, so the page asks for it separately, after the fast part is shown.
+embeds the prompts, so the page asks for it separately, after the fast part is shown, and the
+result is kept for up to ten minutes unless a log changes.
 """
 
 from __future__ import annotations
 
+import time
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,7 @@ from tunery.web.runs import job_runs, org_jobs, registry_if_any
 
 if TYPE_CHECKING:
     from tunery.store.registry import ResultRecord, SuiteRecord
+    from tunery.web.drift_history import DayDrift
 
 router = APIRouter(prefix="/monitoring", tags=["dashboard"])
 
@@ -157,23 +161,32 @@ def _serves(job_model: str, logged: str) -> bool:
     return logged == job_model or logged.startswith(job_model + ":ckpt-step-")
 
 
-def _drift_models(server, org: str, days: int) -> list[ModelMonitoring]:
-    import time
+CACHE_SECONDS = 600  # windows move little in ten minutes; embedding every prompt on each visit costs more
 
-    from tunery.home import tunery_home
-    from tunery.monitor.prompt_log import logged_models
+
+@lru_cache(maxsize=32)
+def _history(training: str, logs: tuple[tuple[str, int, int], ...], days: int, bucket: int) -> tuple[DayDrift, ...]:
+    """daily_drift of the logs (path, size, mtime), cached until a log changes or the bucket moves on."""
     from tunery.web.drift_history import daily_drift
 
-    logs = logged_models(tunery_home())
     now = time.time()
+    recent = _logged_prompts([Path(path) for path, _, _ in logs], now - days * 86400)
+    return tuple(daily_drift(_training_prompts(training), recent, now=now, days=days))
+
+
+def _drift_models(server, org: str, days: int) -> list[ModelMonitoring]:
+    from tunery.home import tunery_home
+    from tunery.monitor.prompt_log import logged_models
+
+    logs = logged_models(tunery_home())
     models = []
     for job in org_jobs(server.store, org):
         paths = [path for name, path in logs.items() if job.fine_tuned_model and _serves(job.fine_tuned_model, name)]
         training = server.store.get_file(job.training_file, org) if paths else None
         if training is None:
             continue
-        recent = _logged_prompts(paths, now - days * 86400)
-        history = daily_drift(_training_prompts(training.path), recent, now=now, days=days)
+        stats = tuple(sorted((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in paths))
+        history = _history(training.path, stats, days, int(time.time() // CACHE_SECONDS))
         if not history:
             continue
         points = [

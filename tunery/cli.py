@@ -33,13 +33,24 @@ VERBS = {
     "monitor": "monitor",
 }
 
+GETTING_STARTED = """\
+a first fine-tune, on the embedded default model:
+  tunery validate train.jsonl --model smollm2-135m-instruct --show 2
+  tunery estimate train.jsonl --model smollm2-135m-instruct
+  tunery train --data train.jsonl --validation valid.jsonl --output runs/first
+  tunery compare --base smollm2-135m-instruct --tuned runs/first --train train.jsonl --data heldout.jsonl
+  tunery serve            # OpenAI-compatible API and the dashboard on http://127.0.0.1:8000
+
+Run `tunery VERB --help` for a verb's options and examples."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunery",
         description="Fine-tune open language models on your own hardware: "
         "validate data, train (SFT/LoRA/DPO), evaluate, serve.",
-        epilog="Run `tunery VERB --help` for a verb's options and examples.",
+        epilog=GETTING_STARTED,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tunery {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")

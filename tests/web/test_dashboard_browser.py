@@ -1,8 +1,10 @@
 """The dashboard in a real browser (Debian's headless Chromium, driven by Playwright).
 
-As a person would use it: enter a key, upload a file and read its report, start a job and watch
-its curve grow, cancel it, chat with a fine-tuned model while the answer streams in, read the
-comparison, and follow every link. Each page leaves a screenshot in test-artifacts/screenshots/.
+As a person would use it: enter a key, upload a file (its progress bar seen part-way on a slow
+uplink) and read its report, open the token view, start a job and watch its training and
+validation curves grow, pause, resume and cancel it, chat with a fine-tuned model while the
+answer streams in, read the comparison, and crawl every link from the home page. Each page
+leaves a screenshot in test-artifacts/screenshots/.
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ def test_missing_and_foreign_ids_read_as_not_found(open_page, dashboard):
     expect(other.get_by_role("alert")).to_contain_text(f"No such fine-tuning job: {dashboard.short_job_id}")
     other.goto("/files/file-doesnotexist")
     expect(other.get_by_role("alert")).to_contain_text("No such file")
+    expect(other.get_by_role("alert").get_by_role("link")).to_have_attribute("href", "/files")
 
 
 def test_a_request_the_server_rejects_shows_its_message_and_a_retry(open_page, dashboard):

@@ -122,7 +122,8 @@ export function failed(target, error, retry) {
   } else if (status >= 400) {
     title = "The server refused this request";
   }
-  const home = status === 404 ? el("a", { href: "/" }, "Back to the jobs") : null;
+  const [href, text404] = location.pathname.startsWith("/files") ? ["/files", "Back to the files"] : ["/", "Back to the jobs"];
+  const home = status === 404 ? el("a", { href }, text404) : null;
   target.replaceChildren(
     el(
       "div",

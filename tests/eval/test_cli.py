@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -43,7 +44,10 @@ def test_compare_says_fine_tuning_wins_when_it_does(cli, tiny_model_dir, ticket_
     assert report["primary"] == "exact" and systems["tuned"]["graders"] == ["exact", "normalized"]
     assert systems["tuned"]["metrics"]["exact"]["mean"] >= 0.75
     assert systems["zero_shot"]["metrics"]["exact"]["mean"] == 0.0  # a random model never says "billing"
-    assert report["verdict"].startswith("fine-tuning beats ")
+    assert re.fullmatch(
+        r"fine-tuning beats few-shot prompting by [01]\.\d\d \(CI [01]\.\d\d\.\.[01]\.\d\d\) on exact",
+        report["verdict"],
+    )
     assert systems["tuned"]["loss"]["loss"] < systems["few_shot"]["loss"]["loss"]
     # Three worked examples make every few-shot request longer than the tuned model's.
     assert (
@@ -106,7 +110,9 @@ def test_compare_a_fully_fine_tuned_model_without_shots(cli, tiny_model_dir, tic
         tmp_path / "c.json",
     )
     assert list(report["systems"]) == ["zero_shot", "tuned"] and report["baseline"] == "zero_shot"
-    assert report["verdict"] == "prompting is enough here: the difference is within noise (+0.00 exact, CI 0.00..0.00)"
+    assert (
+        report["verdict"] == "prompting is enough here: the difference is within noise (+0.00 on exact, CI 0.00..0.00)"
+    )
 
 
 def test_eval_of_a_run_directory_finds_its_base(cli, tiny_model_dir, ticket_files, tuned_run, tmp_path):

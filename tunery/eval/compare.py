@@ -4,8 +4,8 @@ All three systems answer the same held-out items and are graded by the same grad
 model is set against the better of the two prompting baselines on the first grader (the primary
 metric), with a paired bootstrap interval on the difference, and the verdict says it plainly:
 
-    fine-tuning beats few-shot prompting by 0.62 exact (CI 0.50..0.73)
-    prompting is enough here: the difference is within noise (+0.03 exact, CI -0.05..0.12)
+    fine-tuning beats few-shot prompting by 0.62 (CI 0.50..0.73) on exact
+    prompting is enough here: the difference is within noise (+0.03 on exact, CI -0.05..0.12)
 
 It also sets prompt tokens per request side by side (a tuned model needs no worked examples in
 its prompt) and, unless turned off, runs the forgetting probe on base and tuned.
@@ -60,22 +60,27 @@ class CompareReport(BaseModel):
 def compare_verdict(metric: str, baseline: str, diff: Interval) -> str:
     """The plain-language verdict on tuned − baseline.
 
+    The first two forms begin with exactly the issue's wording; the metric follows, since "by 0.62"
+    means nothing without it. When prompting is clearly *better*, the third form says so.
+
     >>> compare_verdict("exact", "few_shot", Interval(0.62, 0.5, 0.73))
-    'fine-tuning beats few-shot prompting by 0.62 exact (CI 0.50..0.73)'
+    'fine-tuning beats few-shot prompting by 0.62 (CI 0.50..0.73) on exact'
     >>> compare_verdict("exact", "few_shot", Interval(0.03, -0.05, 0.12))
-    'prompting is enough here: the difference is within noise (+0.03 exact, CI -0.05..0.12)'
+    'prompting is enough here: the difference is within noise (+0.03 on exact, CI -0.05..0.12)'
+    >>> compare_verdict("token_f1", "zero_shot", Interval(-0.2, -0.3, -0.1))
+    'prompting is enough here, and better: zero-shot prompting beats fine-tuning by 0.20 (CI 0.10..0.30) on token_f1'
     """
     words = BASELINE_WORDS[baseline]
     if diff.low > 0:
-        return f"fine-tuning beats {words} by {diff.estimate:.2f} {metric} (CI {diff.low:.2f}..{diff.high:.2f})"
+        return f"fine-tuning beats {words} by {diff.estimate:.2f} (CI {diff.low:.2f}..{diff.high:.2f}) on {metric}"
     if diff.high < 0:
         return (
-            f"prompting is enough here, and better: {words} beats fine-tuning by {-diff.estimate:.2f} {metric} "
-            f"(CI {-diff.high:.2f}..{-diff.low:.2f})"
+            f"prompting is enough here, and better: {words} beats fine-tuning by {-diff.estimate:.2f} "
+            f"(CI {-diff.high:.2f}..{-diff.low:.2f}) on {metric}"
         )
     return (
         f"prompting is enough here: the difference is within noise "
-        f"({diff.estimate:+.2f} {metric}, CI {diff.low:.2f}..{diff.high:.2f})"
+        f"({diff.estimate:+.2f} on {metric}, CI {diff.low:.2f}..{diff.high:.2f})"
     )
 
 

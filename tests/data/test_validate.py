@@ -109,6 +109,64 @@ CASES = [
         1,
     ),
     ("weight_half", with_good([chat(0, user(), assistant(weight=0.5))]), [("invalid_weight", L)], 1),
+    (
+        "tool_calls_arguments_not_json",
+        with_good(
+            [
+                chat(
+                    0,
+                    user(),
+                    assistant(None, tool_calls=[{**TOOL_CALL, "function": {"name": "w", "arguments": "{city"}}]),
+                )
+            ]
+        ),
+        [("invalid_tool_calls", L)],
+        1,
+    ),
+    (
+        "tool_calls_arguments_an_object",
+        with_good(
+            [chat(0, user(), assistant(None, tool_calls=[{**TOOL_CALL, "function": {"name": "w", "arguments": {}}}]))]
+        ),
+        [("invalid_tool_calls", L)],
+        1,
+    ),
+    (
+        "tool_calls_without_name",
+        with_good([chat(0, user(), assistant(None, tool_calls=[{"id": "c", "type": "function", "function": {}}]))]),
+        [("invalid_tool_calls", L)],
+        1,
+    ),
+    (
+        "tool_calls_on_a_user_message",
+        with_good([chat(0, {**user(), "tool_calls": [TOOL_CALL]}, assistant())]),
+        [("invalid_tool_calls", L)],
+        1,
+    ),
+    ("tools_not_a_list", with_good([{**chat(0), "tools": {"name": "weather"}}]), [("invalid_tools", L)], 1),
+    (
+        "tools_without_function_name",
+        with_good([{**chat(0), "tools": [{"type": "function", "function": {"description": "x"}}]}]),
+        [("invalid_tools", L)],
+        1,
+    ),
+    (
+        "preference_tools_parameters_not_object",
+        with_good(
+            [
+                {
+                    **preference(0),
+                    "input": {
+                        **preference(0)["input"],
+                        "tools": [{"type": "function", "function": {"name": "w", "parameters": "x"}}],
+                    },
+                }
+            ],
+            make=preference,
+        ),
+        [("invalid_tools", L)],
+        1,
+    ),
     ("weight_true", with_good([chat(0, user(), assistant(weight=True))]), [("invalid_weight", L)], 1),
     (
         "no_trainable_messages",
@@ -153,6 +211,12 @@ CASES = [
         0,
     ),
     ("no_system_or_user_message", with_good([chat(0, assistant("Hello!"))]), [("no_system_or_user_message", L)], 0),
+    (
+        "weight_not_on_assistant",
+        with_good([chat(0, {**user(), "weight": 0}, assistant())]),
+        [("weight_not_on_assistant", L)],
+        0,
+    ),
 ]
 
 

@@ -81,6 +81,17 @@ RULES: dict[str, Rule] = {
     "invalid_json": Rule("error", "each line must hold one complete JSON object"),
     "mixed_formats": Rule("error", "put chat and preference examples in separate files"),
     "invalid_weight": Rule("error", "use 0 (do not train on this message) or 1 (train on it)"),
+    "invalid_tool_calls": Rule(
+        "error",
+        'write tool_calls as [{"id": "call_1", "type": "function", "function": {"name": "get_weather", '
+        '"arguments": "{\\"city\\": \\"Paris\\"}"}}] on an assistant message (arguments is a JSON object '
+        "encoded as a string, as OpenAI sends it)",
+    ),
+    "invalid_tools": Rule(
+        "error",
+        'write tools as [{"type": "function", "function": {"name": "get_weather", "description": "...", '
+        '"parameters": {"type": "object", "properties": {...}}}}]',
+    ),
     "roles_not_alternating": Rule(
         "error",
         "alternate user and assistant turns, and put each tool result right after the assistant message "
@@ -102,6 +113,9 @@ RULES: dict[str, Rule] = {
     "empty_line": Rule("warning", "delete it (a JSONL file has exactly one example per line)"),
     "no_system_or_user_message": Rule("warning", "add the user turn that prompts the reply"),
     "duplicate_example": Rule("warning", "delete it, unless you repeat it on purpose to weight it more"),
+    "weight_not_on_assistant": Rule(
+        "warning", "remove it: only assistant messages are trained, so weight is read on them alone"
+    ),
     "example_too_long": Rule("warning", "shorten the example or raise --max-seq-len"),
 }
 CODES: dict[str, Severity] = {code: rule.severity for code, rule in RULES.items()}
@@ -275,6 +289,12 @@ def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, in
         weight = m.get("weight", 1)
         if type(weight) is not int or (weight != 1 and weight != 0):
             out.append(("invalid_weight", f"{where}[{i}] weight is {json.dumps(weight)}"))
+        elif "weight" in m and role != "assistant" and role in _ROLES:
+            out.append(("weight_not_on_assistant", f"{where}[{i}] is a {role} message with a weight"))
+        if "tool_calls" in m:
+            problem = _describe_tool_calls(m["tool_calls"], role)
+            if problem:
+                out.append(("invalid_tool_calls", f"{where}[{i}] {problem}"))
         if role == "system":
             has_prompt = True
             continue
@@ -295,6 +315,43 @@ def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, in
     return has_prompt, n_assistant, n_trained
 
 
+def _describe_tool_calls(calls: object, role: object) -> str | None:
+    """What is wrong with a message's `tool_calls`, or None when they are OpenAI's shape."""
+    if role != "assistant":
+        return f"has tool_calls, but only assistant messages call tools (role {json.dumps(role)})"
+    if type(calls) is not list:
+        return f"tool_calls is {_kind(calls)}, not a list"
+    for k, call in enumerate(calls, start=1):
+        function = call.get("function") if type(call) is dict else None
+        if type(function) is not dict:
+            return f'tool call {k} has no "function" object'
+        name, arguments = function.get("name"), function.get("arguments")
+        if type(name) is not str or not name:
+            return f'tool call {k} has no function "name"'
+        if type(arguments) is not str:
+            return f"tool call {k} ({name}) has arguments that are {_kind(arguments)}, not a JSON string"
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            return f"tool call {k} ({name}) has arguments that are not valid JSON: {arguments[:40]!r}"
+        if type(parsed) is not dict:
+            return f"tool call {k} ({name}) has arguments that encode {_kind(parsed)}, not an object"
+    return None
+
+
+def _describe_tools(tools: object) -> str | None:
+    """What is wrong with an example's `tools`, or None when they are OpenAI's function tools."""
+    if type(tools) is not list:
+        return f'"tools" is {_kind(tools)}, not a list'
+    for k, tool in enumerate(tools, start=1):
+        function = tool.get("function") if type(tool) is dict else None
+        if type(function) is not dict or type(function.get("name")) is not str or not function["name"]:
+            return f'tool {k} is not {{"type": "function", "function": {{"name": ...}}}}'
+        if "parameters" in function and type(function["parameters"]) is not dict:
+            return f"tool {k} ({function['name']}) has parameters that are {_kind(function['parameters'])}"
+    return None
+
+
 def _check_chat(obj: dict, out: Problems) -> int:
     """Rules for `{"messages": [...]}`. Returns the number of messages."""
     messages = obj["messages"]
@@ -302,6 +359,10 @@ def _check_chat(obj: dict, out: Problems) -> int:
         out.append(("missing_messages_list", f'"messages" is {_kind(messages) if messages else "empty"}'))
         return 0
     has_prompt, n_assistant, n_trained = _check_messages(messages, "messages", out)
+    if "tools" in obj and obj["tools"] is not None:
+        problem = _describe_tools(obj["tools"])
+        if problem:
+            out.append(("invalid_tools", problem))
     if n_assistant == 0:
         out.append(("example_missing_assistant_message", "no assistant message, so there is nothing to learn"))
     elif n_trained == 0:
@@ -337,6 +398,10 @@ def _check_preference(obj: dict, out: Problems) -> int:
     else:
         n_messages = len(messages)
         has_prompt, _, _ = _check_messages(messages, "input.messages", out)
+        tools = prompt.get("tools")
+        problem = _describe_tools(tools) if tools is not None else None
+        if problem:
+            out.append(("invalid_tools", f"input.{problem}"))
         if not has_prompt:
             out.append(("no_system_or_user_message", "input has no system or user message"))
         last = messages[-1]

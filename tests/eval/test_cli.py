@@ -154,6 +154,27 @@ def test_eval_with_a_custom_grader_and_an_unconfigured_judge(cli, tiny_model_dir
     assert report["max_new_tokens"] == 4 and report["loss"] is None
 
 
+def test_eval_prints_a_table_and_where_the_report_went(cli, tiny_model_dir, ticket_files, tuned_run, tmp_path):
+    """Without --json: the title on one line, the metrics and the loss with intervals, the judge's
+    skip message, then the two files, whose summary says the same as the table."""
+    out = tmp_path / "table.json"
+    env = {**ENV, "TUNERY_JUDGE_BASE_URL": "", "TUNERY_JUDGE_MODEL": ""}
+    args = ["eval", "--adapter", tuned_run, "--data", ticket_files["heldout"], "--graders", "exact,judge"]
+    result = cli(*args, "--output", out, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    title = result.stdout.split("┏")[0]  # rich wraps it at the terminal width (80 in a pipe)
+    assert (
+        " ".join(title.split()) == f"{tiny_model_dir} + {tuned_run / 'final'} on {ticket_files['heldout']} (8 examples)"
+    )
+    report = json.loads(out.read_text())
+    exact = report["metrics"]["exact"]
+    assert f"│ exact             │ {exact['mean']:.3f} ({exact['low']:.2f}..{exact['high']:.2f})" in result.stdout
+    assert re.search(r"│ loss \(nats/token\) │ \d\.\d{3} \(\d\.\d{3}\.\.\d\.\d{3}\)", result.stdout)
+    assert "judge: judge skipped: no judge endpoint is configured" in result.stdout
+    assert lines[-2:] == [f"summary: {out}", f"answers: {tmp_path / 'table.examples.jsonl'}"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

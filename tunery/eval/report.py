@@ -110,7 +110,10 @@ def print_eval_report(report: EvalReport, console=None) -> None:
         + (f" + {report.adapter}" if report.adapter else "")
         + f" on {report.data} ({report.n} examples)"
     )
-    table = Table("metric", "mean (95% CI)", title=title, title_justify="left")
+    # The title goes above the table, not in it: a two-column table is narrow, and a title held to
+    # its width breaks a model path over several lines.
+    console.print(title, highlight=False)
+    table = Table("metric", "mean (95% CI)")
     for name, score in report.metrics.items():
         table.add_row(name, format_score(score))
     if report.loss:

@@ -25,6 +25,7 @@ MODULES_WITH_EXAMPLES = [
     "tunery.eval.stats",
     "tunery.eval.heldout",
     "tunery.eval.compare",
+    "tunery.eval.forgetting",
 ]
 
 

@@ -37,3 +37,32 @@ def test_batched_generation_equals_one_at_a_time(tiny_model_dir, questions):
     together = generator.generate(conversations, max_new_tokens=12, batch_size=8)
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
     assert [c.prompt_tokens for c in together] == [len(p) for p in prompts]
+
+
+def test_tools_reach_the_prompt_as_in_training(tiny_model_dir, tmp_path):
+    """A held-out example's tool definitions are part of its prompt, as render_chat puts them
+    there in training; conversations without tools in the same batch are unchanged."""
+    import json
+    import shutil
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "with-tools")
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = (
+        "{% if tools %}{{ '<|im_start|>system\\nTools: ' + (tools | tojson) + '<|im_end|>\\n' }}{% endif %}"
+        + config["chat_template"]
+    )
+    config_path.write_text(json.dumps(config))
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    generator = Generator(model_dir)
+    conversation = [SYSTEM, {"role": "user", "content": "hello"}]
+    expected = generator.tokenizer.encode(
+        generator.tokenizer.apply_template(conversation, tools=tools, add_generation_prompt=True)
+    )[0]
+    (with_tools,) = generator.generate([conversation], tools=[tools], max_new_tokens=4)
+    (without,) = generator.generate([conversation], max_new_tokens=4)
+    assert with_tools.prompt_tokens == len(expected) > without.prompt_tokens
+    mixed = generator.generate([conversation, conversation], tools=[tools, None], max_new_tokens=4)
+    assert [c.token_ids for c in mixed] == [with_tools.token_ids, without.token_ids]
+    with pytest.raises(ValueError, match="2 tool lists for 1 conversations"):
+        generator.generate([conversation], tools=[tools, None])

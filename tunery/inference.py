@@ -102,13 +102,22 @@ class Generator:
         seed: int | None = None,
         stop: list[str] | None = None,
         batch_size: int | None = None,
+        tools: list[list[dict] | None] | None = None,
     ) -> list[Completion]:
         """Complete each conversation with one assistant turn. Greedy when temperature is 0.
 
         With `batch_size`, conversations are generated in batches of that many, grouped by prompt
-        length so that little compute goes to padding; results keep the input order.
+        length so that little compute goes to padding; results keep the input order. `tools`, one
+        entry per conversation, reach the chat template as the example's tool definitions, so a
+        prompt reads as it did in training.
         """
-        prompts = [render_prompt(messages, self.tokenizer) for messages in conversations]
+        if tools is not None and len(tools) != len(conversations):
+            raise ValueError(f"{len(tools)} tool lists for {len(conversations)} conversations")
+        per_prompt = tools or [None] * len(conversations)
+        prompts = [
+            render_prompt(messages, self.tokenizer, tools=t)
+            for messages, t in zip(conversations, per_prompt, strict=True)
+        ]
         size = batch_size or max(len(prompts), 1)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Completion | None] = [None] * len(prompts)

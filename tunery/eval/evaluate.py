@@ -69,7 +69,11 @@ def evaluate_items(
     say = log or (lambda message: None)
     say(f"{system}: generating {len(items)} answers (max {max_new_tokens} new tokens, batches of {batch_size})")
     completions = generator.generate(
-        [item.prompt for item in items], adapter=adapter, max_new_tokens=max_new_tokens, batch_size=batch_size
+        [item.prompt for item in items],
+        adapter=adapter,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        tools=[item.tools for item in items],
     )
     outputs = [c.text.strip() for c in completions]
     prompts = [item.prompt for item in items]

@@ -76,3 +76,16 @@ def test_user_values_are_kept_and_multiplier_scales_the_base():
 @pytest.mark.parametrize("n, expected", [(10, 4), (300, 8), (1000, 32), (100_000, 32)])
 def test_auto_batch_size(n, expected):
     assert auto_batch_size(n) == expected
+
+
+def test_cpu_threads_follow_omp_num_threads_per_process(monkeypatch):
+    from tunery.train.plan import cpu_threads, physical_cores
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads() == 3
+    assert cpu_threads(processes=2) == 3  # OpenMP's value is per process already
+    for unset in ("", "0", "many"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert cpu_threads() == physical_cores()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cpu_threads(processes=physical_cores() + 1) == 1  # never below one thread

@@ -44,6 +44,18 @@ def physical_cores() -> int:
     return max(1, min(cores or available or 1, available or 1))
 
 
+def cpu_threads(processes: int = 1) -> int:
+    """Torch threads for each of `processes` training processes on this machine.
+
+    OMP_NUM_THREADS, when set, is taken as it is meant: threads per process. Otherwise the
+    physical cores this process may run on are shared out (hyperthreads only slow dense matmuls).
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, physical_cores() // processes)
+
+
 @dataclass
 class Plan:
     """A fully resolved config plus the facts derived from the data and the machine."""
@@ -152,5 +164,5 @@ def resolve(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         warmup_steps=math.ceil(config.warmup_ratio * total_steps),
-        threads=physical_cores(),
+        threads=cpu_threads(),
     )

@@ -31,7 +31,7 @@ from tunery.models import describe_model, resolve_model, weights_hash
 from tunery.train import checkpoint as ckpt
 from tunery.train import distributed as dist
 from tunery.train.modeling import count_parameters
-from tunery.train.plan import Plan, resolve
+from tunery.train.plan import Plan, cpu_threads, resolve
 from tunery.train.report import print_plan
 from tunery.train.rundir import RunDir, atomic_write
 
@@ -109,7 +109,7 @@ class Prepared:
             bf16_supported=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         )
         # Processes on one machine share its cores.
-        self.plan = replace(plan, threads=max(1, plan.threads // dist.local_world_size()))
+        self.plan = replace(plan, threads=cpu_threads(dist.local_world_size()))
         if dist.is_main():
             atomic_write(self.run.config_file, dump_config(self.plan.config))
         return self.plan

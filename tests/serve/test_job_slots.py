@@ -1,5 +1,6 @@
-"""`--workers 2`: two jobs train at once, the rest wait first in, first out, and a trainer killed
-from outside (as the kernel's out-of-memory killer does) fails its job with `out_of_memory`."""
+"""`--workers 2`: two jobs train at once on a share of the cores each, the rest wait first in, first
+out, and a trainer killed from outside (as the kernel's out-of-memory killer does) fails its job
+with `out_of_memory`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from serving import wait_for_event, wait_for_status
 
 from tunery.store import open_store
+from tunery.train.plan import cpu_threads
 
 LONG = {
     "type": "supervised",
@@ -35,6 +37,11 @@ def test_two_slots_run_two_jobs_and_the_queue_is_fifo(server, chat_data):
         "queued",
         "queued",
     ]
+    # The two trainers share the cores instead of each taking all of them.
+    store = open_store(server.home / "tunery.db")
+    for job_id in (first, second):
+        environ = open(f"/proc/{store.get_job(job_id).trainer_pid}/environ", "rb").read().split(b"\0")
+        assert f"OMP_NUM_THREADS={cpu_threads(processes=2)}".encode() in environ
 
     # Cancel frees a slot: the oldest queued job takes it, the newer one keeps waiting.
     assert alpha.fine_tuning.jobs.cancel(first).status == "cancelled"
@@ -43,7 +50,6 @@ def test_two_slots_run_two_jobs_and_the_queue_is_fifo(server, chat_data):
     assert alpha.fine_tuning.jobs.retrieve(fourth).status == "queued"
 
     # The kernel's OOM killer sends SIGKILL: the job fails with out_of_memory, and the slot frees.
-    store = open_store(server.home / "tunery.db")
     pid = store.get_job(second).trainer_pid
     assert pid and str(second).encode() in open(f"/proc/{pid}/cmdline", "rb").read()
     os.kill(pid, signal.SIGKILL)

@@ -57,9 +57,13 @@ class TrainerProcess:
         self.stop_requested = False
 
     @classmethod
-    def launch(cls, job_id: str, *, config: Path, run_dir: Path, log: Path, resume: bool) -> TrainerProcess:
+    def launch(
+        cls, job_id: str, *, config: Path, run_dir: Path, log: Path, resume: bool, threads: int
+    ) -> TrainerProcess:
+        """Start `tunery train` for the job with `threads` CPU threads (jobs running side by side
+        share the cores; more threads than cores only makes every job slower)."""
         args = ["--resume", str(run_dir)] if resume else ["--config", str(config)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
         popen = spawn_with_parent_death_signal([sys.executable, "-m", "tunery", "train", *args], log=log, env=env)
         return cls(job_id, popen, resumed=resume)
 

@@ -30,6 +30,7 @@ from tunery.jobs.states import move
 from tunery.jobs.trainer_process import TrainerProcess
 from tunery.jobs.validation import validate_job
 from tunery.store import JobRecord, Store
+from tunery.train.plan import cpu_threads
 
 log = logging.getLogger("tunery.jobs")
 
@@ -186,6 +187,7 @@ class Worker:
                 run_dir=run_dir,
                 log=self.home.train_log(job.id),
                 resume=job.resume,
+                threads=cpu_threads(self.slots),
             )
         except OSError as exc:
             outcome.fail(self.store, job, outcome.job_error("internal_error", f"could not start the trainer: {exc}"))

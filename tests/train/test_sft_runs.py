@@ -61,6 +61,7 @@ def test_run_directory_is_complete_and_self_describing(finished_run, tiny_model_
     report = json.loads((out / "eval" / "report.json").read_text())
     assert report["n"] == 12 and "exact" in report["metrics"]
     assert (out / "eval" / "report.examples.jsonl").is_file()
+    assert f"summary: {out / 'eval' / 'report.json'}" in result.stdout  # and says where it went
 
 
 def test_final_adapter_loads_with_plain_peft(finished_run, tiny_model_dir):

@@ -147,6 +147,7 @@ def _final_eval(run_dir: Path) -> None:
     """Grade the tuned model's own answers on the validation set; the report stays with the run."""
     from tunery.config import load_config
     from tunery.eval import evaluate, print_eval_report, write_eval_report
+    from tunery.eval.report import show_report
 
     config = load_config(run_dir / "config.yaml")
     if not (config.validation and config.final_eval):
@@ -154,9 +155,10 @@ def _final_eval(run_dir: Path) -> None:
     from tunery.lineage.hooks import record_report
 
     report = evaluate(config.validation, adapter=run_dir, device=config.device)
-    summary, _ = write_eval_report(report, run_dir / "eval" / "report.json")
-    record_report("eval", run_dir, summary, report.to_dict())  # into the run's lineage and model card
-    print_eval_report(report)
+    summary = report.to_dict()
+    written = write_eval_report(report, run_dir / "eval" / "report.json")
+    record_report("eval", run_dir, written[0], summary)  # into the run's lineage and model card
+    show_report(summary, written, as_json=False, print_table=lambda: print_eval_report(report))
 
 
 def _saved_method(run_dir: Path) -> str:

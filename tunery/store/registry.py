@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunery.errors import TuneryError
+from tunery.store.sqlite import connect
 
 SCHEMA_VERSION = 1
 FILENAME = "registry.sqlite"
@@ -189,12 +190,7 @@ class Registry:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), nothing commits implicitly.
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn = connect(self.path)  # transactions are ours (BEGIN IMMEDIATE)
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise TuneryError(f"{self.path} has registry schema {version}; this tunery reads {SCHEMA_VERSION}")

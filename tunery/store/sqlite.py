@@ -11,11 +11,39 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from tunery.store.sql import MIGRATIONS, SCHEMA_VERSION, SQLStore, schema_statements
+
+BUSY_TIMEOUT_S = 30
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection as every tunery database wants it: WAL, fsync on commit, a 30 s wait for locks,
+    rows by name, and no implicit transactions (we BEGIN ourselves).
+
+    Switching a new file to WAL needs a moment of exclusive access, and SQLite reports "database is
+    locked" at once, without waiting, when another process holds the file just then (several
+    processes opening a new database together); so the switch is retried until the same timeout.
+    """
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.02)
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
 
 
 class SQLiteDatabase:
@@ -43,12 +71,7 @@ class SQLiteDatabase:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            # isolation_level=None: we issue BEGIN ourselves, so nothing commits behind our back.
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn = connect(self.path)
             self._local.conn = conn
         return conn
 

@@ -143,7 +143,9 @@ def test_start_a_job_watch_both_curves_grow_pause_resume_and_cancel_it(open_page
     # succeeded before the pause landed would also add its own final eval to the Evaluation page.
     form.locator("input[name=n_epochs]").fill("1000")
     form.locator("input[name=batch_size]").fill("2")
-    form.locator("textarea[name=tunery]").fill('{"max_steps": 100000, "save_every": 3, "eval_every": 2, "lora": {"r": 4}}')
+    form.locator("textarea[name=tunery]").fill(
+        '{"max_steps": 100000, "save_every": 3, "eval_every": 2, "lora": {"r": 4}}'
+    )
     form.get_by_role("button", name="Start job").click()
     page.wait_for_url(re.compile(r"/jobs/ftjob-"))
     STATE["job"] = page.url.rsplit("/", 1)[1]

@@ -36,7 +36,7 @@ postgres:
 	@PGTEST=$(PGTEST) bash .ci/postgres >/dev/null
 
 test: setup browser postgres
-	TUNERY_TEST_DATABASE_URL=$$(cat $(PGTEST)/url) $(BIN)/python -m pytest -q
+	TUNERY_TEST_DATABASE_URL=$$(cat $(PGTEST)/url) $(BIN)/python -m pytest -q --durations=15
 
 bench: setup
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,29 +31,42 @@ CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(out: Path, template: str = CHATML) -> None:
+CHATML_SPECIAL = {
+    "bos_token": "<|im_start|>",
+    "eos_token": "<|im_end|>",
+    "pad_token": "<|im_end|>",
+    "unk_token": "<|endoftext|>",
+}
+
+
+def build_tiny_tokenizer(
+    out: Path, template: str = CHATML, special: dict[str, str] | None = None, stop: Sequence[str] = ()
+) -> None:
+    """A byte-level BPE tokenizer trained on CORPUS, written into `out` with its config.
+
+    Args:
+        template: the chat template.
+        special: tokenizer_config's special-token keys → their text; by default ChatML's, with
+            SPECIAL's ids 0-2 (the tiny model's config relies on them).
+        stop: extra stop tokens besides the EOS, written to generation_config.json (as Gemma does).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    tokens = list(dict.fromkeys([*(SPECIAL if special is None else special.values()), *stop]))
+    special = CHATML_SPECIAL if special is None else special
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400, special_tokens=tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(CORPUS * 20, trainer=trainer)
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "bos_token": "<|im_start|>",
-                "eos_token": "<|im_end|>",
-                "pad_token": "<|im_end|>",
-                "unk_token": "<|endoftext|>",
-                "chat_template": template,
-            }
-        )
-    )
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "chat_template": template}
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    if stop:
+        ids = [tok.token_to_id(t) for t in [special["eos_token"], *stop]]
+        (out / "generation_config.json").write_text(json.dumps({"eos_token_id": ids}))
 
 
 def build_tiny_model(out: Path, seed: int = 0) -> Path:
@@ -80,6 +94,18 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
     return out
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM (a server drains and exits), then after a minute SIGKILL to its whole process group."""
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):

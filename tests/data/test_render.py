@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import CHATML, CORPUS
+from builders import CHATML, build_tiny_tokenizer
 
 from tunery.data.formats import ChatExample
 from tunery.data.render import ChatTokenizer, TemplateError, render_chat, render_prompt
@@ -71,24 +71,10 @@ NO_EOS = (
 
 
 def make_tokenizer(root: Path, template: str, special: dict[str, str], stop: list[str] = ()) -> ChatTokenizer:
-    """A model directory with only a tokenizer: byte-level BPE trained on the builders' corpus,
-    the given special tokens (tokenizer_config keys → text) and `stop` extra stop tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
+    """A model directory with only a tokenizer: the builders' tiny BPE with these special tokens
+    (tokenizer_config keys → text) and `stop` extra stop tokens."""
     root.mkdir()
-    tokens = list(dict.fromkeys([*special.values(), *stop]))
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
-    tok.save(str(root / "tokenizer.json"))
-    (root / "tokenizer_config.json").write_text(json.dumps({**special, "chat_template": template}))
-    if stop:
-        ids = [tok.token_to_id(t) for t in [special["eos_token"], *stop]]
-        (root / "generation_config.json").write_text(json.dumps({"eos_token_id": ids}))
+    build_tiny_tokenizer(root, template, special=special, stop=stop)
     return ChatTokenizer.from_dir(root)
 
 

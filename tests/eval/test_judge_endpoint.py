@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from builders import REPO
+from builders import REPO, stop_process
 
 from tunery.errors import TuneryError
 from tunery.eval.graders import resolve_graders
@@ -173,12 +172,7 @@ def tunery_server(tiny_model_dir, tmp_path):
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+        stop_process(proc)
         log.close()
 
 

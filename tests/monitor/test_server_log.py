@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from builders import REPO
+from builders import REPO, stop_process
 
 from tunery.monitor.prompt_log import log_path, read_log
 
@@ -66,15 +65,6 @@ def serve(home, model_dir, port: int, log_prompts: str) -> subprocess.Popen:
     raise AssertionError("tunery serve did not come up")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-
-
 def test_the_server_logs_chat_prompts_when_asked(tiny_model_dir, tmp_path):
     """(Off by default: test_prompt_log.py checks the switch itself, without a server.)"""
     port = free_port()
@@ -83,7 +73,7 @@ def test_the_server_logs_chat_prompts_when_asked(tiny_model_dir, tmp_path):
         assert chat(port, "where is my parcel")["object"] == "chat.completion"
         chat(port, "my invoice is wrong")
     finally:
-        stop(proc)
+        stop_process(proc)
     logged = list(read_log(log_path(tmp_path, "tiny")))
     assert [p.messages for p in logged] == [
         [{"role": "user", "content": "where is my parcel"}],

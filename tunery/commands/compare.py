@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tunery.commands.eval import add_common_options, progress, quiet_loading, whole_number
+from tunery.commands.arguments import whole_number
+from tunery.commands.eval import add_common_options, progress, quiet_loading
 
 HELP = "Compare the base model (zero-shot, few-shot) with the fine-tuned model on held-out data."
 EXAMPLES = """\
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         log=progress,
     )
+    summary = report.to_dict()
     written = write_compare_report(report, args.output)
-    record_report("compare", args.tuned, written[0], report.to_dict())  # into the run's lineage and model card
-    show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_compare_report(report))
+    record_report("compare", args.tuned, written[0], summary)  # into the run's lineage and model card
+    show_report(summary, written, as_json=args.json, print_table=lambda: print_compare_report(report))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunery.commands.arguments import positive_int
+
 HELP = "Evaluate a model (optionally with a fine-tuned adapter) on held-out examples."
 EXAMPLES = """\
   tunery eval --model smollm2-135m-instruct --data test.jsonl
@@ -63,21 +65,6 @@ def grader_list(text: str) -> list[str]:
     return names
 
 
-def positive_int(text: str) -> int:
-    return whole_number(text, at_least=1)
-
-
-def whole_number(text: str, *, at_least: int = 0) -> int:
-    """An argparse type: a whole number no smaller than `at_least`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < at_least:
-        raise argparse.ArgumentTypeError(f"must be at least {at_least}, not {value}")
-    return value
-
-
 def quiet_loading() -> None:
     """Model loading draws progress bars that tell an evaluation user nothing."""
     from transformers.utils import logging
@@ -110,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         log=progress,
     )
+    summary = report.to_dict()
     written = write_eval_report(report, args.output)
-    record_report("eval", args.adapter, written[0], report.to_dict())  # into the run's lineage and model card
-    show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_eval_report(report))
+    record_report("eval", args.adapter, written[0], summary)  # into the run's lineage and model card
+    show_report(summary, written, as_json=args.json, print_table=lambda: print_eval_report(report))
     return 0

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunery.commands.arguments import positive_int
 from tunery.errors import TuneryError
 
 if TYPE_CHECKING:
@@ -39,16 +40,6 @@ LINES_PER_CODE = 6  # line numbers listed per code in the summary table
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"  # marks trained tokens where there is no colour
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE", help="training data, one JSON example per line")
     parser.add_argument(
@@ -65,13 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-seq-len",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="warn about examples longer than N tokens (needs --model; default: the model's context length)",
     )
     parser.add_argument(
         "--show",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="print the first N valid examples as the model sees them, trained tokens highlighted (needs --model)",
     )

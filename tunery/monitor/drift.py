@@ -158,6 +158,12 @@ def noise_floor(reference: Features, sample_size: int, *, rounds: int = CALIBRAT
     return {name: float(np.median([m[name] for m in measured])) for name in ALERT}
 
 
+def drift_score(observed: dict[str, float], noise: dict[str, float]) -> float:
+    """max over signals of max(0, value − noise) / ALERT[signal]: 1 = a signal beyond chance by its
+    full alert threshold."""
+    return max(max(0.0, observed[name] - noise[name]) / ALERT[name] for name in ALERT)
+
+
 def level_of(score: float) -> str:
     """ok below WARN_RATIO, warn below 1, alert from 1.
 
@@ -262,7 +268,7 @@ def measure_drift(model: str, train: Sequence[str], recent: Sequence[str], *, ex
         table[name] = Signal(
             value=value, noise=noise[name], excess=excess, alert_at=ALERT[name], level=level_of(excess / ALERT[name])
         )
-    score = max(s.excess / s.alert_at for s in table.values())
+    score = drift_score(observed, noise)
 
     sims = new.vectors @ ref.vectors.T
     nearest, best = sims.argmax(axis=1), sims.max(axis=1)

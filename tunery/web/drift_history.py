@@ -43,7 +43,16 @@ def daily_drift(train: Sequence[str], logged: Sequence[tuple[float, str]], *, no
     """
     import numpy as np
 
-    from tunery.monitor.drift import ALERT, MAX_TEXTS, encode, featurize, level_of, noise_floor, sample_texts, signals
+    from tunery.monitor.drift import (
+        MAX_TEXTS,
+        drift_score,
+        encode,
+        featurize,
+        level_of,
+        noise_floor,
+        sample_texts,
+        signals,
+    )
 
     windows = [(start, end, texts[-MAX_TEXTS:], len(texts)) for start, end, texts in day_windows(logged, now, days)]
     train = sample_texts(list(train))
@@ -56,6 +65,6 @@ def daily_drift(train: Sequence[str], logged: Sequence[tuple[float, str]], *, no
     found = []
     for (start, end, _, count), sample in zip(windows, samples, strict=True):
         observed, noise = signals(reference, sample), noise_floor(reference, len(sample))
-        score = max(max(0.0, observed[name] - noise[name]) / ALERT[name] for name in ALERT)
+        score = drift_score(observed, noise)
         found.append(DayDrift(start=start, end=end, prompts=count, score=round(score, 4), level=level_of(score)))
     return found

@@ -12,12 +12,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
 
 Auto = Literal["auto"]
+# Other tools take `--method lora`; here LoRA is an adapter of either method.
+ADAPTERS_NOT_METHODS = ("lora", "qlora")
+METHOD_IS_NOT_AN_ADAPTER = "LoRA is an adapter: --adapter lora (the default); --method is sft or dpo"
 
 
 class _Strict(BaseModel):
@@ -115,6 +118,13 @@ class RunConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     gradient_checkpointing: bool | Auto = "auto"
     compile: bool | Auto = "auto"
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_not_adapter(cls, value):
+        if isinstance(value, str) and value.lower() in ADAPTERS_NOT_METHODS:
+            raise ValueError(METHOD_IS_NOT_AN_ADAPTER)
+        return value
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -211,3 +211,12 @@ def test_a_finished_run_is_a_model_reference_so_sft_then_dpo_is_one_command_each
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((out / "final" / "tunery.json").read_text())
     assert manifest["base_model"] == str(finished_run[0]) and "merged-" in manifest["base_model_path"]
+
+
+@pytest.mark.parametrize("args", [["--method", "lora"], ["method=lora"], ["--method", "qlora"]])
+def test_method_lora_is_answered_with_the_adapter_flag(args, tiny_model_dir, chat_data, tmp_path, cli):
+    """Users of other tools type `--method lora`: say where LoRA goes instead of argparse's "invalid choice"."""
+    result = cli("train", "--model", tiny_model_dir, "--data", chat_data[0], "--output", tmp_path / "run", *args)
+    assert result.returncode == 2
+    assert "LoRA is an adapter: --adapter lora (the default); --method is sft or dpo" in result.stderr
+    assert "invalid choice" not in result.stderr and "Traceback" not in result.stderr

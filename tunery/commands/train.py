@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="base model: embedded name, hub id, directory or .gguf")
     parser.add_argument("--data", help="training JSONL")
     parser.add_argument("--validation", help="validation JSONL")
-    parser.add_argument("--method", choices=["sft", "dpo"], help="sft (default) or dpo")
+    parser.add_argument("--method", type=method_name, choices=["sft", "dpo"], help="sft (default) or dpo")
     parser.add_argument("--adapter", choices=["lora", "full"], help="lora (default) or full fine-tuning")
     parser.add_argument("--output", help="run directory (default runs/<method>-<time>)")
     parser.add_argument(
@@ -35,6 +35,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="data-parallel training in N local processes (one per GPU; gloo on CPU); also with --resume",
     )
+
+
+def method_name(text: str) -> str:
+    """`--method`'s value; `lora` (what other tools call it) gets told where LoRA goes."""
+    from tunery.config import ADAPTERS_NOT_METHODS, METHOD_IS_NOT_AN_ADAPTER
+
+    if text.lower() in ADAPTERS_NOT_METHODS:
+        raise argparse.ArgumentTypeError(METHOD_IS_NOT_AN_ADAPTER)
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

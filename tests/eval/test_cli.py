@@ -42,6 +42,7 @@ def test_compare_says_fine_tuning_wins_when_it_does(cli, tiny_model_dir, ticket_
     assert list(systems) == ["zero_shot", "few_shot", "tuned"]
     assert report["base"] == str(tiny_model_dir)  # taken from the run's tunery.json
     assert report["primary"] == "exact" and systems["tuned"]["graders"] == ["exact", "normalized"]
+    assert report["primary_reason"] == "exact decided: the strictest metric of the task (stricter than normalized)"
     assert systems["tuned"]["metrics"]["exact"]["mean"] >= 0.75
     assert systems["zero_shot"]["metrics"]["exact"]["mean"] == 0.0  # a random model never says "billing"
     assert re.fullmatch(
@@ -79,13 +80,36 @@ def test_compare_says_prompting_is_enough_when_tuning_changed_nothing(cli, ticke
         ticket_files["heldout"],
         "--shots",
         "2",
+        "--metric",
+        "normalized",
         "--no-forgetting",
         "--no-loss",
         "--output",
         tmp_path / "c.json",
     )
     assert report["verdict"].startswith("prompting is enough here: the difference is within noise")
+    assert report["verdict"].endswith("on normalized, CI 0.00..0.00)")
+    assert report["primary_reason"] == "normalized decided: named with --metric"
     assert report["forgetting"] is None and report["systems"]["tuned"]["loss"] is None
+
+
+def test_a_metric_outside_the_graders_asked_for_is_refused(cli, ticket_files, tuned_run):
+    result = cli(
+        "compare",
+        "--tuned",
+        tuned_run,
+        "--train",
+        ticket_files["train"],
+        "--data",
+        ticket_files["heldout"],
+        "--graders",
+        "exact",
+        "--metric",
+        "normalized",
+        env=ENV,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--metric normalized is not among the graders asked for (exact)" in result.stderr
 
 
 def test_compare_a_fully_fine_tuned_model_without_shots(cli, tiny_model_dir, ticket_files, tmp_path):

@@ -15,8 +15,9 @@ EXAMPLES = """\
   tunery compare --tuned runs/tickets --train train.jsonl --data test.jsonl --no-forgetting
 
 Few-shot examples are drawn from --train by --seed, never from --data. The verdict compares the
-tuned model with the better prompting baseline on the first grader, with a paired bootstrap
-interval. The forgetting probe (30 bundled general-skill questions) runs on base and tuned.
+tuned model with the better prompting baseline on --metric, or else on the strictest grader that
+separates the systems, with a paired bootstrap interval; the report says which metric decided and
+whether the others agree. The forgetting probe (30 bundled general-skill questions) runs on base and tuned.
 """
 
 
@@ -33,6 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="in-context examples for the few-shot baseline (0 = none; default 5)",
     )
     parser.add_argument("--seed", type=int, default=0, help="which shots are drawn (default 0)")
+    parser.add_argument(
+        "--metric",
+        help="the grader the verdict is about (default: the strictest that separates the systems, "
+        "e.g. json_equal before json_valid, exact before normalized)",
+    )
     parser.add_argument("--no-forgetting", action="store_true", help="skip the general-skills forgetting probe")
     add_common_options(parser, "compare-report.json")
 
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         shots=args.shots,
         seed=args.seed,
         graders=args.graders,
+        metric=args.metric,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         forgetting=not args.no_forgetting,

@@ -1,8 +1,10 @@
 """Was fine-tuning worth it? The base model prompted zero-shot and few-shot, against the tuned model.
 
 All three systems answer the same held-out items and are graded by the same graders. The tuned
-model is set against the better of the two prompting baselines on the first grader (the primary
-metric), with a paired bootstrap interval on the difference, and the verdict says it plainly:
+model is set against the better of the two prompting baselines on the metric that answers the
+question (the one named with `metric`, else the strictest that separates the systems: see
+`tunery.eval.verdict`), with a paired bootstrap interval on the difference, and the verdict says it
+plainly:
 
     fine-tuning beats few-shot prompting by 0.62 (CI 0.50..0.73) on exact
     prompting is enough here: the difference is within noise (+0.03 on exact, CI -0.05..0.12)
@@ -24,13 +26,11 @@ from tunery.errors import TuneryError
 from tunery.eval.evaluate import DEFAULT_BATCH_SIZE, Log, evaluate_items, reference_budget, resolve_device
 from tunery.eval.fewshot import pick_shots, with_shots
 from tunery.eval.forgetting import ForgettingReport, run_probe
-from tunery.eval.graders import resolve_graders
+from tunery.eval.graders import auto_grader_names, resolve_graders
 from tunery.eval.heldout import load_heldout
 from tunery.eval.report import EvalReport, Score, format_score, write_json_and_examples
-from tunery.eval.stats import Interval, paired_bootstrap_diff
 from tunery.eval.target import attach_tuned, base_model_dir, find_tuned
-
-BASELINE_WORDS = {"zero_shot": "zero-shot prompting", "few_shot": "few-shot prompting"}
+from tunery.eval.verdict import BASELINE_WORDS, decide
 
 
 class CompareReport(BaseModel):
@@ -40,10 +40,13 @@ class CompareReport(BaseModel):
     data: str
     shots: int
     seed: int
-    primary: str = Field(description="the metric the verdict is about: the first grader")
+    primary: str = Field(description="the metric the verdict is about (see tunery.eval.verdict)")
+    primary_reason: str = Field(description="why that metric decided")
     baseline: str = Field(description="the prompting system the tuned model is set against")
     difference: Score = Field(description="tuned minus baseline on the primary metric, paired bootstrap")
+    differences: dict[str, Score] = Field(description="tuned minus the same baseline on every metric")
     verdict: str
+    disagreement: str | None = Field(description="set when the metrics point different ways, naming each")
     prompt_tokens: dict[str, float] = Field(description="mean prompt tokens per request, per system")
     token_note: str
     systems: dict[str, EvalReport]
@@ -55,33 +58,6 @@ class CompareReport(BaseModel):
         data["systems"] = {name: report.to_dict(examples) for name, report in self.systems.items()}
         data["forgetting"] = self.forgetting.to_dict(examples) if self.forgetting else None
         return data
-
-
-def compare_verdict(metric: str, baseline: str, diff: Interval) -> str:
-    """The plain-language verdict on tuned − baseline.
-
-    The first two forms begin with exactly the issue's wording; the metric follows, since "by 0.62"
-    means nothing without it. When prompting is clearly *better*, the third form says so.
-
-    >>> compare_verdict("exact", "few_shot", Interval(0.62, 0.5, 0.73))
-    'fine-tuning beats few-shot prompting by 0.62 (CI 0.50..0.73) on exact'
-    >>> compare_verdict("exact", "few_shot", Interval(0.03, -0.05, 0.12))
-    'prompting is enough here: the difference is within noise (+0.03 on exact, CI -0.05..0.12)'
-    >>> compare_verdict("token_f1", "zero_shot", Interval(-0.2, -0.3, -0.1))
-    'prompting is enough here, and better: zero-shot prompting beats fine-tuning by 0.20 (CI 0.10..0.30) on token_f1'
-    """
-    words = BASELINE_WORDS[baseline]
-    if diff.low > 0:
-        return f"fine-tuning beats {words} by {diff.estimate:.2f} (CI {diff.low:.2f}..{diff.high:.2f}) on {metric}"
-    if diff.high < 0:
-        return (
-            f"prompting is enough here, and better: {words} beats fine-tuning by {-diff.estimate:.2f} "
-            f"(CI {-diff.high:.2f}..{-diff.low:.2f}) on {metric}"
-        )
-    return (
-        f"prompting is enough here: the difference is within noise "
-        f"({diff.estimate:+.2f} on {metric}, CI {diff.low:.2f}..{diff.high:.2f})"
-    )
 
 
 def token_note(prompt_tokens: dict[str, float]) -> str:
@@ -105,6 +81,7 @@ def compare(
     shots: int = 5,
     seed: int = 0,
     graders: Sequence[str] | None = None,
+    metric: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_new_tokens: int | None = None,
     forgetting: bool = True,
@@ -119,6 +96,8 @@ def compare(
         tuned: a run directory (final/ is used), an adapter directory or a full model directory.
         train: the training file the shots come from (never from `data`).
         shots: 0 leaves the few-shot system out.
+        metric: the grader the verdict is about; None chooses the strictest that separates the
+            systems. It is graded even when `graders` (chosen automatically) would leave it out.
 
     Raises:
         TuneryError: bad files, unfitting graders, models that cannot be found, too few shots.
@@ -129,7 +108,17 @@ def compare(
         raise TuneryError(f"shots must be 0 or more, not {shots}")
     started = time.perf_counter()
     items = load_heldout(data)
-    chosen, skipped = resolve_graders(graders, [i.reference for i in items], [i.where for i in items])
+    references, where = [i.reference for i in items], [i.where for i in items]
+    if metric is not None and graders is not None and metric not in graders:
+        raise TuneryError(
+            f"--metric {metric} is not among the graders asked for ({', '.join(graders)})",
+            hint=f"add it to --graders, or leave --graders out to grade {metric} with the automatic choice",
+        )
+    if metric is not None and graders is None:
+        graders = list(dict.fromkeys([*auto_grader_names(references), metric]))
+    chosen, skipped = resolve_graders(graders, references, where)
+    if metric is not None and metric in skipped:
+        raise TuneryError(f"--metric {metric} cannot be graded: {skipped[metric]}")
     shot_list = pick_shots(load_examples(train), items, shots, seed, str(train)) if shots else []
     tuned_model = find_tuned(tuned)
     device = resolve_device(device)
@@ -161,11 +150,11 @@ def compare(
         for name, (generator, adapter, system_items) in runs.items()
     }
 
-    primary = chosen[0].name
-    baseline = max(
-        BASELINE_WORDS.keys() & systems.keys(), key=lambda n: (systems[n].metrics[primary].mean, n == "few_shot")
+    decision = decide(
+        {name: {g.name: _scores(report, g.name) for g in chosen} for name, report in systems.items()},
+        [g.name for g in chosen],
+        metric,
     )
-    diff = paired_bootstrap_diff(_scores(systems["tuned"], primary), _scores(systems[baseline], primary))
     prompt_tokens = {name: report.prompt_tokens_per_request for name, report in systems.items()}
     probe = run_probe((base_generator, None), (tuned_generator, tuned_adapter), log=log) if forgetting else None
     return CompareReport(
@@ -175,10 +164,13 @@ def compare(
         data=str(data),
         shots=shots,
         seed=seed,
-        primary=primary,
-        baseline=baseline,
-        difference=Score.of(diff),
-        verdict=compare_verdict(primary, baseline, diff),
+        primary=decision.metric,
+        primary_reason=decision.reason,
+        baseline=decision.baseline,
+        difference=Score.of(decision.difference),
+        differences={m: Score.of(d) for m, d in decision.differences.items()},
+        verdict=decision.verdict,
+        disagreement=decision.disagreement,
         prompt_tokens=prompt_tokens,
         token_note=token_note(prompt_tokens),
         systems=systems,
@@ -228,6 +220,9 @@ def print_compare_report(report: CompareReport, console=None) -> None:
     for name, why in first.skipped.items():
         console.print(f"[yellow]{name}[/]: {why}")
     console.print(f"[bold]verdict:[/] {report.verdict}")
+    console.print(report.primary_reason)
+    if report.disagreement:
+        console.print(f"[yellow]{report.disagreement}[/]")
     console.print(report.token_note)
     if report.forgetting:
         probe = report.forgetting

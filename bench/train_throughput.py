@@ -623,8 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from tunery.config import parse_overrides
+    from tunery.hardware import physical_cores
     from tunery.models import resolve_model
-    from tunery.train.plan import physical_cores
 
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = sorted(set(sides) - set(ALL_SIDES))

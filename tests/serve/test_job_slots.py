@@ -10,8 +10,8 @@ import signal
 import pytest
 from serving import wait_for_event, wait_for_status
 
+from tunery.hardware import cpu_threads
 from tunery.store import open_store
-from tunery.train.plan import cpu_threads
 
 LONG = {
     "type": "supervised",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def test_auto_batch_size(n, expected):
 
 
 def test_cpu_threads_follow_omp_num_threads_per_process(monkeypatch):
-    from tunery.train.plan import cpu_threads, physical_cores
+    from tunery.hardware import cpu_threads, physical_cores
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cpu_threads() == 3
@@ -89,3 +90,33 @@ def test_cpu_threads_follow_omp_num_threads_per_process(monkeypatch):
         assert cpu_threads() == physical_cores()
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert cpu_threads(processes=physical_cores() + 1) == 1  # never below one thread
+
+
+def test_bf16_by_default_only_where_the_cpu_has_it_natively():
+    native = _resolve(bf16_supported=True)
+    assert native.config.precision == "bf16" and "native bf16" in native.reasons["precision"]
+    emulated = _resolve(bf16_supported=False)
+    assert emulated.config.precision == "fp32" and "no native bf16" in emulated.reasons["precision"]
+    assert _resolve(bf16_supported=True, config=RunConfig(data="x.jsonl", precision="fp32")).config.precision == "fp32"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from tunery.hardware import cpu_flags, cpu_native_bf16
+
+    assert cpu_native_bf16({"avx2", "avx512f", "avx512_bf16"})
+    assert cpu_native_bf16({"avx2", "amx_bf16", "amx_tile"})
+    assert not cpu_native_bf16({"avx2", "avx512f", "avx512bw", "avx512vl"})  # bf16 emulated: slower
+    assert cpu_flags(Path("/nonexistent/cpuinfo")) is None
+
+
+def test_importing_tunery_makes_openmp_wait_passively_unless_the_user_chose(tmp_path):
+    import subprocess
+    import sys
+
+    probe = "import tunery, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

@@ -20,6 +20,7 @@ import time
 
 from filelock import FileLock, Timeout
 
+from tunery.hardware import cpu_threads
 from tunery.jobs import events, outcome
 from tunery.jobs.follow import finished_checkpoints, read_status
 from tunery.jobs.layout import Home
@@ -30,7 +31,6 @@ from tunery.jobs.states import move
 from tunery.jobs.trainer_process import TrainerProcess
 from tunery.jobs.validation import validate_job
 from tunery.store import JobRecord, Store
-from tunery.train.plan import cpu_threads
 
 log = logging.getLogger("tunery.jobs")
 

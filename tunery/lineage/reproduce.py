@@ -99,7 +99,7 @@ def reproduce(registry: Registry, original: RunRecord, output: Path, home: Path)
         TuneryError: `output` already holds a run; training failed.
     """
     from tunery.config import RunConfig
-    from tunery.train.plan import physical_cores
+    from tunery.hardware import physical_cores
     from tunery.train.prepare import TrainingFailed, fail_run
 
     notes = []

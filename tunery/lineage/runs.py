@@ -130,7 +130,7 @@ def read_run(
     versions = {"tunery": manifest.get("tunery_version"), **(manifest.get("libraries") or {})}
     threads = None
     if in_training_process:
-        from tunery.train.plan import physical_cores
+        from tunery.hardware import physical_cores
 
         versions["tunery_training_code"], threads = training_code_digest(), physical_cores()
     record = RunRecord(

@@ -26,12 +26,13 @@ from tunery.config import RunConfig, dump_config, load_config
 from tunery.data.formats import ChatExample, Example, PreferenceExample, load_examples
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
+from tunery.hardware import cpu_native_bf16, cpu_threads, threads_reason
 from tunery.lineage.hooks import register_finished_run
 from tunery.models import describe_model, resolve_model, weights_hash
 from tunery.train import checkpoint as ckpt
 from tunery.train import distributed as dist
 from tunery.train.modeling import count_parameters
-from tunery.train.plan import Plan, cpu_threads, resolve
+from tunery.train.plan import Plan, resolve
 from tunery.train.report import print_plan
 from tunery.train.rundir import RunDir, atomic_write
 
@@ -106,10 +107,11 @@ class Prepared:
             longest=longest,
             context_length=info.context_length,
             cuda_available=torch.cuda.is_available(),
-            bf16_supported=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            bf16_supported=torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_native_bf16(),
         )
         # Processes on one machine share its cores.
         self.plan = replace(plan, threads=cpu_threads(dist.local_world_size()))
+        self.plan.reasons["threads"] = threads_reason()
         if dist.is_main():
             atomic_write(self.run.config_file, dump_config(self.plan.config))
         return self.plan

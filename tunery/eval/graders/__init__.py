@@ -22,6 +22,11 @@ reads the conversation).
 arrays → json_valid + json_equal; all short (at most 4 words, one line) → exact + normalized;
 otherwise free text → token_f1 + rouge_l + embedding. The judge is never picked automatically: it
 costs a request per example.
+
+OpenAI's grader objects (string_check, text_similarity, python, score_model, label_model, multi)
+are the other kind: a JSON object that reads the answer and the whole dataset line through
+templates. They live in `objects.py` (the shapes) and `grading.py` (running them), and serve
+`tunery eval --grader`, `tunery compare --grader`, `tunery grade` and reinforcement fine-tuning.
 """
 
 from __future__ import annotations

@@ -46,6 +46,38 @@ def judge_config_from_env() -> JudgeConfig | None:
     return JudgeConfig(base_url=base_url, model=model, api_key=key)
 
 
+def endpoint_for(model: str) -> JudgeConfig | None:
+    """The judge endpoint from the environment, asked for `model` (a model grader names its own)."""
+    base_url = os.environ.get("TUNERY_JUDGE_BASE_URL")
+    if not base_url:
+        return None
+    key = os.environ.get("TUNERY_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "not-needed"
+    return JudgeConfig(base_url=base_url, model=model, api_key=key)
+
+
+def ask(config: JudgeConfig, messages: list[dict], **sampling) -> str:
+    """One chat completion from the judge endpoint; its text.
+
+    Raises:
+        TuneryError: the client is not installed, or the endpoint fails.
+    """
+    try:
+        from openai import OpenAI, OpenAIError
+    except ImportError:
+        raise TuneryError(
+            "model graders need the openai client, which is not installed", hint="pip install 'tunery[eval]'"
+        ) from None
+    client = OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=2)
+    try:
+        response = client.chat.completions.create(model=config.model, messages=messages, **sampling)
+    except OpenAIError as exc:
+        raise TuneryError(
+            f"the judge at {config.base_url} (model {config.model!r}) failed: {type(exc).__name__}: {exc}",
+            hint="check TUNERY_JUDGE_BASE_URL and the model name",
+        ) from None
+    return response.choices[0].message.content or ""
+
+
 def judge_messages(prompt: list[dict], output: str, reference: str) -> list[dict]:
     """The chat request for one verdict: the conversation, the reference, the answer."""
     conversation = "\n".join(f"{m.get('role')}: {m.get('content') or ''}" for m in prompt)
@@ -78,30 +110,9 @@ def judge_scores(
     Raises:
         TuneryError: the endpoint fails, or the judge replies with neither verdict word.
     """
-    try:
-        from openai import OpenAI, OpenAIError
-    except ImportError:
-        raise TuneryError(
-            "the judge grader needs the openai client, which is not installed",
-            hint="pip install 'tunery[eval]'  (or leave `judge` out of --graders)",
-        ) from None
-
-    client = OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=2)
     scores = []
     for prompt, output, reference in zip(prompts, outputs, references, strict=True):
-        try:
-            response = client.chat.completions.create(
-                model=config.model,
-                messages=judge_messages(prompt, output, reference),
-                temperature=0.0,
-                max_tokens=8,
-            )
-        except OpenAIError as exc:
-            raise TuneryError(
-                f"the judge at {config.base_url} (model {config.model!r}) failed: {type(exc).__name__}: {exc}",
-                hint="check TUNERY_JUDGE_BASE_URL / TUNERY_JUDGE_MODEL, or leave `judge` out of --graders",
-            ) from None
-        reply = response.choices[0].message.content or ""
+        reply = ask(config, judge_messages(prompt, output, reference), temperature=0.0, max_tokens=8)
         verdict = parse_verdict(reply)
         if verdict is None:
             raise TuneryError(

@@ -23,6 +23,16 @@ ADAPTERS_NOT_METHODS = ("lora", "qlora")
 METHOD_IS_NOT_AN_ADAPTER = "LoRA is an adapter: --adapter lora (the default); --method is sft or dpo"
 
 
+def names(what: Literal["model", "file", "run"], *keywords: str) -> dict:
+    """`json_schema_extra` of a setting whose value names a model, a file or a run directory.
+
+    Such a setting reads from (or writes to) the filesystem, so the job API never passes a
+    caller's value through: it accepts only a reference the caller owns and puts the server's
+    own path in its place (`tunery.serve.references`). `keywords` are values that name nothing.
+    """
+    return {"names": what, "keywords": list(keywords)}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -55,6 +65,7 @@ class DpoConfig(_Strict):
         "auto",
         description="auto = base model (adapter disabled for LoRA, a frozen copy for full); "
         "none = reference-free (simpo); or a path to a model directory",
+        json_schema_extra=names("model", "auto", "none"),
     )
     simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin γ")
     cache_reference: bool = Field(True, description="precompute reference log-probs once, cached on disk")
@@ -77,10 +88,18 @@ class DistributedConfig(_Strict):
 class RunConfig(_Strict):
     """Everything a training run needs. Fields left at "auto" are resolved by `tunery.train.plan`."""
 
-    model: str = Field(DEFAULT_MODEL, description="hub id, local directory, .gguf file, or embedded name")
-    data: Path = Field(description="training JSONL (chat or preference format)")
-    validation: Path | None = Field(None, description="held-out JSONL for validation metrics")
-    output: Path | None = Field(None, description="run directory; default runs/<method>-<time>")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="hub id, local directory, .gguf file, or embedded name",
+        json_schema_extra=names("model"),
+    )
+    data: Path = Field(description="training JSONL (chat or preference format)", json_schema_extra=names("file"))
+    validation: Path | None = Field(
+        None, description="held-out JSONL for validation metrics", json_schema_extra=names("file")
+    )
+    output: Path | None = Field(
+        None, description="run directory; default runs/<method>-<time>", json_schema_extra=names("run")
+    )
 
     method: Literal["sft", "dpo"] = "sft"
     adapter: Literal["lora", "full"] = "lora"
@@ -146,6 +165,18 @@ class RunConfig(_Strict):
         """Names of the fields still set to "auto"."""
         flat = flatten(self.model_dump(mode="json"))
         return [k for k, v in flat.items() if v == "auto" and k not in ("model", "dpo.reference")]
+
+
+def naming_settings(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, dict]:
+    """Every setting whose value names a model, a file or a run: dotted key → `names(...)`."""
+    found: dict[str, dict] = {}
+    for key, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.update(naming_settings(annotation, f"{prefix}{key}."))
+        elif isinstance(info.json_schema_extra, dict) and "names" in info.json_schema_extra:
+            found[f"{prefix}{key}"] = info.json_schema_extra
+    return found
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -251,6 +251,12 @@ def _kind(value: object) -> str:
     return kinds.get(type(value), f"a {type(value).__name__}")
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """A JSON value as a message quotes it: short, whatever it holds."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, int, int]:
     """Check each message and the turn order.
 
@@ -276,7 +282,8 @@ def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, in
             if role is None:
                 out.append(("message_missing_key", f'{where}[{i}] has no "role"'))
             else:
-                out.append(("unrecognized_role", f"{where}[{i}] has role {json.dumps(role)}"))
+                out.append(("unrecognized_role", f"{where}[{i}] has role {_shown(role)}"))
+            role = None  # reported; the rules below compare it and use it as a key, so only str may pass
         content = m.get("content", _ABSENT)
         if type(content) is str:
             if (not content or content.isspace()) and not calls_tools:
@@ -289,7 +296,7 @@ def _check_messages(messages: list, where: str, out: Problems) -> tuple[bool, in
         weight = m.get("weight", 1)
         if type(weight) is not int or (weight != 1 and weight != 0):
             out.append(("invalid_weight", f"{where}[{i}] weight is {json.dumps(weight)}"))
-        elif "weight" in m and role != "assistant" and role in _ROLES:
+        elif "weight" in m and role is not None and role != "assistant":
             out.append(("weight_not_on_assistant", f"{where}[{i}] is a {role} message with a weight"))
         if "tool_calls" in m:
             problem = _describe_tool_calls(m["tool_calls"], role)
@@ -463,15 +470,17 @@ def _hash64(obj: object) -> int:
 # Reading: bounded lines, decoded and parsed, or the problem that stopped them.
 
 
-def _open(path: Path) -> BinaryIO:
+def _open(path: Path, name: str | None = None) -> BinaryIO:
+    """`path` opened for the scan; errors call it `name` (an upload's own filename), default the path."""
+    name = name or str(path)
     if path.is_dir():
-        raise TuneryError(f"{path} is a directory, not a JSONL file", hint="pass the .jsonl file inside it")
+        raise TuneryError(f"{name} is a directory, not a JSONL file", hint="pass the .jsonl file inside it")
     try:
         return path.open("rb", buffering=1 << 20)
     except FileNotFoundError:
-        raise TuneryError(f"{path} does not exist", hint="check the path (one JSON example per line)") from None
+        raise TuneryError(f"{name} does not exist", hint="check the path (one JSON example per line)") from None
     except OSError as exc:
-        raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
+        raise TuneryError(f"cannot read {name}: {exc.strerror}") from None
 
 
 def _binary_reason(head: bytes) -> str | None:
@@ -659,17 +668,19 @@ class _TokenCounter:
             self.sink.add(file, line, "template_no_eos", what)
 
 
-def _scan(path: Path, sink: _IssueSink, tokens: _TokenCounter | None, *, collect_token_stats: bool) -> _FileScan:
-    name = str(path)
+def _scan(
+    path: Path, sink: _IssueSink, tokens: _TokenCounter | None, *, collect_token_stats: bool, name: str | None = None
+) -> _FileScan:
+    name = name or str(path)
     scan = _FileScan(name=name)
-    with _open(path) as fh:
+    with _open(path, name) as fh:
         try:
             head = fh.peek(8192)[:8192]
         except OSError as exc:
-            raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
+            raise TuneryError(f"cannot read {name}: {exc.strerror}") from None
         reason = _binary_reason(head)
         if reason:
-            sink.add(name, None, "binary_file", f"{path.name} is not JSONL text: {reason}")
+            sink.add(name, None, "binary_file", f"{Path(name).name} is not JSONL text: {reason}")
             return scan
         add = sink.add
         # bound once: this loop runs per line of multi-GB files
@@ -715,10 +726,10 @@ def _scan(path: Path, sink: _IssueSink, tokens: _TokenCounter | None, *, collect
                 if tokens is not None:
                     tokens.add(name, number, obj, fmt, collect_token_stats)
         except OSError as exc:
-            raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
+            raise TuneryError(f"cannot read {name}: {exc.strerror}") from None
         scan.lines = number - blanks
     if scan.lines == 0:
-        sink.add(name, None, "empty_file", f"{path.name} holds no examples")
+        sink.add(name, None, "empty_file", f"{Path(name).name} holds no examples")
     return scan
 
 
@@ -766,6 +777,7 @@ def validate_file(
     tokenizer: ChatTokenizer | None = None,
     max_seq_len: int | None = None,
     max_issues_per_code: int = MAX_ISSUES_PER_CODE,
+    name: str | None = None,
 ) -> ValidationReport:
     """Check a training file (and optionally its validation file) in one streaming pass each.
 
@@ -775,6 +787,8 @@ def validate_file(
         tokenizer: enables token statistics, trained tokens and the end-of-turn check.
         max_seq_len: with a tokenizer, warn about examples longer than this.
         max_issues_per_code: issues kept per code; the counts stay exact beyond it.
+        name: what the report and its messages call the training file (the server passes an
+            upload's own filename, never its temporary path); default the path.
 
     Returns:
         The report; `report.ok` is False when any error was found.
@@ -787,7 +801,7 @@ def validate_file(
     path = Path(path)
     sink = _IssueSink(max_issues_per_code)
     tokens = _TokenCounter(tokenizer, max_seq_len, sink) if tokenizer is not None else None
-    train = _scan(path, sink, tokens, collect_token_stats=True)
+    train = _scan(path, sink, tokens, collect_token_stats=True, name=name)
     valid = None
     if validation is not None:
         valid = _scan(Path(validation), sink, tokens, collect_token_stats=False)
@@ -826,7 +840,7 @@ def validate_file(
         if stats.estimated_epochs:
             stats.estimated_trained_tokens = tokens.trained * stats.estimated_epochs
     return ValidationReport(
-        file=str(path),
+        file=train.name,
         validation_file=str(validation) if validation is not None else None,
         issues=issues,
         issue_counts=dict(sink.counts),

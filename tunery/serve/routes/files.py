@@ -28,12 +28,13 @@ UPLOAD_PURPOSES = FilePurpose.__args__
 DETAILS_ISSUES = 5  # problems named in status_details; `tunery validate` gives the full report
 
 
-def check_fine_tune_file(path: Path) -> tuple[str, str | None, str | None, int | None]:
-    """(status, status_details, format, examples) for an uploaded training file."""
+def check_fine_tune_file(path: Path, filename: str) -> tuple[str, str | None, str | None, int | None]:
+    """(status, status_details, format, examples) for an uploaded training file; the details call
+    it by the user's `filename`, never by the server's temporary path."""
     from tunery.data.validate import validate_file
 
     try:
-        report = validate_file(path, max_issues_per_code=DETAILS_ISSUES)
+        report = validate_file(path, max_issues_per_code=DETAILS_ISSUES, name=filename)
     except TuneryError as exc:
         return "error", str(exc), None, None
     if report.ok:
@@ -57,16 +58,17 @@ async def create_file(request: Request, org: str = Depends(current_org)) -> File
             raise APIError(400, f"purpose must be one of {list(UPLOAD_PURPOSES)}, got {purpose!r}", param="purpose")
         if upload.path is None:
             raise APIError(400, "the upload has no `file` part", param="file")
+        filename = (upload.filename or "upload")[:255]
         status, details, fmt, examples = "processed", None, None, None
         if purpose == "fine-tune":
-            status, details, fmt, examples = await run_in_threadpool(check_fine_tune_file, upload.path)
+            status, details, fmt, examples = await run_in_threadpool(check_fine_tune_file, upload.path, filename)
         file_id = new_id("file-")
         target = server.home.file_path(file_id)
         os.replace(upload.path, target)
         record = FileRecord(
             id=file_id,
             org=org,
-            filename=(upload.filename or "upload")[:255],
+            filename=filename,
             purpose=purpose,
             bytes=upload.size,
             created_at=int(time.time()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,7 +21,9 @@ from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
 from tunery.serve.errors import APIError, not_found
 from tunery.serve.pagination import cursor_page
+from tunery.serve.references import resolve_references
 from tunery.serve.types.fine_tuning import (
+    RESERVED_RUN_KEYS,
     DpoMethod,
     FineTuningJob,
     FineTuningJobCheckpoint,
@@ -119,16 +122,18 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
 
     job_id = new_id("ftjob-")
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-    config = build_run_config(
-        method=method,
+    config_of = partial(
+        build_run_config,
         seed=seed,
         model=server.settings.models[body.model],
         data=data,
         validation=validation,
         output=server.home.run_dir(job_id),
     )
-    _check_run_config(config, method["type"])
-    _write_config(server.home.job_config(job_id), config)
+    with_paths = _with_paths(method, server, org)  # first: one refusal for every value it does not own
+    # Checked as the caller wrote it, so no error can quote a server path.
+    _check_run_config(config_of(method=method), method["type"])
+    _write_config(server.home.job_config(job_id), config_of(method=with_paths))
 
     hyperparameters = dict(method[method["type"]]["hyperparameters"])
     record = JobRecord(
@@ -156,6 +161,18 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
             )
         )
     return FineTuningJob.of(record)
+
+
+def _with_paths(method: dict, server: Server, org: str) -> dict:
+    """`method` with each model or file its extension block names replaced by the server's path
+    (the job record keeps the caller's ids; only the run config holds paths)."""
+    from tunery.config import naming_settings
+
+    kind = method["type"]
+    block = method[kind].get("tunery") or {}
+    settings = {key: spec for key, spec in naming_settings().items() if key not in RESERVED_RUN_KEYS}
+    resolved = resolve_references(block, f"method.{kind}.tunery", server, org, settings)
+    return {**method, kind: {**method[kind], "tunery": resolved}}
 
 
 def _write_config(path: Path, config: dict) -> None:

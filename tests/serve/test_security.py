@@ -1,0 +1,187 @@
+"""The server against a hostile caller: what a job may name, malformed uploads, error bodies.
+
+A job's `tunery` extension block may name models and files only by a reference its caller owns;
+every other value (another organisation's id, a path, a value of the wrong type) gets one and
+the same refusal. One test per setting that names something, found from the run config itself,
+so a setting added later is covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import typing
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from tunery.config import RunConfig, naming_settings
+from tunery.serve.types.fine_tuning import RESERVED_RUN_KEYS
+from tunery.store import ModelRecord, open_store
+
+# Settings whose values are strings but name nothing on disk, each with why.
+FREE_TEXT = {
+    "lora.target_modules": "module names inside the loaded model",
+}
+EXTENSION_SETTINGS = sorted(key for key in naming_settings() if key not in RESERVED_RUN_KEYS)
+
+
+@pytest.fixture(scope="module")
+def server(make_server):
+    return make_server(workers=0)
+
+
+@pytest.fixture(scope="module")
+def alpha(server):
+    return server.client("sk-alpha")
+
+
+@pytest.fixture(scope="module")
+def beta(server):
+    return server.client("sk-beta")
+
+
+@pytest.fixture(scope="module")
+def alpha_model(server, tiny_model_dir) -> ModelRecord:
+    """A fine-tuned model of org-alpha, as a finished job leaves it: files under the server's home."""
+    final = server.home / "jobs" / "ftjob-alpha" / "run" / "final"
+    shutil.copytree(tiny_model_dir, final)
+    record = ModelRecord(
+        id="ft:tiny:org-alpha::secret1",
+        org="org-alpha",
+        base="tiny",
+        kind="full",
+        path=str(final),
+        created_at=int(time.time()),
+        job_id="ftjob-alpha",
+    )
+    with open_store(server.home / "tunery.db").transaction() as tx:
+        tx.add_model(record)
+    return record
+
+
+def _leaves(model: type, prefix: str = ""):
+    for key, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            yield from _leaves(annotation, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", annotation
+
+
+def _free_form(annotation) -> bool:
+    """Whether a type admits arbitrary strings or paths (a Literal of fixed words does not)."""
+    if annotation in (str, Path):
+        return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return False
+    return any(_free_form(arg) for arg in typing.get_args(annotation))
+
+
+def test_every_setting_that_takes_free_text_is_a_reference_or_known_to_name_nothing():
+    """A new string- or path-valued run setting must say whether it names something on disk."""
+    free = {key for key, annotation in _leaves(RunConfig) if _free_form(annotation)}
+    unclassified = free - set(naming_settings()) - set(FREE_TEXT)
+    assert not unclassified, f"mark these with tunery.config.names(...) or add them to FREE_TEXT: {unclassified}"
+    assert "dpo.reference" in EXTENSION_SETTINGS
+
+
+def _job(client, training_file, key: str, value):
+    *parents, leaf = key.split(".")
+    block: dict = {}
+    node = block
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return client.fine_tuning.jobs.create(
+        model="tiny", training_file=training_file, method={"type": "supervised", "supervised": {"tunery": block}}
+    )
+
+
+@pytest.mark.parametrize("key", EXTENSION_SETTINGS)
+def test_a_setting_that_names_something_takes_only_the_callers_own_reference(
+    key, server, alpha, beta, alpha_model, chat_data
+):
+    spec = naming_settings()[key]
+    beta_file = beta.files.create(file=chat_data[0].open("rb"), purpose="fine-tune").id
+    alpha_file = alpha.files.create(file=chat_data[0].open("rb"), purpose="fine-tune").id
+    others = {"model": alpha_model.id, "file": alpha_file, "run": alpha_model.path}[spec["names"]]
+    refused = [
+        others,  # another organisation's reference
+        alpha_model.path,  # the path it lives at under the server's home
+        str(Path(alpha_model.path).parent),  # its run directory
+        "/etc",  # an existing directory
+        "/nonexistent",
+        "../../jobs/ftjob-alpha/run/final",
+        "~",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",  # a hub id (the trainer would download)
+        ["tiny"],
+        {"path": "/etc"},
+        7,
+    ]
+    bodies = []
+    for value in refused:
+        with pytest.raises(openai.BadRequestError) as err:
+            _job(beta, beta_file, key, value)
+        bodies.append(err.value.body)
+    # One answer for every refusal: nothing tells what exists on the server or in other orgs.
+    assert all(body == bodies[0] for body in bodies), bodies
+    assert bodies[0]["code"] == "invalid_reference" and bodies[0]["param"] == f"method.supervised.tunery.{key}"
+    assert str(server.home) not in json.dumps(bodies[0])
+    # Nothing was created for the refused requests.
+    assert beta.fine_tuning.jobs.list().data == []
+
+    owned = {"model": alpha_model.id, "file": alpha_file}.get(spec["names"])
+    if owned is None:
+        return  # a run directory is never the caller's to choose
+    job = _job(alpha, alpha_file, key, owned)
+    # The job shows the caller's reference; only the run config holds the server's path.
+    assert owned in job.model_dump_json() and str(server.home) not in job.model_dump_json()
+    config = yaml.safe_load((server.home / "jobs" / job.id / "config.yaml").read_text())
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    assert node == {"model": alpha_model.path, "file": str(server.home / "files" / alpha_file)}[spec["names"]]
+    alpha.fine_tuning.jobs.cancel(job.id)
+    for keyword in spec["keywords"]:
+        alpha.fine_tuning.jobs.cancel(_job(alpha, alpha_file, key, keyword).id)
+
+
+def test_a_base_model_id_is_a_reference_every_organisation_owns(server, beta, chat_data, tiny_model_dir):
+    beta_file = beta.files.create(file=chat_data[0].open("rb"), purpose="fine-tune").id
+    job = _job(beta, beta_file, "dpo.reference", "tiny")
+    config = yaml.safe_load((server.home / "jobs" / job.id / "config.yaml").read_text())
+    assert config["dpo"]["reference"] == str(tiny_model_dir)
+    beta.fine_tuning.jobs.cancel(job.id)
+
+
+# -- uploads ---------------------------------------------------------------------------------------
+
+
+def test_an_upload_with_a_list_or_object_role_is_a_clean_error_not_a_500(alpha, tmp_path):
+    good = [
+        {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": f"A{i}."}]}
+        for i in range(11)
+    ]
+    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": ["assistant"], "content": "x", "weight": 1}]}
+    path = tmp_path / "roles.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in [*good, bad]))
+    uploaded = alpha.files.create(file=path.open("rb"), purpose="fine-tune")
+    assert uploaded.status == "error"
+    assert "line 12" in uploaded.status_details and "[unrecognized_role]" in uploaded.status_details
+
+
+@pytest.mark.parametrize(
+    "content, code",
+    [(b"", "empty_file"), (b"\x1f\x8b\x08\x00binary", "binary_file"), (b"\n\n", "empty_file")],
+)
+def test_upload_errors_name_the_users_file_never_the_temporary_one(alpha, tmp_path, content, code):
+    path = tmp_path / "my data.jsonl"
+    path.write_bytes(content)
+    uploaded = alpha.files.create(file=path.open("rb"), purpose="fine-tune")
+    assert uploaded.status == "error" and f"[{code}]" in uploaded.status_details
+    assert "my data.jsonl" in uploaded.status_details, uploaded.status_details
+    assert ".upload-" not in uploaded.status_details and "/" not in uploaded.status_details

@@ -29,11 +29,13 @@ def ask(text: str) -> list[dict]:
 def test_lines_are_appended_and_read_back_by_time(tmp_path):
     path = log_prompt(tmp_path, MODEL, ask("old"), now=NOW - 3 * DAY)
     log_prompt(tmp_path, MODEL, ask("new"), now=NOW)
+    log_prompt(tmp_path, MODEL, ask("who"), now=NOW, user={"user": "u1"})  # a request's `user` field
     assert path == log_path(tmp_path, MODEL) and ":" not in path.name  # the name is a safe slug
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[1] == {"ts": NOW, "model": MODEL, "messages": ask("new")}
-    assert [p.messages[1]["content"] for p in read_log(path)] == ["old", "new"]
-    assert [p.messages[1]["content"] for p in read_log(path, since=NOW - DAY)] == ["new"]
+    assert lines[2]["user"] == {"user": "u1"}
+    assert [p.messages[1]["content"] for p in read_log(path)] == ["old", "new", "who"]
+    assert [p.messages[1]["content"] for p in read_log(path, since=NOW - DAY)] == ["new", "who"]
     assert logged_models(tmp_path) == {MODEL: path}
     assert log_path(tmp_path, "ft_tiny_local__abc123") != path  # similar names do not share a log
 

@@ -71,13 +71,23 @@ def _lock(path: Path) -> FileLock:
 
 
 def log_prompt(
-    home: Path, model: str, messages: list[dict], *, retention_days: float = 30.0, now: float | None = None
+    home: Path,
+    model: str,
+    messages: list[dict],
+    *,
+    retention_days: float = 30.0,
+    now: float | None = None,
+    user: dict | None = None,
 ) -> Path:
-    """Append one request's messages to the model's log, pruning it when due. Returns the log."""
+    """Append one request's messages to the model's log, pruning it when due. Returns the log.
+
+    `user` holds the request's end-user identifiers (`user`, `safety_identifier`) when it sent any.
+    """
     now = time.time() if now is None else now
     path = log_path(home, model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"ts": now, "model": model, "messages": messages}, ensure_ascii=False) + "\n"
+    record = {"ts": now, "model": model, "messages": messages} | ({"user": user} if user else {})
+    line = json.dumps(record, ensure_ascii=False) + "\n"
     with _lock(path):
         with path.open("a", encoding="utf-8") as fh:
             fh.write(line)
@@ -154,7 +164,7 @@ def logged_models(home: Path) -> dict[str, Path]:
     return found
 
 
-def log_if_enabled(model: str, messages: list[dict]) -> None:
+def log_if_enabled(model: str, messages: list[dict], user: dict | None = None) -> None:
     """The server's hook: log when TUNERY_LOG_PROMPTS is on. Never raises: a full disk must not
     fail a chat request, so problems go to stderr."""
     try:
@@ -162,6 +172,6 @@ def log_if_enabled(model: str, messages: list[dict]) -> None:
         if settings.enabled:
             from tunery.home import tunery_home
 
-            log_prompt(tunery_home(), model, messages, retention_days=settings.retention_days)
+            log_prompt(tunery_home(), model, messages, retention_days=settings.retention_days, user=user)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         print(f"warning: prompt not logged: {exc}", file=sys.stderr, flush=True)

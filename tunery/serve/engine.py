@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunery.serve.catalog import ServedModel
+from tunery.serve.constraints import Constraint
 from tunery.serve.decoding import TextStream
 
 log = logging.getLogger("tunery.serve")
@@ -42,11 +43,32 @@ class Sampling:
         return ("greedy",) if self.temperature == 0 else (self.temperature, self.top_p)
 
 
+@dataclass(frozen=True)
+class Controls:
+    """Per-request changes to the next-token distribution, and what to report about it.
+
+    They act on each row of a batch separately (`_RowControls`), so requests with different controls
+    still share forward passes.
+    """
+
+    logprobs: bool = False
+    top_logprobs: int = 0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    grammar: str | None = None  # an llguidance grammar the completion must match (tunery.serve.constraints)
+
+    def active(self) -> bool:
+        return self != Controls()
+
+
 @dataclass
 class ChatJob:
     """One chat request: `n` completions of one prompt. Results arrive through `emit`:
 
-    ("delta", index, text) · ("finish", index, finish_reason) · ("done", usage dict) · ("error", exception)
+    ("delta", index, text, logprobs or None) · ("finish", index, finish_reason) · ("done", usage dict) ·
+    ("error", exception). With `controls.logprobs`, each delta carries the entries of the tokens whose
+    text it releases (OpenAI's `ChatCompletionTokenLogprob` as dicts).
     """
 
     model: ServedModel
@@ -56,6 +78,7 @@ class ChatJob:
     n: int = 1
     stop: list[str] = field(default_factory=list)
     sampling: Sampling = field(default_factory=Sampling)
+    controls: Controls = field(default_factory=Controls)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -66,23 +89,30 @@ class _Row:
     job: ChatJob
     index: int
     stream: TextStream
+    constraint: Constraint | None = None
     finish_reason: str | None = None
+    step_logprobs: object = None  # this step's log-softmax over the vocabulary (a tensor), when asked for
+    pending: list[dict] = field(default_factory=list)  # logprob entries whose text is not released yet
+
+    def release(self, text: str) -> None:
+        if text or self.pending:
+            self.job.emit(("delta", self.index, text, self.pending if self.job.controls.logprobs else None))
+            self.pending = []
 
     def finish(self, reason: str) -> None:
         if self.finish_reason is None:
             self.finish_reason = reason
-            tail = self.stream.finish()
-            if tail:
-                self.job.emit(("delta", self.index, tail))
+            self.release(self.stream.finish())
             self.job.emit(("finish", self.index, reason))
 
 
 class _RowStreamer:
     """transformers streamer: routes each step's new token of every row to that row."""
 
-    def __init__(self, rows: list[_Row], stop_ids: frozenset[int]):
+    def __init__(self, rows: list[_Row], tokenizer):
         self.rows = rows
-        self.stop_ids = stop_ids
+        self.tokenizer = tokenizer
+        self.stop_ids = tokenizer.stop_ids
         self.prompt_seen = False
 
     def put(self, value) -> None:
@@ -95,9 +125,15 @@ class _RowStreamer:
             if token in self.stop_ids:
                 row.finish("stop")
                 continue
+            if row.constraint is not None:
+                row.constraint.advance(token)
+            if row.job.controls.logprobs:
+                row.pending.append(
+                    logprob_entry(self.tokenizer, row.step_logprobs, token, row.job.controls.top_logprobs)
+                )
             delta = row.stream.push(token)
             if delta:
-                row.job.emit(("delta", row.index, delta))
+                row.release(delta)
             if row.stream.stopped:
                 row.finish("stop")
             elif len(row.stream.ids) >= row.job.max_tokens:
@@ -105,6 +141,63 @@ class _RowStreamer:
 
     def end(self) -> None:
         pass
+
+
+def logprob_entry(tokenizer, logprobs, token: int, top: int) -> dict:
+    """OpenAI's `ChatCompletionTokenLogprob` for `token`, from one step's log-softmax.
+
+    A token's text is its own bytes decoded as UTF-8 (a token holding part of a character shows
+    U+FFFD, and `bytes` has the exact bytes, as OpenAI's does).
+    """
+    from tunery.serve.constraints import ll_tokenizer
+
+    ll = ll_tokenizer(tokenizer)
+
+    def one(token_id: int, value: float) -> dict:
+        raw = ll.decode_bytes([token_id])
+        return {"token": raw.decode("utf-8", errors="replace"), "bytes": list(raw), "logprob": value}
+
+    entry = one(token, float(logprobs[token]))
+    if top:
+        values, ids = logprobs.topk(top)
+        entry["top_logprobs"] = [one(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+    else:
+        entry["top_logprobs"] = []
+    return entry
+
+
+def _row_controls(rows: list[_Row]):
+    """Logits processor applying each row's `Controls`; it runs before temperature and top_p.
+
+    Logprobs are the model's own log-softmax, taken before any penalty, bias or grammar changes the
+    scores. Penalties follow OpenAI's definition: each logit drops by count × frequency_penalty, plus
+    presence_penalty once the token has appeared in the completion.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class RowControls(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            logprobs = torch.log_softmax(scores.float(), dim=-1) if any(r.job.controls.logprobs for r in rows) else None
+            for i, row in enumerate(rows):
+                controls = row.job.controls
+                if row.finish_reason is not None or not controls.active():
+                    continue
+                if controls.logprobs:
+                    row.step_logprobs = logprobs[i]
+                if (controls.frequency_penalty or controls.presence_penalty) and row.stream.ids:
+                    seen, counts = torch.tensor(row.stream.ids).unique(return_counts=True)
+                    seen = seen.to(scores.device)
+                    scores[i, seen] -= counts.to(scores) * controls.frequency_penalty + controls.presence_penalty
+                if controls.logit_bias:
+                    ids, biases = zip(*controls.logit_bias, strict=True)
+                    scores[i, list(ids)] += torch.tensor(biases, dtype=scores.dtype, device=scores.device)
+                if row.constraint is not None:
+                    allowed = row.constraint.allowed(scores.shape[1]).to(scores.device)
+                    scores[i] = scores[i].masked_fill(~allowed, float("-inf"))
+            return scores
+
+    return RowControls()
 
 
 def _row_stopping(rows: list[_Row]):
@@ -292,7 +385,8 @@ class ChatEngine:
         rows, prompts, row_names = [], [], []
         for job, name in zip(batch, names, strict=True):
             for index in range(job.n):
-                rows.append(_Row(job, index, TextStream(tok.decode, job.stop)))
+                constraint = Constraint(job.controls.grammar, tok) if job.controls.grammar else None
+                rows.append(_Row(job, index, TextStream(tok.decode, job.stop), constraint))
                 prompts.append(job.prompt)
                 row_names.append(name or BASE)
         width = max(len(p) for p in prompts)
@@ -309,7 +403,10 @@ class ChatEngine:
             options["adapter_names"] = row_names  # per-row adapters; BASE rows get none
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        if any(job.controls.active() for job in batch):
+            options["logits_processor"] = LogitsProcessorList([_row_controls(rows)])
 
         with torch.inference_mode():
             generator.model.generate(
@@ -318,7 +415,7 @@ class ChatEngine:
                 max_new_tokens=max(j.max_tokens for j in batch),
                 eos_token_id=sorted(tok.stop_ids),
                 pad_token_id=pad,
-                streamer=_RowStreamer(rows, tok.stop_ids),
+                streamer=_RowStreamer(rows, tok),
                 stopping_criteria=StoppingCriteriaList([_row_stopping(rows)]),
                 **options,
             )

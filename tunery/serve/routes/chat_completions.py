@@ -23,7 +23,8 @@ from tunery.errors import TuneryError
 from tunery.monitor.prompt_log import log_if_enabled
 from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
-from tunery.serve.engine import ChatJob, Sampling
+from tunery.serve.constraints import SchemaError, json_grammar
+from tunery.serve.engine import ChatJob, Controls, Sampling
 from tunery.serve.errors import APIError
 from tunery.serve.forwarding import Upstream, forward_chat_completion
 from tunery.serve.types.chat import (
@@ -32,18 +33,66 @@ from tunery.serve.types.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    StreamOptions,
     Usage,
 )
 
 router = APIRouter(prefix="/chat/completions", tags=["chat"])
 
 
+def refuse_unsupported(body: ChatCompletionRequest) -> None:
+    """A 400 naming the first field set to something tunery does not do (nothing is silently dropped)."""
+    refused = body.refused_field()
+    if refused is not None:
+        name, why = refused
+        raise APIError(400, f"{name} is not supported: {why}", param=name, code="unsupported_parameter")
+
+
+def controls_of(body: ChatCompletionRequest, vocabulary: int) -> Controls:
+    """The request's logprobs, penalties, logit bias and response format as engine `Controls`.
+
+    Raises:
+        APIError: a logit_bias token outside the vocabulary, or a schema the grammar engine cannot
+            enforce (400, naming it).
+    """
+    bias = tuple((int(token), float(value)) for token, value in (body.logit_bias or {}).items())
+    for token, _ in bias:
+        if token >= vocabulary:
+            raise APIError(
+                400,
+                f"logit_bias: token {token} is not in this model's vocabulary (ids 0..{vocabulary - 1})",
+                param="logit_bias",
+            )
+    grammar = None
+    fmt = body.response_format
+    if fmt is not None and fmt.type != "text":
+        schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
+        try:
+            grammar = json_grammar(schema)
+        except SchemaError as exc:
+            raise APIError(
+                400, f"response_format: this JSON schema cannot be enforced: {exc}", param="response_format"
+            ) from None
+    return Controls(
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        logit_bias=bias,
+        grammar=grammar,
+    )
+
+
 def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
-    """(served model, prompt token ids, max new tokens); 404 / 400 for unknown models and long prompts."""
+    """(served model, prompt token ids, max new tokens, controls); 404 / 400 for unknown models,
+    long prompts and unsupported fields."""
+    refuse_unsupported(body)
     model = server.catalog.lookup(body.model, org)
     tokenizer = server.catalog.tokenizer(model.base_dir)
+    controls = controls_of(body, len(tokenizer))
     try:
         prompt = render_prompt([m.for_template() for m in body.messages], tokenizer)
     except TuneryError as exc:
@@ -61,15 +110,22 @@ def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
             param="messages",
             code="context_length_exceeded",
         )
-    log_if_enabled(body.model, [m.for_template() for m in body.messages])  # opt-in: TUNERY_LOG_PROMPTS=1
-    return model, prompt, asked or min(server.settings.default_max_tokens, room)
+    log_if_enabled(body.model, [m.for_template() for m in body.messages], user=_user(body))  # TUNERY_LOG_PROMPTS=1
+    return model, prompt, asked or min(server.settings.default_max_tokens, room), controls
+
+
+def _user(body: ChatCompletionRequest) -> dict | None:
+    ids = {"user": body.user, "safety_identifier": body.safety_identifier}
+    return {k: v for k, v in ids.items() if v is not None} or None
 
 
 def _forwarded(server: Server, body: ChatCompletionRequest, org: str) -> Upstream | None:
     """The upstream that answers this model, if any; its prompts are logged like local ones."""
     upstream = server.catalog.upstream(body.model, org)
     if upstream is not None:
-        log_if_enabled(body.model, [m.for_template() for m in body.messages])  # opt-in: TUNERY_LOG_PROMPTS=1
+        log_if_enabled(
+            body.model, [m.for_template() for m in body.messages], user=_user(body)
+        )  # opt-in: TUNERY_LOG_PROMPTS=1
     return upstream
 
 
@@ -82,8 +138,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     server = server_of(request)
     upstream = await run_in_threadpool(_forwarded, server, body, org)
     if upstream is not None:
-        return await forward_chat_completion(body.model, upstream, body.model_dump(exclude_unset=True))
-    model, prompt, max_tokens = await run_in_threadpool(_prepare, server, body, org)
+        return await forward_chat_completion(body.model, upstream, body.model_dump(exclude_unset=True, by_alias=True))
+    model, prompt, max_tokens, controls = await run_in_threadpool(_prepare, server, body, org)
     loop = asyncio.get_running_loop()
     results: asyncio.Queue = asyncio.Queue()
 
@@ -106,23 +162,26 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
             top_p=1.0 if body.top_p is None else body.top_p,
             seed=body.seed,
         ),
+        controls=controls,
     )
     server.engine.submit(job)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        options = body.stream_options or StreamOptions()
         return StreamingResponse(
-            _sse(job, results, completion_id, created, body.model, n, include_usage),
+            _sse(job, results, completion_id, created, body.model, n, options),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     texts, reasons = [""] * n, ["stop"] * n
+    logprobs: list[list[dict]] = [[] for _ in range(n)]
     try:
         while True:
             event = await results.get()
             if event[0] == "delta":
                 texts[event[1]] += event[2]
+                logprobs[event[1]] += event[3] or []
             elif event[0] == "finish":
                 reasons[event[1]] = event[2]
             elif event[0] == "error":
@@ -138,7 +197,13 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         model=body.model,
         usage=Usage(**usage),
         choices=[
-            Choice(index=i, message=AssistantMessage(content=texts[i]), finish_reason=reasons[i]) for i in range(n)
+            Choice(
+                index=i,
+                message=AssistantMessage(content=texts[i]),
+                finish_reason=reasons[i],
+                logprobs=ChoiceLogprobs(content=logprobs[i]) if controls.logprobs else None,
+            )
+            for i in range(n)
         ],
     )
 
@@ -149,12 +214,24 @@ def _data(payload) -> str:
 
 
 async def _sse(
-    job: ChatJob, results: asyncio.Queue, completion_id: str, created: int, model: str, n: int, include_usage: bool
+    job: ChatJob,
+    results: asyncio.Queue,
+    completion_id: str,
+    created: int,
+    model: str,
+    n: int,
+    options: StreamOptions,
 ) -> AsyncIterator[str]:
     """OpenAI's stream: a role chunk per choice, content deltas, finish chunks, [usage], `data: [DONE]`."""
 
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
-        return _data(ChatCompletionChunk(id=completion_id, created=created, model=model, choices=choices, usage=usage))
+        # Random padding of random length, so that chunk sizes do not reveal the tokens (OpenAI's reason).
+        padding = secrets.token_urlsafe(secrets.randbelow(24) + 1) if options.include_obfuscation else None
+        return _data(
+            ChatCompletionChunk(
+                id=completion_id, created=created, model=model, choices=choices, usage=usage, obfuscation=padding
+            )
+        )
 
     try:
         for i in range(n):
@@ -162,14 +239,15 @@ async def _sse(
         while True:
             event = await results.get()
             if event[0] == "delta":
-                yield chunk([ChunkChoice(index=event[1], delta=Delta(content=event[2]))])
+                logprobs = ChoiceLogprobs(content=event[3]) if event[3] is not None else None
+                yield chunk([ChunkChoice(index=event[1], delta=Delta(content=event[2]), logprobs=logprobs)])
             elif event[0] == "finish":
                 yield chunk([ChunkChoice(index=event[1], delta=Delta(), finish_reason=event[2])])
             elif event[0] == "error":
                 yield _data(_error_of(event[1]).body())
                 break
             else:
-                if include_usage:
+                if options.include_usage:
                     yield chunk([], Usage(**event[1]))
                 break
         yield "data: [DONE]\n\n"

@@ -46,6 +46,16 @@ class LoraConfig(_Strict):
     target_modules: Auto | list[str] = Field(
         "auto", description="module names to adapt; auto = every linear layer except the LM head"
     )
+    use_dora: bool = Field(
+        False,
+        description="DoRA (Liu et al. 2024): learn each weight's magnitude apart from its direction; "
+        "closer to full fine-tuning at low rank, for about 1.5-2x the adapter's step time",
+    )
+    use_rslora: bool = Field(
+        False,
+        description="rank-stabilised LoRA (Kalajdzievski 2023): scale by alpha/sqrt(r) instead of alpha/r, "
+        "so that high ranks (64+) keep learning instead of stalling",
+    )
 
     @model_validator(mode="after")
     def _positive(self):

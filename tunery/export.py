@@ -104,10 +104,12 @@ def merge(run: str | Path, output: str | Path) -> Path:
 
 
 @dataclass(frozen=True)
-class VllmExport:
-    path: Path  # the directory written
-    command: list[str]  # the `vllm serve ...` argv that serves it
-    kind: Literal["adapter", "merged"]
+class Exported:
+    """What an export wrote, and the command that serves or loads it (empty when there is none)."""
+
+    path: Path  # the directory (or .gguf file) written
+    command: list[str]  # e.g. the `vllm serve ...` or `ollama create ...` argv
+    kind: Literal["adapter", "merged", "gguf", "ollama"]
 
     @property
     def shell_command(self) -> str:
@@ -313,7 +315,7 @@ def _write_adapter_layout(source: Path, staging: Path, output: Path, name: str, 
     ]  # fmt: skip
 
 
-def export_vllm(run: str | Path, output: str | Path, *, merged: bool, name: str | None = None) -> VllmExport:
+def export_vllm(run: str | Path, output: str | Path, *, merged: bool, name: str | None = None) -> Exported:
     """Write `run` in the layout vLLM serves, atomically, and return the command that serves it.
 
     Adapter (merged=False) → `output/base/` (the base model; its weights hard-linked where the
@@ -343,4 +345,4 @@ def export_vllm(run: str | Path, output: str | Path, *, merged: bool, name: str 
         publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only left behind by a failure
-    return VllmExport(output, command, kind)
+    return Exported(output, command, kind)

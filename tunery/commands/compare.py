@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tunery.commands.arguments import whole_number
 from tunery.commands.eval import add_common_options, progress, quiet_loading
@@ -44,16 +45,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunery.eval import compare, print_compare_report, write_compare_report
-    from tunery.eval.report import show_report
-    from tunery.lineage.hooks import record_report
+    from tunery.api import compare
+    from tunery.eval import print_compare_report
+    from tunery.eval.report import examples_path, show_report
 
     quiet_loading()
     report = compare(
-        args.base,
         args.tuned,
-        args.train,
-        args.data,
+        train=args.train,
+        data=args.data,
+        base=args.base,
         shots=args.shots,
         seed=args.seed,
         graders=args.graders,
@@ -63,10 +64,9 @@ def run(args: argparse.Namespace) -> int:
         forgetting=not args.no_forgetting,
         with_loss=not args.no_loss,
         device=args.device,
+        output=args.output,
         log=progress,
     )
-    summary = report.to_dict()
-    written = write_compare_report(report, args.output)
-    record_report("compare", args.tuned, written[0], summary)  # into the run's lineage and model card
-    show_report(summary, written, as_json=args.json, print_table=lambda: print_compare_report(report))
+    written = (Path(args.output), examples_path(args.output))
+    show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_compare_report(report))
     return 0

@@ -80,17 +80,19 @@ def auto_or_positive_int(text: str):
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from tunery.data.estimate import EstimateSettings, estimate
+    from tunery.api import estimate
     from tunery.errors import TuneryError
 
     try:
-        settings = EstimateSettings(
+        result = estimate(
+            args.file,
+            model=args.model,
             method=args.method,
             epochs=args.epochs,
             max_seq_len=args.max_seq_len,
             gpu_hour_price=args.gpu_hour_price,
             utilisation=args.utilisation,
-            **({"lora_rank": args.lora_rank} if args.lora_rank is not None else {}),
+            lora_rank=args.lora_rank,
         )
     except ValidationError as exc:
         first_per_option: dict[str, str] = {}
@@ -98,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
             first_per_option.setdefault("--" + str(error["loc"][0]).replace("_", "-"), error["msg"])
         problems = "; ".join(f"{option}: {message}" for option, message in first_per_option.items())
         raise TuneryError(f"bad option: {problems}", hint="see `tunery estimate --help`") from None
-    result = estimate(args.file, args.model, settings)
     if args.json:
         print(result.to_json())
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tunery.commands.arguments import positive_int
 
@@ -78,13 +79,10 @@ def progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunery.errors import TuneryError
-    from tunery.eval import evaluate, print_eval_report, write_eval_report
-    from tunery.eval.report import show_report
-    from tunery.lineage.hooks import record_report
+    from tunery.api import evaluate
+    from tunery.eval import print_eval_report
+    from tunery.eval.report import examples_path, show_report
 
-    if not args.model and not args.adapter:
-        raise TuneryError("nothing to evaluate", hint="give --model, --adapter RUN_DIR, or both")
     quiet_loading()
     report = evaluate(
         args.data,
@@ -95,10 +93,9 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         with_loss=not args.no_loss,
         device=args.device,
+        output=args.output,
         log=progress,
     )
-    summary = report.to_dict()
-    written = write_eval_report(report, args.output)
-    record_report("eval", args.adapter, written[0], summary)  # into the run's lineage and model card
-    show_report(summary, written, as_json=args.json, print_table=lambda: print_eval_report(report))
+    written = (Path(args.output), examples_path(args.output))
+    show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_eval_report(report))
     return 0

@@ -28,22 +28,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tunery.api import export
     from tunery.errors import TuneryError
-    from tunery.export import export_vllm, merge
 
+    if args.format == "hf" and not args.merge:
+        raise TuneryError(
+            "say how to export",
+            hint="--merge writes a standalone merged model; --format vllm writes what vLLM serves",
+        )
+    exported = export(args.run, args.output, format=args.format, merged=args.merge, name=args.name)
     if args.format == "vllm":
-        exported = export_vllm(args.run, args.output, merged=args.merge, name=args.name)
         what = "LoRA adapter and its base model" if exported.kind == "adapter" else "merged model"
         print(f"{what} for vLLM written to {exported.path}")
         print("serve it with (vLLM installed on a GPU machine; the paths as written here):")
         print(f"  {exported.shell_command}")
         return 0
-    if args.name:
-        raise TuneryError("--name is the model name vLLM serves", hint="use it with --format vllm")
-    if not args.merge:
-        raise TuneryError(
-            "say how to export",
-            hint="--merge writes a standalone merged model; --format vllm writes what vLLM serves",
-        )
-    print(f"merged model written to {merge(args.run, args.output)}")
+    print(f"merged model written to {exported.path}")
     return 0

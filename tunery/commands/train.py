@@ -74,12 +74,13 @@ FLAGS = ("model", "data", "validation", "method", "adapter", "output")
 def _launch(args: argparse.Namespace, config) -> int:
     """Start `--nproc` processes that each run this command without `--nproc` (torchrun's launcher)."""
     from tunery.errors import TuneryError
+    from tunery.run import Run
     from tunery.train import distributed
     from tunery.train.prepare import default_output
 
     if distributed.launched():
         raise TuneryError("--nproc starts its own processes", hint="under torchrun, leave --nproc out")
-    method = config.method if config is not None else _saved_method(args.resume)
+    method = config.method if config is not None else Run(args.resume).config.method
     if method != "sft":
         raise TuneryError(f"--nproc trains --method sft only; {method} runs in one process", hint="drop --nproc")
     if config is None:
@@ -97,89 +98,10 @@ def _launch(args: argparse.Namespace, config) -> int:
 
 
 def _train(config, resume_dir: Path | None) -> int:
-    import os
-    import warnings
-
-    import torch
-
-    # peft calls a transformers API deprecated in v6; the warning is theirs, not the user's.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-    from tunery.errors import TuneryError
+    from tunery.api import train
     from tunery.train import distributed
-    from tunery.train.prepare import TrainingFailed, default_output, fail_run
 
-    method = config.method if config is not None else _saved_method(resume_dir)
-    strategy = config.distributed.strategy if config is not None else _saved_strategy(resume_dir)
-    if strategy == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        raise TuneryError(
-            "distributed.strategy=fsdp shards the model over several processes, and this is one",
-            hint="add --nproc 2 (or more), or set distributed.strategy=ddp",
-        )
-    if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
-        if method != "sft":
-            raise TuneryError(f"data-parallel training supports --method sft only; run {method} in one process")
-        if config is not None and config.output is None:
-            raise TuneryError("every process must write the same run", hint="under torchrun, pass --output RUN_DIR")
-    if config is not None and config.output is None:
-        config = config.model_copy(update={"output": default_output(config.method)})
-    if method == "dpo":
-        from tunery.train.dpo import train
-    else:
-        from tunery.train.sft import train
-    run_dir = resume_dir or config.output
-    main = distributed.is_main()  # with several processes (torchrun, --nproc), rank 0 reports
-    try:
-        with distributed.process_group():
-            path = train(config, resume_dir=resume_dir)
-    except TrainingFailed as exc:
-        if main and run_dir is not None and Path(run_dir).exists():
-            fail_run(Path(run_dir), exc)
-        raise
-    except torch.OutOfMemoryError as exc:
-        error = TrainingFailed("out_of_memory", f"out of memory: {exc}. Lower micro_batch_tokens or max_seq_len.")
-        if main and run_dir is not None and Path(run_dir).exists():
-            fail_run(Path(run_dir), error)
-        raise error from None
-    if not main:
-        return 0
-    from tunery.train.rundir import RunDir
-
-    status = RunDir(path).read_status() or {}
-    if status.get("state") == "succeeded":
-        _final_eval(Path(path))
-        print(f"done: {path}/final  (metrics in {path}/metrics.jsonl)")
+    run = train(config, resume=resume_dir)
+    if distributed.is_main() and run.succeeded:
+        print(f"done: {run.path}/final  (metrics in {run.path}/metrics.jsonl)")
     return 0
-
-
-def _final_eval(run_dir: Path) -> None:
-    """Grade the tuned model's own answers on the validation set; the report stays with the run."""
-    from tunery.config import load_config
-    from tunery.eval import evaluate, print_eval_report, write_eval_report
-    from tunery.eval.report import show_report
-
-    config = load_config(run_dir / "config.yaml")
-    if not (config.validation and config.final_eval):
-        return
-    from tunery.lineage.hooks import record_report
-
-    report = evaluate(config.validation, adapter=run_dir, device=config.device)
-    summary = report.to_dict()
-    written = write_eval_report(report, run_dir / "eval" / "report.json")
-    record_report("eval", run_dir, written[0], summary)  # into the run's lineage and model card
-    show_report(summary, written, as_json=False, print_table=lambda: print_eval_report(report))
-
-
-def _saved_method(run_dir: Path) -> str:
-    import yaml
-
-    config = Path(run_dir) / "config.yaml"
-    return (yaml.safe_load(config.read_text()) or {}).get("method", "sft") if config.is_file() else "sft"
-
-
-def _saved_strategy(run_dir: Path) -> str:
-    import yaml
-
-    config = Path(run_dir) / "config.yaml"
-    saved = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
-    return (saved.get("distributed") or {}).get("strategy", "ddp")

@@ -70,7 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunery.data.validate import validate_file
+    from tunery.api import validate
 
     needs_model = [flag for flag, value in (("--max-seq-len", args.max_seq_len), ("--show", args.show)) if value]
     if needs_model and not args.model:
@@ -79,18 +79,14 @@ def run(args: argparse.Namespace) -> int:
             "(a tokenizer and its chat template)",
             hint="add --model smollm2-135m-instruct, or the model you will train",
         )
-    tokenizer, max_seq_len = None, args.max_seq_len
-    if args.model:
+    report = validate(args.file, validation=args.validation, model=args.model, max_seq_len=args.max_seq_len)
+    shown = []
+    if args.show:
         from tunery.data.render import ChatTokenizer
         from tunery.models import resolve_model
 
-        model_dir = resolve_model(args.model)
-        tokenizer = ChatTokenizer.from_dir(model_dir)
-        if max_seq_len is None:
-            max_seq_len = _context_length(model_dir)
-
-    report = validate_file(args.file, validation=args.validation, tokenizer=tokenizer, max_seq_len=max_seq_len)
-    shown = _render_examples(args.file, tokenizer, max_seq_len, args.show) if args.show else []
+        tokenizer = ChatTokenizer.from_dir(resolve_model(args.model))
+        shown = _render_examples(args.file, tokenizer, report.stats.max_seq_len, args.show)
 
     try:
         if args.json:
@@ -112,11 +108,6 @@ def run(args: argparse.Namespace) -> int:
         # devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0 if report.ok else 1
-
-
-def _context_length(model_dir: Path) -> int | None:
-    config = json.loads((model_dir / "config.json").read_text())
-    return config.get("max_position_embeddings")
 
 
 # --- --show ----------------------------------------------------------------------------------

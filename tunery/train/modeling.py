@@ -56,6 +56,8 @@ def build_model(plan: Plan, model_dir: Path, *, device: str | None = None):
             lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout,
             target_modules=list(config.lora.target_modules),
+            use_dora=config.lora.use_dora,
+            use_rslora=config.lora.use_rslora,
             task_type="CAUSAL_LM",
             bias="none",
         )

@@ -121,7 +121,11 @@ def resolve(
             why["lora.r"] = "rank 16 is ample for tasks of this size"
         if lora["alpha"] == "auto":
             lora["alpha"] = 2 * lora["r"]
-            why["lora.alpha"] = "2 × r (scale 2)"
+            why["lora.alpha"] = (
+                f"2 × r (scale 2√r = {2 * math.sqrt(lora['r']):.3g} with rsLoRA)"
+                if lora["use_rslora"]
+                else "2 × r (scale 2)"
+            )
         if lora["target_modules"] == "auto":
             lora["target_modules"] = list(LORA_TARGETS)
             why["lora.target_modules"] = "every attention and MLP projection"

@@ -288,6 +288,7 @@ def compare(
     shots: int = 5,
     seed: int = 0,
     graders: Sequence[str] | None = None,
+    metric: str | None = None,
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     forgetting: bool = True,
@@ -303,6 +304,7 @@ def compare(
         tuned: a run directory, an adapter directory or a full model directory.
         train: the training file the few-shot examples are drawn from (never from `data`).
         base: the base model; None takes the one the tuned run records.
+        metric: the grader the verdict is about; None picks the strictest that separates the systems.
         output: where to write the summary JSON (and the answers beside it); None writes nothing.
 
     Raises:
@@ -320,6 +322,7 @@ def compare(
         shots=shots,
         seed=seed,
         graders=graders,
+        metric=metric,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         forgetting=forgetting,

@@ -25,13 +25,14 @@ wait_passively()
 # that later imports of `tunery.train.sft` and the like find them loaded and leave the names be.
 import tunery.export as _export_module  # noqa: E402, F401
 import tunery.train as _train_package  # noqa: E402, F401
-from tunery.api import compare, estimate, evaluate, export, run_config, train, validate  # noqa: E402
+from tunery.api import compare, dry_run, estimate, evaluate, export, run_config, train, validate  # noqa: E402
 from tunery.run import Run  # noqa: E402
 
 __all__ = [
     "Run",
     "__version__",
     "compare",
+    "dry_run",
     "estimate",
     "evaluate",
     "export",

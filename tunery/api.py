@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tunery.eval.report import EvalReport
     from tunery.export import Exported
     from tunery.run import Run
+    from tunery.train.dry_run import DryRun
 
 Log = Callable[[str], None]
 
@@ -228,6 +229,20 @@ def _final_eval(run: Run) -> None:
     report = evaluate(config.validation, adapter=run.path, device=config.device, output=output)
     written = (output, examples_path(output))
     show_report(report.to_dict(), written, as_json=False, print_table=lambda: print_eval_report(report))
+
+
+def dry_run(config: RunConfig | str | Path | dict | None = None, /, **settings: Any) -> DryRun:
+    """What `train` would do, without training or writing anything: the resolved plan (every
+    "auto" with its reason), the peak memory and the wall-clock time on this machine.
+
+    Reads the data and the tokenizer; never loads the weights.
+
+    Raises:
+        TuneryError: a bad config, data with errors, or a model that cannot be found.
+    """
+    from tunery.train.dry_run import plan_run
+
+    return plan_run(run_config(config, **settings))
 
 
 def evaluate(

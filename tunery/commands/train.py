@@ -11,6 +11,7 @@ EXAMPLES = """\
   tunery train --config configs/sft-lora.yaml n_epochs=1 batch_size=8 seed=1
   tunery train --method dpo --data prefs.jsonl --output runs/dpo dpo.beta=0.2
   tunery train --resume runs/my-run            # continue after Ctrl-C, SIGTERM or a crash
+  tunery train --data train.jsonl --dry-run    # the plan, peak memory and time; trains nothing
   tunery train --config run.yaml --nproc 4     # data-parallel in 4 local processes (GPUs or CPU)
   tunery train --config run.yaml --adapter full distributed.strategy=fsdp --nproc 4   # sharded (FSDP2)
 
@@ -34,6 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="data-parallel training in N local processes (one per GPU; gloo on CPU); also with --resume",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved plan, the peak memory and the time estimate, then exit: nothing is trained or written",
     )
 
 
@@ -63,9 +69,32 @@ def run(args: argparse.Namespace) -> int:
         if args.config is None and "data" not in overrides:
             raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
         config = load_config(args.config, overrides, source=str(args.config or "command line"))
+    if args.dry_run:
+        if config is None:
+            raise TuneryError("--dry-run plans a new run", hint="leave out --resume")
+        return _dry_run(config)
     if args.nproc is not None and args.nproc > 1:
         return _launch(args, config)
     return _train(config, args.resume)
+
+
+def _dry_run(config) -> int:
+    from tunery.api import dry_run
+    from tunery.commands.estimate import human_time
+    from tunery.train.report import print_plan
+
+    planned = dry_run(config)
+    plan = planned.plan
+    facts = {
+        "steps": f"{plan.total_steps} ({plan.steps_per_epoch} per epoch)",
+        "trained parameters": f"{planned.trained_params:,}",
+        "peak memory (estimate)": planned.memory.describe(),
+    }
+    for device, hours in planned.hours.items():
+        facts[f"time on {device} (estimate)"] = human_time(hours)
+    print_plan(plan, facts)
+    print(f"dry run: {plan.total_steps} steps planned, nothing trained or written")
+    return 0
 
 
 FLAGS = ("model", "data", "validation", "method", "adapter", "output")

@@ -395,6 +395,7 @@ class Estimate:
     epochs: int
     epochs_rule: str
     max_seq_len: int
+    longest: int  # tokens in the longest rendered sequence (at most the context)
     truncated_sequences: int
     truncated_tokens: int
     tokens_per_epoch: int
@@ -496,6 +497,7 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         epochs=epochs,
         epochs_rule="auto" if settings.epochs == "auto" else "fixed",
         max_seq_len=capacity,
+        longest=max(lengths),
         truncated_sequences=sum(1 for s in seqs if s.truncated),
         truncated_tokens=sum(s.truncated for s in seqs),
         tokens_per_epoch=tokens,

@@ -193,6 +193,8 @@ def train(
         cfg = cfg.model_copy(update={"output": default_output(cfg.method)})
     if method == "dpo":
         from tunery.train.dpo import train as train_method
+    elif method == "rft":
+        from tunery.train.rft import train as train_method
     else:
         from tunery.train.sft import train as train_method
     run_dir = resume_dir or cfg.output
@@ -221,7 +223,7 @@ def _final_eval(run: Run) -> None:
     from tunery.eval.report import show_report
 
     config = run.config
-    if not (config.validation and config.final_eval):
+    if not (config.validation and config.final_eval) or config.method == "rft":  # rft graded its held-out set
         return
     from tunery.eval.report import examples_path
 

@@ -84,6 +84,43 @@ class DpoConfig(_Strict):
     )
 
 
+class RftConfig(_Strict):
+    """Reinforcement fine-tuning as GRPO (Shao et al. 2024), scored by an OpenAI grader object."""
+
+    grader: Path | None = Field(None, description="grader JSON (OpenAI's grader object); required for method=rft")
+    group_size: int | Auto = Field("auto", description="completions sampled per prompt (G); auto = 8")
+    max_new_tokens: int | Auto = Field("auto", description="longest completion sampled; auto = 128")
+    temperature: float | Auto = Field("auto", description="sampling temperature of the rollouts; auto = 1.0")
+    kl_coef: float | Auto = Field("auto", description="weight of the KL term to the base model; auto = 0 (off)")
+    scale_rewards: bool = Field(
+        False, description="divide advantages by the group's reward std (original GRPO); off as in Dr. GRPO"
+    )
+    compute_multiplier: float | None = Field(
+        None, gt=0.0, description="OpenAI's field: scales the completions sampled per prompt (group_size)"
+    )
+    eval_samples: int | Auto = Field("auto", description="held-out prompts graded (greedy) at each eval; auto = 64")
+    pass_threshold: float | None = Field(
+        None, description="reward at which an answer counts as a pass; default the grader's top score"
+    )
+    grader_workers: int = Field(8, ge=1, description="answers graded at once (python and model graders)")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name in ("group_size", "max_new_tokens", "eval_samples"):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"rft.{name} must be a positive integer or 'auto', got {value!r}")
+        if self.group_size != "auto" and self.group_size < 2:
+            raise ValueError("rft.group_size must be at least 2: advantages compare completions of one prompt")
+        if self.temperature != "auto" and self.temperature <= 0:
+            raise ValueError(f"rft.temperature must be positive (sampling), got {self.temperature}")
+        if self.kl_coef != "auto" and self.kl_coef < 0:
+            raise ValueError(f"rft.kl_coef must be 0 or more, got {self.kl_coef}")
+        if self.compute_multiplier is not None and self.group_size != "auto":
+            raise ValueError("set rft.group_size or rft.compute_multiplier, not both")
+        return self
+
+
 class DistributedConfig(_Strict):
     """How several processes (`--nproc N`, torchrun) share a run."""
 
@@ -111,10 +148,11 @@ class RunConfig(_Strict):
         None, description="run directory; default runs/<method>-<time>", json_schema_extra=names("run")
     )
 
-    method: Literal["sft", "dpo"] = "sft"
+    method: Literal["sft", "dpo", "rft"] = "sft"
     adapter: Literal["lora", "full"] = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
+    rft: RftConfig = Field(default_factory=RftConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     n_epochs: int | Auto = Field("auto", description="passes over the data; auto = OpenAI's rule")
@@ -167,6 +205,8 @@ class RunConfig(_Strict):
             raise ValueError("set learning_rate or learning_rate_multiplier, not both")
         if self.distributed.strategy == "fsdp" and self.adapter != "full":
             raise ValueError("distributed.strategy=fsdp shards full fine-tuning only; set adapter=full (LoRA uses ddp)")
+        if self.method == "rft" and self.rft.grader is None:
+            raise ValueError("method=rft needs a grader: --grader grader.json (or rft.grader=...)")
         if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
             raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")
         return self
@@ -174,7 +214,13 @@ class RunConfig(_Strict):
     def unresolved(self) -> list[str]:
         """Names of the fields still set to "auto"."""
         flat = flatten(self.model_dump(mode="json"))
-        return [k for k, v in flat.items() if v == "auto" and k not in ("model", "dpo.reference")]
+        return [
+            k
+            for k, v in flat.items()
+            if v == "auto"
+            and k not in ("model", "dpo.reference")
+            and (self.method == "rft" or not k.startswith("rft."))
+        ]
 
 
 def naming_settings(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, dict]:
@@ -256,6 +302,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, *
         if not isinstance(data, dict):
             raise TuneryError(f"{path} must hold a mapping of config keys")
         # Relative data paths in a config file are relative to the file, not the shell.
+        rft = data.get("rft")
+        if isinstance(rft, dict) and isinstance(rft.get("grader"), str) and not Path(rft["grader"]).is_absolute():
+            rft["grader"] = os.path.normpath(path.parent / rft["grader"])
         for key in ("data", "validation"):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 data[key] = os.path.normpath(path.parent / data[key])

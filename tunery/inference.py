@@ -56,6 +56,55 @@ def prefill_prefix(model, prefix_ids: list[int], batch: int, device: str):
     return cache
 
 
+def generate_tokens(
+    model,
+    tokenizer: ChatTokenizer,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    device: str = "cpu",
+) -> list[list[int]]:
+    """New token ids for each prompt (one batch), up to its stop token or `max_new_tokens`.
+
+    The prompts' shared prefix is run once (for G samples of one prompt: the whole prompt but its
+    last token) and its KV cache is repeated for every row. Greedy when temperature is 0; the
+    sampling draws from torch's global generator, seeded here when `seed` is given. A row's ids
+    are cut after its first stop token, which is kept.
+    """
+    import torch
+
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_id
+    prefix = shared_prefix_length(prompts)
+    input_ids, attention = prefix_batch(prompts, prefix, pad, device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        if temperature > 0
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
+    with torch.inference_mode():
+        cache = prefill_prefix(model, prompts[0][:prefix], len(prompts), device)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            cache=cache,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(tokenizer.stop_ids),
+            pad_token_id=pad,
+            **sampling,
+        )
+    rows = []
+    for row in out[:, width:].tolist():
+        end = next((i + 1 for i, token in enumerate(row) if token in tokenizer.stop_ids), len(row))
+        rows.append(row[:end])
+    return rows
+
+
 def adapter_base(adapter_dir: Path) -> str | None:
     """The base model an adapter was trained on, as its adapter_config.json records it."""
     config = Path(adapter_dir) / "adapter_config.json"
@@ -130,31 +179,18 @@ class Generator:
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, prompts, adapter, max_new_tokens, temperature, top_p, seed, stop) -> list[Completion]:
-        import torch
-
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_id
-        prefix = shared_prefix_length(prompts)
-        input_ids, attention = prefix_batch(prompts, prefix, pad, self.device)
-        if seed is not None:
-            torch.manual_seed(seed)
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p}
-            if temperature > 0
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        )
-        with torch.inference_mode(), self.use_adapter(adapter):
-            cache = prefill_prefix(self.model, prompts[0][:prefix], len(prompts), self.device)
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                cache=cache,
+        with self.use_adapter(adapter):
+            rows = generate_tokens(
+                self.model,
+                self.tokenizer,
+                prompts,
                 max_new_tokens=max_new_tokens,
-                eos_token_id=sorted(self.tokenizer.stop_ids),
-                pad_token_id=pad,
-                **sampling,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                device=self.device,
             )
-        return [self._completion(row[width:].tolist(), len(p), stop) for row, p in zip(out, prompts, strict=True)]
+        return [self._completion(row, len(p), stop) for row, p in zip(rows, prompts, strict=True)]
 
     def use_adapter(self, name: str | None):
         """Context in which `name` is active; None means the plain base model.
@@ -176,7 +212,7 @@ class Generator:
         return contextlib.nullcontext()
 
     def _completion(self, ids: list[int], prompt_tokens: int, stop: list[str] | None) -> Completion:
-        finish = "length"
+        finish = "length"  # ids end at (and include) the first stop token, if any
         for i, token in enumerate(ids):
             if token in self.tokenizer.stop_ids:
                 ids, finish = ids[:i], "stop"

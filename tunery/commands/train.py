@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "Fine-tune a model: supervised (sft) or preference (dpo), with LoRA or full weights."
+HELP = "Fine-tune a model: supervised (sft), preference (dpo) or reinforcement (rft), with LoRA or full weights."
 EXAMPLES = """\
   tunery train --model smollm2-135m-instruct --data train.jsonl --validation valid.jsonl --output runs/my-run
   tunery train --config configs/sft-lora.yaml n_epochs=1 batch_size=8 seed=1
   tunery train --method dpo --data prefs.jsonl --output runs/dpo dpo.beta=0.2
+  tunery train --method rft --data prompts.jsonl --validation heldout.jsonl --grader grader.json rft.group_size=4
   tunery train --resume runs/my-run            # continue after Ctrl-C, SIGTERM or a crash
   tunery train --data train.jsonl --dry-run    # the plan, peak memory and time; trains nothing
   tunery train --config run.yaml --nproc 4     # data-parallel in 4 local processes (GPUs or CPU)
@@ -27,7 +28,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="base model: embedded name, hub id, directory or .gguf")
     parser.add_argument("--data", help="training JSONL")
     parser.add_argument("--validation", help="validation JSONL")
-    parser.add_argument("--method", type=method_name, choices=["sft", "dpo"], help="sft (default) or dpo")
+    parser.add_argument(
+        "--method", type=method_name, choices=["sft", "dpo", "rft"], help="sft (default), dpo, or rft (needs --grader)"
+    )
+    parser.add_argument("--grader", help="rft: grader JSON (an OpenAI grader object) that scores each answer")
     parser.add_argument("--adapter", choices=["lora", "full"], help="lora (default) or full fine-tuning")
     parser.add_argument("--output", help="run directory (default runs/<method>-<time>)")
     parser.add_argument(
@@ -53,7 +57,7 @@ def method_name(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunery.config import load_config, parse_overrides
+    from tunery.config import load_config, merge, parse_overrides
     from tunery.errors import TuneryError
 
     if args.nproc is not None and args.nproc < 1:
@@ -65,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         flags = {k: getattr(args, k) for k in FLAGS}
         overrides = {k: v for k, v in flags.items() if v is not None}
-        overrides.update(parse_overrides(args.overrides))
+        overrides = merge(overrides, parse_overrides(args.overrides))
+        if args.grader is not None:
+            overrides = merge(overrides, {"rft": {"grader": args.grader}})
         if args.config is None and "data" not in overrides:
             raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
         config = load_config(args.config, overrides, source=str(args.config or "command line"))

@@ -66,10 +66,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="print the first N valid examples as the model sees them, trained tokens highlighted (needs --model)",
     )
+    parser.add_argument(
+        "--grader",
+        type=Path,
+        metavar="GRADER",
+        help="check FILE as reinforcement fine-tuning prompts for this grader JSON: each conversation "
+        "ends on a user or developer turn, and has every {{item.x}} field the grader reads",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole report, every issue, as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.grader is not None:
+        return _run_rft(args)
     from tunery.api import validate
 
     needs_model = [flag for flag, value in (("--max-seq-len", args.max_seq_len), ("--show", args.show)) if value]
@@ -108,6 +117,38 @@ def run(args: argparse.Namespace) -> int:
         # devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0 if report.ok else 1
+
+
+def _run_rft(args: argparse.Namespace) -> int:
+    """Reinforcement fine-tuning prompts: every line checked against the grader's fields."""
+    from tunery.data.rft import validate_rft_file
+    from tunery.eval.graders.grading import item_fields
+    from tunery.eval.graders.objects import load_grader
+
+    fields = item_fields(load_grader(args.grader))
+    counts = {}
+    for path in [args.file, *([args.validation] if args.validation else [])]:
+        examples, issues = validate_rft_file(path, fields)
+        counts[str(path)] = (len(examples), issues)
+    if args.json:
+        print(
+            json.dumps(
+                {p: {"examples": n, "issues": [i.model_dump() for i in issues]} for p, (n, issues) in counts.items()},
+                indent=2,
+            )
+        )
+    else:
+        for path, (n, issues) in counts.items():
+            for found in issues:
+                print(f"{path}: line {found.line}: {found.code}: {found.message}")
+            verdict = "ok" if not issues else f"{len(issues)} error(s)"
+            print(f"{path}: {n} valid prompt(s) for reinforcement fine-tuning; {verdict}")
+    return 0 if all(not issues for _, issues in counts.values()) else 1
+
+
+def _context_length(model_dir: Path) -> int | None:
+    config = json.loads((model_dir / "config.json").read_text())
+    return config.get("max_position_embeddings")
 
 
 # --- --show ----------------------------------------------------------------------------------

@@ -115,3 +115,50 @@ def chosen_nll(policy_chosen: torch.Tensor, chosen_tokens: torch.Tensor, weight:
     Inputs: summed chosen log-probs and chosen answer lengths, shape [pairs]. Returns [pairs].
     """
     return -weight * policy_chosen / chosen_tokens
+
+
+def group_advantages(rewards: torch.Tensor, *, scale: bool = False, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's group-relative advantages (Shao et al. 2024, §4.1.2): reward minus its group's mean.
+
+    Args:
+        rewards: [prompts, G] rewards of G completions per prompt.
+        scale: also divide by the group's standard deviation, as the original GRPO does. Off by
+            default: Dr. GRPO (Liu et al. 2025, §3.1) shows the division up-weights prompts that
+            are nearly always or nearly never solved (small std), a difficulty bias, and removing it
+            loses no accuracy. A group with zero variance gets advantage 0 either way.
+    Returns:
+        [prompts, G] advantages; each group's sum to 0.
+    """
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if not scale:
+        return centred
+    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def grpo_token_losses(
+    logps: torch.Tensor, advantages: torch.Tensor, ref_logps: torch.Tensor | None = None, kl_coef: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token GRPO loss for one on-policy update, and the per-token KL estimate.
+
+    loss_t = -A · exp(logp_t - sg(logp_t)) + β · KL_t. The ratio exp(logp - sg(logp)) is 1 in
+    value and has the gradient of logp, so the loss's gradient is the policy gradient -A ∇logp:
+    with one update per batch of rollouts, PPO's clipped ratio (Schulman et al. 2017) never
+    leaves 1 and clipping does nothing (see tunery/train/rft.py on why one update). KL_t is the
+    unbiased, always-positive k3 estimator exp(ref - logp) - (ref - logp) - 1 (Schulman 2020),
+    as GRPO uses it (Shao et al. 2024, eq. 4).
+
+    Args:
+        logps: [n] log-probs of the n sampled completion tokens under the policy.
+        advantages: [n] the advantage of each token's completion.
+        ref_logps: [n] log-probs under the reference (base) model, or None when kl_coef is 0.
+    Returns:
+        ([n] losses, [n] KL estimates, zeros without a reference). Sum and divide by the step's
+        completion tokens (DAPO's token-level normalisation, Yu et al. 2025), so that every
+        token weighs the same whether its answer is long or short.
+    """
+    losses = -advantages * torch.exp(logps - logps.detach())
+    if ref_logps is None or kl_coef == 0.0:
+        return losses, torch.zeros_like(logps).detach()
+    delta = ref_logps - logps
+    kl = torch.exp(delta) - delta - 1.0
+    return losses + kl_coef * kl, kl.detach()

@@ -26,7 +26,21 @@ from tunery.config import RunConfig
 from tunery.data.validate import auto_epochs
 from tunery.hardware import cpu_threads
 
-BASE_LR = {("sft", "lora"): 1e-3, ("sft", "full"): 2e-5, ("dpo", "lora"): 1e-4, ("dpo", "full"): 2e-6}
+BASE_LR = {
+    ("sft", "lora"): 1e-3,
+    ("sft", "full"): 2e-5,
+    ("dpo", "lora"): 1e-4,
+    ("dpo", "full"): 2e-6,
+    # RFT: a policy-gradient step pushes on sampled answers weighted by advantages well below 1,
+    # so it moves less per step than SFT; LoRA at 3e-4 (~10x full fine-tuning's 3e-5, the ratio
+    # Schulman & Thinking Machines 2025, "LoRA Without Regret", found optimal for RL too).
+    ("rft", "lora"): 3e-4,
+    ("rft", "full"): 3e-5,
+}
+RFT_GROUP_SIZE = 8
+RFT_PROMPTS_PER_STEP = 4
+RFT_MAX_NEW_TOKENS = 128
+RFT_EVAL_SAMPLES = 64
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -101,6 +115,13 @@ def resolve(
         n_epochs = auto_epochs(n_examples)
         pick("n_epochs", n_epochs, f"OpenAI's rule for {n_examples} examples")
     batch_size = config.batch_size
+    if batch_size == "auto" and config.method == "rft":
+        batch_size = min(RFT_PROMPTS_PER_STEP, max(1, n_examples))
+        pick(
+            "batch_size",
+            batch_size,
+            f"{RFT_PROMPTS_PER_STEP} prompts per step: rollouts (prompts x group size) are most of a step's cost",
+        )
     if batch_size == "auto":
         batch_size = min(auto_batch_size(n_examples), max(1, n_examples))
         pick("batch_size", batch_size, "about n/40 examples, a power of two in [4, 32]")
@@ -113,6 +134,9 @@ def resolve(
             f"{config.method}/{config.adapter} base {base:g}" + (f" × {multiplier:g}" if multiplier != 1 else ""),
         )
         values["learning_rate_multiplier"] = None  # folded into learning_rate above
+
+    if config.method == "rft":
+        values["rft"] = resolve_rft(config, why)
 
     lora = config.lora.model_dump()
     if config.adapter == "lora":
@@ -135,12 +159,17 @@ def resolve(
     total_steps = steps_per_epoch * n_epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    if config.eval_every == "auto":
+    if config.eval_every == "auto" and config.method == "rft":
+        # Each RFT evaluation generates an answer for every held-out prompt: fewer, but not none.
+        pick("eval_every", max(1, total_steps // 4), "about 4 held-out evaluations per run (each generates)")
+    elif config.eval_every == "auto":
         pick("eval_every", max(1, total_steps // 10), "about 10 validation passes per run")
     if config.save_every == "auto":
         pick("save_every", max(1, total_steps // 5), "about 5 checkpoints per run")
 
-    resolved = config.model_copy(update={k: v for k, v in values.items() if k != "lora"})
+    resolved = config.model_copy(update={k: v for k, v in values.items() if k not in ("lora", "rft")})
+    if "rft" in values:
+        resolved = resolved.model_copy(update={"rft": config.rft.model_copy(update=values["rft"])})
     resolved = resolved.model_copy(update={"lora": config.lora.model_copy(update=lora)})
     resolved = RunConfig.model_validate(resolved.model_dump())  # re-check the combined values
     return Plan(
@@ -151,3 +180,33 @@ def resolve(
         warmup_steps=math.ceil(config.warmup_ratio * total_steps),
         threads=cpu_threads(),
     )
+
+
+def resolve_rft(config: RunConfig, why: dict[str, str]) -> dict:
+    """The `auto` recipe for reinforcement fine-tuning (GRPO); each value with its reason."""
+    rft = config.rft.model_dump()
+    if rft["group_size"] == "auto":
+        multiplier = config.rft.compute_multiplier or 1.0
+        rft["group_size"] = max(2, round(RFT_GROUP_SIZE * multiplier))
+        why["rft.group_size"] = (
+            f"{RFT_GROUP_SIZE} completions per prompt (TRL's default): a task the base solves 1 time in 8 "
+            "still gives most groups a success to learn from"
+            + (f"; x {multiplier:g} compute_multiplier" if multiplier != 1 else "")
+        )
+        rft["compute_multiplier"] = None  # folded into group_size
+    if rft["max_new_tokens"] == "auto":
+        rft["max_new_tokens"] = RFT_MAX_NEW_TOKENS
+        why["rft.max_new_tokens"] = "room for a short working and the answer; longer answers are cut (and graded)"
+    if rft["temperature"] == "auto":
+        rft["temperature"] = 1.0
+        why["rft.temperature"] = "sampling the policy itself, so the policy gradient is unbiased"
+    if rft["kl_coef"] == "auto":
+        rft["kl_coef"] = 0.0
+        why["rft.kl_coef"] = (
+            "off: short LoRA runs stay close to the base, and no reference pass is needed "
+            "(DAPO, Yu et al. 2025; Dr. GRPO, Liu et al. 2025; TRL's default beta=0)"
+        )
+    if rft["eval_samples"] == "auto":
+        rft["eval_samples"] = RFT_EVAL_SAMPLES
+        why["rft.eval_samples"] = f"up to {RFT_EVAL_SAMPLES} held-out prompts per greedy evaluation"
+    return rft

@@ -208,6 +208,9 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
             update={
                 "data": config.data.resolve(),
                 "validation": config.validation.resolve() if config.validation else None,
+                "rft": config.rft.model_copy(
+                    update={"grader": config.rft.grader.resolve() if config.rft.grader else None}
+                ),
                 "output": (config.output or default_output(config.method)).resolve(),
             }
         )
@@ -219,12 +222,22 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
             )
     run.create()
     model_dir = resolve_model(config.model)
-    train, validation = _check_data(config)
+    if config.method == "rft":  # prompts checked against the grader's {{item.x}} fields
+        from tunery.train.rft import load_data
+
+        try:
+            train, validation = load_data(config)
+        except TuneryError as exc:
+            raise TrainingFailed("invalid_data", str(exc)) from None
+    else:
+        train, validation = _check_data(config)
     if not train:
         raise TrainingFailed("invalid_data", f"{config.data} holds no examples")
     hashes = {"train": file_sha256(config.data)}
     if config.validation:
         hashes["validation"] = file_sha256(config.validation)
+    if config.method == "rft":
+        hashes["grader"] = file_sha256(config.rft.grader)
     return Prepared(
         config=config,
         run=run,

@@ -24,6 +24,8 @@ def print_plan(plan: Plan, facts: dict) -> None:
             continue
         if plan.config.method != "dpo" and key.startswith("dpo."):
             continue
+        if plan.config.method != "rft" and key.startswith("rft."):
+            continue
         table.add_row(key, str(value), plan.reasons.get(key, ""))
     for key, value in facts.items():
         table.add_row(key, str(value), "derived")

@@ -15,6 +15,14 @@ import time
 from pathlib import Path
 
 RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+REWARD_COLUMNS = [
+    "reward_mean",
+    "reward_std",
+    "pass_rate",
+    "zero_variance_fraction",
+    "valid_mean_reward",
+    "valid_pass_rate",
+]
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -75,16 +83,22 @@ class RunDir:
     def write_results_csv(self) -> None:
         """OpenAI's result file: one row per training step, validation columns where measured."""
         rows: dict[int, dict] = {}
+        seen: set[str] = set()
         for r in self.read_metrics():
             row = rows.setdefault(r["step"], {"step": r["step"]})
             if r["type"] == "train":
                 row["train_loss"] = r["train_loss"]
-                row["train_accuracy"] = r["train_mean_token_accuracy"]
+                row["train_accuracy"] = r.get("train_mean_token_accuracy")
             elif r["type"] == "valid":
-                row["valid_loss"] = r["valid_loss"]
-                row["valid_mean_token_accuracy"] = r["valid_mean_token_accuracy"]
+                row["valid_loss"] = r.get("valid_loss")
+                row["valid_mean_token_accuracy"] = r.get("valid_mean_token_accuracy")
+            for key in REWARD_COLUMNS:  # reinforcement fine-tuning's reward curves
+                if key in r:
+                    row[key] = r[key]
+                    seen.add(key)
+        columns = RESULT_COLUMNS + [c for c in REWARD_COLUMNS if c in seen]
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(out, fieldnames=columns)
         writer.writeheader()
         for step in sorted(rows):
             writer.writerow(rows[step])

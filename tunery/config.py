@@ -34,7 +34,8 @@ def names(what: Literal["model", "file", "run"], *keywords: str) -> dict:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity (YAML's .nan, JSON's NaN) pass every `gt`/`le` check and would train to NaN.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraConfig(_Strict):

@@ -14,9 +14,11 @@ import time
 import typing
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import yaml
+from serving import wait_for_status
 
 from tunery.config import RunConfig, naming_settings
 from tunery.serve.types.fine_tuning import RESERVED_RUN_KEYS
@@ -185,3 +187,84 @@ def test_upload_errors_name_the_users_file_never_the_temporary_one(alpha, tmp_pa
     assert uploaded.status == "error" and f"[{code}]" in uploaded.status_details
     assert "my data.jsonl" in uploaded.status_details, uploaded.status_details
     assert ".upload-" not in uploaded.status_details and "/" not in uploaded.status_details
+
+
+# -- numbers out of range ------------------------------------------------------------------------
+
+
+def _post(server, path: str, raw: str) -> httpx.Response:
+    """A body sent as written: Python's JSON reader takes NaN, Infinity and 1e999, clients may send them."""
+    headers = {"Authorization": "Bearer sk-alpha", "Content-Type": "application/json"}
+    return httpx.post(f"{server.base_url}{path}", content=raw, headers=headers, timeout=60)
+
+
+def _chat(**fields) -> dict:
+    return {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **fields}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(_chat(seed=2**64)),
+        json.dumps(_chat(seed=-(2**70))),
+        json.dumps(_chat(max_tokens=2**40)),
+        json.dumps(_chat(n=10**6)),
+        json.dumps(_chat(temperature=float("nan"))),
+        json.dumps(_chat(top_p=float("inf"))),
+        json.dumps(_chat(temperature=1)).replace('"temperature": 1', '"temperature": 1e999'),
+    ],
+)
+def test_chat_numbers_out_of_range_are_a_400_naming_the_field(server, body):
+    response = _post(server, "/chat/completions", body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_a_seed_at_the_edge_of_the_range_generates(alpha):
+    for seed in (2**63 - 1, -(2**63)):
+        answer = alpha.chat.completions.create(**_chat(seed=seed))
+        assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 10**9}}},
+        {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 2**40}}},
+        {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": float("inf")}}},
+        {"type": "dpo", "dpo": {"hyperparameters": {"beta": float("nan")}}},
+        {"type": "supervised", "supervised": {"tunery": {"learning_rate": float("nan")}}},
+        {"type": "supervised", "supervised": {"tunery": {"lora": {"dropout": float("nan")}}}},
+    ],
+)
+def test_job_numbers_out_of_range_are_a_400(server, alpha, chat_data, method):
+    training_file = alpha.files.create(file=chat_data[0].open("rb"), purpose="fine-tune").id
+    body = {"model": "tiny", "training_file": training_file, "method": method, "seed": 3}
+    response = _post(server, "/fine_tuning/jobs", json.dumps(body))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"]
+
+
+# -- what a failed job tells its caller ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def training_server(make_server):
+    return make_server(workers=1)
+
+
+def test_a_trainer_crash_reaches_the_caller_as_a_code_and_a_message_the_traceback_stays_in_the_log(
+    training_server, chat_data
+):
+    client = training_server.client("sk-alpha")
+    training_file = client.files.create(file=chat_data[0].open("rb"), purpose="fine-tune").id
+    # Valid as a config, but peft raises when no module matches: the trainer dies with a traceback.
+    method = {"type": "supervised", "supervised": {"tunery": {"lora": {"target_modules": ["no_such_module"]}}}}
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=training_file, method=method)
+    failed = wait_for_status(client, job.id, {"failed", "succeeded", "cancelled"})
+    assert failed.status == "failed" and failed.error.code == "internal_error"
+    public = failed.error.message + " ".join(e.message for e in client.fine_tuning.jobs.list_events(job.id))
+    for leak in ("Traceback", 'File "', str(training_server.home), "site-packages", "tunery/"):
+        assert leak not in public, public
+    assert "no_such_module" in training_server.log.read_text()  # the details are in the server's log

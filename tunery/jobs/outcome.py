@@ -6,6 +6,8 @@ allows the move (a user may cancel at any moment); it returns whether the move h
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +23,8 @@ from tunery.jobs.states import move
 from tunery.store import CheckpointRecord, FileRecord, JobRecord, ModelRecord, Store
 from tunery.store.ids import new_id
 
+logger = logging.getLogger("tunery.jobs")
+
 ACTIVE = ("running", "pausing")
 
 # status.json error code → (OpenAI-style job error code, the request parameter at fault)
@@ -33,8 +37,18 @@ TRAINER_ERRORS = {
 }
 
 
+# An absolute path in a message: the server's layout is not the caller's business, but its last
+# part is (HOME/files/<file-id> names the caller's own file).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?:[^\s/'\"`:;,()]+/)+([^\s/'\"`:;,()]+)")
+
+
 def job_error(code: str, message: str, param: str | None = None) -> dict:
-    return {"code": code, "message": message, "param": param}
+    """An error as the job API returns it: a code and one line or two for the caller, without the
+    server's paths (each shortened to its last part) or tracebacks, which go to the server log."""
+    if "Traceback (most recent call last)" in message:
+        logger.error("job error with a traceback, replaced for the caller: %s", message)
+        message = "training stopped on an internal error; the server's log has the details"
+    return {"code": code, "message": _ABSOLUTE_PATH.sub(r"\1", message), "param": param}
 
 
 def error_from_status(status: dict | None, exit_code: int | None, log: Path) -> dict:
@@ -48,9 +62,11 @@ def error_from_status(status: dict | None, exit_code: int | None, log: Path) -> 
             "out_of_memory",
             "The trainer was killed with SIGKILL, most likely by the operating system for lack of memory.",
         )
+    # The log's tail is a traceback with the server's source paths: for the server's log only.
+    logger.error("trainer exited with code %s without an outcome; last lines of %s:\n%s", exit_code, log, _tail(log))
     return job_error(
         "internal_error",
-        f"The trainer exited with code {exit_code} without reporting an outcome. Last lines of its log:\n{_tail(log)}",
+        f"The trainer exited with code {exit_code} without reporting an outcome; the server's log has the details.",
     )
 
 

@@ -6,9 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# OpenAI's integer fields are 64-bit; a seed outside that range is a 400, not an overflow in torch.
+INT64 = {"ge": -(2**63), "le": 2**63 - 1}
+MAX_TOKENS = 2**31 - 1  # whatever is asked, the model's context bounds it further (context_length_exceeded)
+
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity parse from JSON (Python reads `NaN`, `Infinity`, `1e999`) but are no setting.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TextPart(_Request):
@@ -120,10 +125,10 @@ class ChatCompletionRequest(_Request):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int | None = Field(None, ge=1, le=16)
-    max_tokens: int | None = Field(None, ge=1, description="deprecated alias of max_completion_tokens")
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="deprecated alias of max_completion_tokens")
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, **INT64)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)

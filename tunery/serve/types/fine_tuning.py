@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tunery.store import CheckpointRecord, EventRecord, JobRecord
 
@@ -22,13 +22,32 @@ RESERVED_RUN_KEYS = frozenset(
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity parse from JSON (Python reads `NaN`, `Infinity`, `1e999`) but are no setting.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# Wide enough for any real run (long test jobs use 1000 epochs); beyond them a value is a typo,
+# and n_epochs=10**9 would plan a run that never ends.
+WHOLE = {"n_epochs": (1, 10_000), "batch_size": (1, 65_536)}  # low <= value <= high
+POSITIVE = {"learning_rate_multiplier": 1000, "beta": 100}  # 0 < value <= high
+
+
+def _within_bounds(name: str, value):
+    if value == "auto":
+        return value
+    if name in WHOLE:
+        low, high = WHOLE[name]
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be 'auto' or a whole number from {low} to {high}, got {value!r}")
+    elif not 0 < value <= POSITIVE[name]:
+        raise ValueError(f"{name} must be 'auto' or a number above 0 and at most {POSITIVE[name]}, got {value!r}")
+    return value
 
 
 class SupervisedHyperparameters(_Request):
-    n_epochs: Auto | PositiveInt = "auto"
-    batch_size: Auto | PositiveInt = "auto"
-    learning_rate_multiplier: Auto | PositiveFloat = "auto"
+    n_epochs: Auto | int = "auto"
+    batch_size: Auto | int = "auto"
+    learning_rate_multiplier: Auto | float = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -36,9 +55,19 @@ class SupervisedHyperparameters(_Request):
         # The client sends null for a field it was given as None: OpenAI treats that as "auto".
         return {k: ("auto" if v is None else v) for k, v in data.items()} if isinstance(data, dict) else data
 
+    @field_validator("n_epochs", "batch_size", "learning_rate_multiplier")
+    @classmethod
+    def _bounded(cls, value, info):
+        return _within_bounds(info.field_name, value)
+
 
 class DpoHyperparameters(SupervisedHyperparameters):
-    beta: Auto | PositiveFloat = "auto"
+    beta: Auto | float = "auto"
+
+    @field_validator("beta")
+    @classmethod
+    def _bounded_beta(cls, value):
+        return _within_bounds("beta", value)
 
 
 class _MethodBlock(_Request):

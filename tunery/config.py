@@ -88,7 +88,11 @@ class DpoConfig(_Strict):
 class RftConfig(_Strict):
     """Reinforcement fine-tuning as GRPO (Shao et al. 2024), scored by an OpenAI grader object."""
 
-    grader: Path | None = Field(None, description="grader JSON (OpenAI's grader object); required for method=rft")
+    grader: Path | None = Field(
+        None,
+        description="grader JSON (OpenAI's grader object); required for method=rft",
+        json_schema_extra=names("file"),
+    )
     group_size: int | Auto = Field("auto", description="completions sampled per prompt (G); auto = 8")
     max_new_tokens: int | Auto = Field("auto", description="longest completion sampled; auto = 128")
     temperature: float | Auto = Field("auto", description="sampling temperature of the rollouts; auto = 1.0")

@@ -18,7 +18,7 @@ from typing import Any
 from tunery.serve.app import Server
 from tunery.serve.errors import APIError
 
-WHAT = {"model": "a model id from GET /v1/models", "file": "a file id of yours (purpose fine-tune)", "run": None}
+WHAT = {"model": "a model id from GET /v1/models", "file": "the id of a file of yours", "run": None}
 
 
 def refusal(param: str, what: str, keywords: list[str]) -> APIError:
@@ -67,9 +67,7 @@ def _owned_path(value: str, what: str, server: Server, org: str) -> str | None:
         return record.path if record is not None else None
     if what == "file":
         record = server.store.get_file(value, org)
-        if record is None or record.purpose != "fine-tune" or record.status != "processed":
-            return None
-        return record.path
+        return record.path if record is not None and record.status != "error" else None
     return None  # a run directory is always the server's own choice
 
 

@@ -7,17 +7,19 @@ against the reference log-probs, and backward. Each pair's loss is divided by th
 whole step, so accumulation is exact.
 
 The reference model is the base itself: with LoRA, the adapter is disabled for the reference
-pass (no second copy in memory); with full fine-tuning, a frozen copy. Reference log-probs can be
-computed once up front and cached on disk (keyed by model, data and settings), so later epochs
-and re-runs skip the reference forward entirely.
+pass (no second copy in memory); with full fine-tuning, or a reference the user names
+(`dpo.reference=PATH`), one frozen model built like the policy. Reference log-probs are by default
+computed once up front and cached on disk (keyed by the reference's weights and every pair's
+tokens), so the frozen model is freed before training, and later epochs and re-runs skip the
+reference forward entirely.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from tunery.train.modeling import (
     StopRequest,
     autocast,
     backbone_and_head,
+    build_frozen_model,
     build_model,
     build_optimizer,
     build_scheduler,
@@ -121,40 +124,70 @@ def pair_losses(plan: Plan, policy: tuple, reference: tuple | None):
     return losses, chosen, rejected
 
 
+def reference_model(plan: Plan, model_dir: Path):
+    """The frozen model that scores the reference log-probs, or None for the policy with its adapter off.
+
+    An explicit `dpo.reference`, or the base for a full fine-tune (whose policy has no adapter to
+    switch off). Loaded from disk and built like the policy (tunery/train/modeling.py), never
+    copied from it: the copy would be of whatever the policy holds at that moment.
+    """
+    from tunery.models import resolve_model
+
+    cfg = plan.config
+    if not needs_reference(plan):
+        return None
+    if cfg.dpo.reference not in ("auto", "none"):
+        return build_frozen_model(plan, resolve_model(cfg.dpo.reference))
+    return build_frozen_model(plan, model_dir) if cfg.adapter == "full" else None
+
+
+def needs_reference(plan: Plan) -> bool:
+    return plan.config.dpo.loss != "simpo" and plan.config.dpo.reference != "none"
+
+
+def reference_cache_key(plan: Plan, model_dir: Path, pairs: list[Pair]) -> str:
+    """What the cached log-probs depend on: the reference's weights, and every pair's tokens and mask.
+
+    The tokens come from the tokenizer, the chat template, the data and `max_seq_len`, so hashing
+    them covers all four; the weights are the explicit reference's own when there is one.
+    """
+    from tunery.models import resolve_model
+
+    cfg = plan.config
+    explicit = cfg.dpo.reference not in ("auto", "none")
+    digest = hashlib.sha256()
+    digest.update(weights_hash(resolve_model(cfg.dpo.reference) if explicit else model_dir).encode())
+    digest.update(f"|{cfg.precision}|{cfg.device}|".encode())
+    for chosen, rejected in pairs:
+        for sequence in (chosen, rejected):
+            digest.update(repr((sequence.input_ids, sequence.loss_mask)).encode())
+    return digest.hexdigest()[:24]
+
+
 class Reference:
-    """Reference log-probs: from a cache, the base with the adapter off, or a frozen copy."""
+    """Reference log-probs for a list of pairs: from the cache, a frozen model, or the base with the adapter off.
 
-    def __init__(self, plan: Plan, model, model_dir: Path, pairs: list[Pair], pad_id: int, data_hash: str):
-        self.plan, self.pad_id, self.cache = plan, pad_id, None
-        cfg = plan.config
-        self.needed = cfg.dpo.loss != "simpo" and cfg.dpo.reference != "none"
-        self.frozen = None
-        if not self.needed:
-            return
-        if cfg.dpo.reference not in ("auto", "none"):
-            from tunery.models import load_model, resolve_model
+    With `cache` on, all of them are computed up front and stored under
+    $TUNERY_HOME/cache/dpo-reference; the frozen model is then no longer needed and not kept.
+    """
 
-            self.frozen = load_model(resolve_model(cfg.dpo.reference), device=cfg.device).eval().requires_grad_(False)
-        elif cfg.adapter == "full":
-            self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
-        self.model = model
-        if cfg.dpo.cache_reference:
-            self.cache = self._cached(model_dir, pairs, data_hash)
+    def __init__(self, plan: Plan, policy, frozen, pairs: list[Pair], pad_id: int, *, model_dir: Path, cache: bool):
+        self.plan, self.policy, self.frozen, self.pad_id, self.cache = plan, policy, frozen, pad_id, None
+        self.cache = self._cached(pairs, reference_cache_key(plan, model_dir, pairs)) if cache else None
+        if self.cache is not None:
+            self.frozen = None  # freed once the caller drops its reference too
 
     def _context(self):
         if self.frozen is not None:
             return self.frozen, contextlib.nullcontext()
-        return self.model, self.model.disable_adapter()
+        return self.policy, self.policy.disable_adapter()
 
     @torch.no_grad()
     def compute(self, group: list[int], pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cache is not None:
             sums, counts = self.cache
-            index = torch.tensor(group + group, device=sums.device)
-            k = len(group)
-            return torch.cat([sums[index[:k], 0], sums[index[k:], 1]]), torch.cat(
-                [counts[index[:k], 0], counts[index[k:], 1]]
-            )
+            index = torch.tensor(group, device=sums.device)
+            return torch.cat([sums[index, 0], sums[index, 1]]), torch.cat([counts[index, 0], counts[index, 1]])
         model, context = self._context()
         was_training = model.training
         model.eval()
@@ -163,39 +196,37 @@ class Reference:
         model.train(was_training)
         return out
 
-    def _cached(self, model_dir: Path, pairs: list[Pair], data_hash: str):
+    def _cached(self, pairs: list[Pair], key: str):
         """All reference log-probs, computed once and stored under $TUNERY_HOME/cache/dpo-reference."""
-        cfg = self.plan.config
-        key = hashlib.sha256(
-            f"{weights_hash(model_dir)}|{cfg.dpo.reference}|{data_hash}|{cfg.max_seq_len}|{cfg.precision}".encode()
-        ).hexdigest()[:24]
+        device = self.plan.config.device
         path = tunery_home() / "cache" / "dpo-reference" / f"{key}.pt"
         if path.is_file():
             saved = torch.load(path, weights_only=True)
-            return saved["sums"].to(cfg.device), saved["counts"].to(cfg.device)
+            return saved["sums"].to(device), saved["counts"].to(device)
         sums = torch.zeros(len(pairs), 2, dtype=torch.float64)
         counts = torch.zeros(len(pairs), 2, dtype=torch.float64)
-        order = list(range(len(pairs)))
-        for group in pair_groups(order, pairs, cfg.micro_batch_tokens):
+        for group in pair_groups(list(range(len(pairs))), pairs, self.plan.config.micro_batch_tokens):
             s, c = self.compute(group, pairs)
             k = len(group)
             sums[group, 0], sums[group, 1] = s[:k].double().cpu(), s[k:].double().cpu()
             counts[group, 0], counts[group, 1] = c[:k].double().cpu(), c[k:].double().cpu()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
         torch.save({"sums": sums, "counts": counts}, tmp)
         tmp.replace(path)
-        return sums.to(cfg.device), counts.to(cfg.device)
+        return sums.to(device), counts.to(device)
 
 
-def preference_step(model, groups, pairs, reference: Reference, plan: Plan, *, backward: bool) -> dict:
+def preference_step(
+    model, groups, pairs, reference: Reference | None, plan: Plan, pad_id: int, *, backward: bool
+) -> dict:
     """Forward (and backward) over one step's pairs; metrics averaged over all its pairs."""
     n_pairs = sum(len(g) for g in groups)
     totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "correct": 0}
     for group in groups:
-        ref = reference.compute(group, pairs) if reference.needed else None
+        ref = reference.compute(group, pairs) if reference is not None else None
         with autocast(plan):
-            policy = answer_logps(model, pair_batches(group, pairs, plan, reference.pad_id), 2 * len(group))
+            policy = answer_logps(model, pair_batches(group, pairs, plan, pad_id), 2 * len(group))
             losses, chosen, rejected = pair_losses(plan, policy, ref)
         if backward:
             (losses.sum() / n_pairs).backward()  # normalised by the whole step's pairs
@@ -213,10 +244,10 @@ def preference_step(model, groups, pairs, reference: Reference, plan: Plan, *, b
 
 
 @torch.no_grad()
-def validate(model, pairs: list[Pair], reference: Reference, plan: Plan) -> dict:
+def validate(model, pairs: list[Pair], reference: Reference | None, plan: Plan, pad_id: int) -> dict:
     model.eval()
     groups = pair_groups(list(range(len(pairs))), pairs, plan.config.micro_batch_tokens)
-    metrics = preference_step(model, groups, pairs, reference, plan, backward=False)
+    metrics = preference_step(model, groups, pairs, reference, plan, pad_id, backward=False)
     model.train()
     return metrics
 
@@ -239,13 +270,18 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     model = build_model(plan, prepared.model_dir)
     optimizer = build_optimizer(model, plan)
     scheduler = build_scheduler(optimizer, plan)
-    # Before any checkpoint is restored: a full fine-tune's frozen reference must be the base.
-    reference = Reference(plan, model, prepared.model_dir, train_pairs, tok.pad_id, prepared.data_hashes["train"])
-    valid_reference = (
-        Reference(plan, model, prepared.model_dir, valid_pairs, tok.pad_id, prepared.data_hashes["validation"])
-        if valid_pairs
-        else None
-    )
+    reference = valid_reference = None
+    if needs_reference(plan):
+        # One frozen model (if any) serves both sets; once both are cached it is dropped here too.
+        frozen = reference_model(plan, prepared.model_dir)
+        references = [
+            Reference(plan, model, frozen, p, tok.pad_id, model_dir=prepared.model_dir, cache=cfg.dpo.cache_reference)
+            if p
+            else None
+            for p in (train_pairs, valid_pairs)
+        ]
+        del frozen
+        reference, valid_reference = references
     state = start_or_resume(prepared, plan, model, optimizer, scheduler, facts_model=model)
     step, started, elapsed_before = state["step"], time.monotonic(), state.get("elapsed_s", 0.0)
     model.train()
@@ -258,7 +294,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
             chosen = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
             groups = pair_groups(chosen, train_pairs, cfg.micro_batch_tokens)
 
-            metrics = preference_step(model, groups, train_pairs, reference, plan, backward=True)
+            metrics = preference_step(model, groups, train_pairs, reference, plan, tok.pad_id, backward=True)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm or float("inf")
             ).item()
@@ -296,7 +332,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
             )
 
             if valid_pairs and (step % cfg.eval_every == 0 or step == plan.total_steps):
-                v = validate(model, valid_pairs[:VALID_SUBSET], valid_reference, plan)
+                v = validate(model, valid_pairs[:VALID_SUBSET], valid_reference, plan, tok.pad_id)
                 run.log(
                     {
                         "type": "valid",
@@ -318,7 +354,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
 
     final = {}
     if valid_pairs:
-        v = validate(model, valid_pairs, valid_reference, plan)
+        v = validate(model, valid_pairs, valid_reference, plan, tok.pad_id)
         final = {
             "full_valid_loss": v["loss"],
             "full_valid_mean_token_accuracy": v["reward_accuracy"],

@@ -35,6 +35,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def load_for_training(plan: Plan, model_dir: Path, *, device: str | None = None):
+    """The base model as every training forward needs it: fp32, no KV cache, per-example attention on CPU.
+
+    The policy and any frozen model scored beside it (DPO's reference) are built here, so both
+    see packed rows and shared-prefix rows the same way.
+    """
+    from tunery.models import load_model
+
+    config = plan.config
+    model = load_model(model_dir, dtype=torch.float32, device=device or config.device)
+    model.config.use_cache = False  # the KV cache is for generation; it only costs memory here
+    if per_example_attention(config.device):
+        use_segment_attention(model)
+    return model
+
+
+def build_frozen_model(plan: Plan, model_dir: Path):
+    """A model built exactly like the policy's base, in eval mode and without gradients."""
+    return load_for_training(plan, model_dir).eval().requires_grad_(False)
+
+
 def build_model(plan: Plan, model_dir: Path, *, device: str | None = None):
     """Load the base model on the chosen device and wrap it with a LoRA adapter if asked.
 
@@ -43,13 +64,8 @@ def build_model(plan: Plan, model_dir: Path, *, device: str | None = None):
     """
     from peft import LoraConfig, get_peft_model
 
-    from tunery.models import load_model
-
     config = plan.config
-    model = load_model(model_dir, dtype=torch.float32, device=device or config.device)
-    model.config.use_cache = False  # the KV cache is for generation; it only costs memory here
-    if per_example_attention(config.device):
-        use_segment_attention(model)
+    model = load_for_training(plan, model_dir, device=device)
     if config.adapter == "lora":
         lora = LoraConfig(
             r=config.lora.r,

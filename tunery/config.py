@@ -20,7 +20,7 @@ from tunery.models import DEFAULT_MODEL
 Auto = Literal["auto"]
 # Other tools take `--method lora`; here LoRA is an adapter of either method.
 ADAPTERS_NOT_METHODS = ("lora", "qlora")
-METHOD_IS_NOT_AN_ADAPTER = "LoRA is an adapter: --adapter lora (the default); --method is sft or dpo"
+METHOD_IS_NOT_AN_ADAPTER = "LoRA is an adapter: --adapter lora (the default); --method is sft, dpo or rft"
 
 
 def names(what: Literal["model", "file", "run"], *keywords: str) -> dict:

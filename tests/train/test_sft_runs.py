@@ -218,5 +218,5 @@ def test_method_lora_is_answered_with_the_adapter_flag(args, tiny_model_dir, cha
     """Users of other tools type `--method lora`: say where LoRA goes instead of argparse's "invalid choice"."""
     result = cli("train", "--model", tiny_model_dir, "--data", chat_data[0], "--output", tmp_path / "run", *args)
     assert result.returncode == 2
-    assert "LoRA is an adapter: --adapter lora (the default); --method is sft or dpo" in result.stderr
+    assert "LoRA is an adapter: --adapter lora (the default); --method is sft, dpo or rft" in result.stderr
     assert "invalid choice" not in result.stderr and "Traceback" not in result.stderr

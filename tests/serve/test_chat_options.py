@@ -133,9 +133,6 @@ def test_unsupported_schema_features_and_refused_fields_are_400s_naming_them(alp
         "store": True,
         "modalities": ["text", "audio"],
         "service_tier": "flex",
-        "tools": [{"type": "function", "function": {"name": "f"}}],
-        "tool_choice": "auto",
-        "parallel_tool_calls": True,
     }
     for name, value in values.items():
         with pytest.raises(openai.BadRequestError) as err:

@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 from tunery.data.formats import ChatExample
+from tunery.data.tool_format import inline_tools, template_renders_tools
 from tunery.errors import TuneryError
 from tunery.models import read_chat_template
 
@@ -89,6 +90,10 @@ class ChatTokenizer:
         return cls(tokenizer, template, special, stop_ids)
 
     @cached_property
+    def renders_tools(self) -> bool:
+        return template_renders_tools(self.chat_template)
+
+    @cached_property
     def _template(self):
         # The same environment transformers uses, so templates render identically.
         from jinja2.ext import loopcontrols
@@ -108,6 +113,10 @@ class ChatTokenizer:
         return env.from_string(self.chat_template)
 
     def apply_template(self, messages: list[dict], *, tools=None, add_generation_prompt: bool = False) -> str:
+        """The template's text; tools and tool calls are written inline when the template ignores them
+        (`tunery.data.tool_format`), so a tool-use conversation never renders as empty turns."""
+        if not self.renders_tools and (tools or any(m.get("tool_calls") for m in messages)):
+            messages, tools = inline_tools(messages, tools), None
         return self._template.render(
             messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens
         )

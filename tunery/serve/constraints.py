@@ -14,12 +14,15 @@ until it runs out of tokens, and the output would never close.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 
 from tunery.data.render import ChatTokenizer
 
 # Up to 8 spaces/newlines/tabs between JSON tokens: enough for pretty-printed output, never unbounded.
 JSON_OPTIONS = {"whitespace_pattern": r"[\x20\x0A\x0D\x09]{0,8}"}
+# A tool call is one line, as training writes it (json.dumps: `{"name": "f", "arguments": {"x": 1}}`).
+CALL_OPTIONS = {"whitespace_pattern": r"\x20?"}
 ANY_OBJECT = {"type": "object"}
 
 
@@ -50,6 +53,40 @@ def json_grammar(schema: dict | None) -> str:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema or ANY_OBJECT, overrides=JSON_OPTIONS)
     except ValueError as exc:
         raise SchemaError(str(exc)) from None
+    failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    if failed:
+        raise SchemaError("; ".join(messages))
+    return grammar
+
+
+def tool_call_grammar(functions: list[dict], parallel: bool) -> str:
+    """The grammar of a completion that is only tool calls (Hermes format, `tunery.data.tool_format`):
+    one call, or with `parallel` one or more, each naming one of `functions` (OpenAI's function
+    definitions) with arguments that match its parameters schema.
+
+    Raises:
+        SchemaError: a function's parameters use keywords llguidance does not implement.
+    """
+    import llguidance
+
+    from tunery.data.tool_format import CLOSE, OPEN
+
+    calls = {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {"name": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for f in functions
+        ],
+        "x-guidance": CALL_OPTIONS,
+    }
+    repeat = ' ("\\n" call)*' if parallel else ""
+    lark = f"start: call{repeat}\ncall: {json.dumps(OPEN + chr(10))} body {json.dumps(chr(10) + CLOSE)}\n"
+    lark += f"body: %json {json.dumps(calls)}\n"
+    grammar = llguidance.LLMatcher.grammar_from_lark(lark)
     failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if failed:
         raise SchemaError("; ".join(messages))

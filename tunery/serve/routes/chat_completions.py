@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from tunery.data.render import render_prompt
+from tunery.data.tool_format import ToolCallStream
 from tunery.errors import TuneryError
 from tunery.monitor.prompt_log import log_if_enabled
 from tunery.serve.app import Server, server_of
@@ -27,6 +28,7 @@ from tunery.serve.constraints import SchemaError, json_grammar
 from tunery.serve.engine import ChatJob, Controls, Sampling
 from tunery.serve.errors import APIError
 from tunery.serve.forwarding import Upstream, forward_chat_completion
+from tunery.serve.tool_calls import ToolPlan, answer_of, plan_tools, tool_calls_of
 from tunery.serve.types.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -37,6 +39,7 @@ from tunery.serve.types.chat import (
     ChunkChoice,
     Delta,
     StreamOptions,
+    ToolCallDelta,
     Usage,
 )
 
@@ -51,8 +54,11 @@ def refuse_unsupported(body: ChatCompletionRequest) -> None:
         raise APIError(400, f"{name} is not supported: {why}", param=name, code="unsupported_parameter")
 
 
-def controls_of(body: ChatCompletionRequest, vocabulary: int) -> Controls:
+def controls_of(body: ChatCompletionRequest, vocabulary: int, tool_grammar: str | None = None) -> Controls:
     """The request's logprobs, penalties, logit bias and response format as engine `Controls`.
+
+    A tool call that must be made (`tool_grammar`) is the completion's grammar; response_format then
+    applies to none of it, as OpenAI's applies to content only.
 
     Raises:
         APIError: a logit_bias token outside the vocabulary, or a schema the grammar engine cannot
@@ -66,9 +72,9 @@ def controls_of(body: ChatCompletionRequest, vocabulary: int) -> Controls:
                 f"logit_bias: token {token} is not in this model's vocabulary (ids 0..{vocabulary - 1})",
                 param="logit_bias",
             )
-    grammar = None
+    grammar = tool_grammar
     fmt = body.response_format
-    if fmt is not None and fmt.type != "text":
+    if grammar is None and fmt is not None and fmt.type != "text":
         schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
         try:
             grammar = json_grammar(schema)
@@ -87,14 +93,15 @@ def controls_of(body: ChatCompletionRequest, vocabulary: int) -> Controls:
 
 
 def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
-    """(served model, prompt token ids, max new tokens, controls); 404 / 400 for unknown models,
-    long prompts and unsupported fields."""
+    """(served model, prompt token ids, max new tokens, controls, tool plan); 404 / 400 for unknown
+    models, long prompts and unsupported fields."""
     refuse_unsupported(body)
     model = server.catalog.lookup(body.model, org)
     tokenizer = server.catalog.tokenizer(model.base_dir)
-    controls = controls_of(body, len(tokenizer))
+    tools = plan_tools(body, tokenizer.chat_template)
+    controls = controls_of(body, len(tokenizer), tools.grammar)
     try:
-        prompt = render_prompt([m.for_template() for m in body.messages], tokenizer)
+        prompt = render_prompt([m.for_template() for m in body.messages], tokenizer, tools=tools.tools)
     except TuneryError as exc:
         raise APIError(
             400, f"the model's chat template cannot render these messages: {exc}", param="messages"
@@ -111,7 +118,7 @@ def _prepare(server: Server, body: ChatCompletionRequest, org: str) -> tuple:
             code="context_length_exceeded",
         )
     log_if_enabled(body.model, [m.for_template() for m in body.messages], user=_user(body))  # TUNERY_LOG_PROMPTS=1
-    return model, prompt, asked or min(server.settings.default_max_tokens, room), controls
+    return model, prompt, asked or min(server.settings.default_max_tokens, room), controls, tools
 
 
 def _user(body: ChatCompletionRequest) -> dict | None:
@@ -139,7 +146,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     upstream = await run_in_threadpool(_forwarded, server, body, org)
     if upstream is not None:
         return await forward_chat_completion(body.model, upstream, body.model_dump(exclude_unset=True, by_alias=True))
-    model, prompt, max_tokens, controls = await run_in_threadpool(_prepare, server, body, org)
+    model, prompt, max_tokens, controls, tools = await run_in_threadpool(_prepare, server, body, org)
     loop = asyncio.get_running_loop()
     results: asyncio.Queue = asyncio.Queue()
 
@@ -170,7 +177,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     if body.stream:
         options = body.stream_options or StreamOptions()
         return StreamingResponse(
-            _sse(job, results, completion_id, created, body.model, n, options),
+            _sse(job, results, completion_id, created, body.model, n, options, tools),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -196,15 +203,17 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         created=created,
         model=body.model,
         usage=Usage(**usage),
-        choices=[
-            Choice(
-                index=i,
-                message=AssistantMessage(content=texts[i]),
-                finish_reason=reasons[i],
-                logprobs=ChoiceLogprobs(content=logprobs[i]) if controls.logprobs else None,
-            )
-            for i in range(n)
-        ],
+        choices=[_choice(i, texts[i], reasons[i], logprobs[i] if controls.logprobs else None, tools) for i in range(n)],
+    )
+
+
+def _choice(index: int, text: str, reason: str, logprobs: list[dict] | None, tools: ToolPlan) -> Choice:
+    content, calls = answer_of(text, tools)
+    return Choice(
+        index=index,
+        message=AssistantMessage(content=content, tool_calls=calls or None),
+        finish_reason="tool_calls" if calls and reason == "stop" else reason,
+        logprobs=ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
     )
 
 
@@ -221,8 +230,14 @@ async def _sse(
     model: str,
     n: int,
     options: StreamOptions,
+    tools: ToolPlan,
 ) -> AsyncIterator[str]:
-    """OpenAI's stream: a role chunk per choice, content deltas, finish chunks, [usage], `data: [DONE]`."""
+    """OpenAI's stream: a role chunk per choice, content deltas, finish chunks, [usage], `data: [DONE]`.
+
+    With tools, text that may be a tool call is held back; the calls go out whole, one chunk per
+    choice, before its finish chunk (`finish_reason: "tool_calls"`).
+    """
+    calls_of = [ToolCallStream() if tools.parse else None for _ in range(n)]
 
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
         # Random padding of random length, so that chunk sizes do not reveal the tokens (OpenAI's reason).
@@ -239,10 +254,24 @@ async def _sse(
         while True:
             event = await results.get()
             if event[0] == "delta":
-                logprobs = ChoiceLogprobs(content=event[3]) if event[3] is not None else None
-                yield chunk([ChunkChoice(index=event[1], delta=Delta(content=event[2]), logprobs=logprobs)])
+                index, text = event[1], event[2]
+                if calls_of[index] is not None:
+                    text = calls_of[index].push(text)
+                logprobs = ChoiceLogprobs(content=event[3]) if event[3] else None
+                if text or logprobs:
+                    yield chunk([ChunkChoice(index=index, delta=Delta(content=text), logprobs=logprobs)])
             elif event[0] == "finish":
-                yield chunk([ChunkChoice(index=event[1], delta=Delta(), finish_reason=event[2])])
+                index, reason = event[1], event[2]
+                if calls_of[index] is not None:
+                    rest, found = calls_of[index].finish()
+                    if rest:
+                        yield chunk([ChunkChoice(index=index, delta=Delta(content=rest))])
+                    calls = tool_calls_of(found, tools)
+                    if calls:
+                        deltas = [ToolCallDelta(index=k, **call.model_dump()) for k, call in enumerate(calls)]
+                        yield chunk([ChunkChoice(index=index, delta=Delta(tool_calls=deltas))])
+                        reason = "tool_calls" if reason == "stop" else reason
+                yield chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
             elif event[0] == "error":
                 yield _data(_error_of(event[1]).body())
                 break

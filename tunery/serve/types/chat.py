@@ -109,9 +109,6 @@ REFUSED = {
     "reasoning_effort": "served models are not reasoning models",
     "verbosity": "served models are not reasoning models; say how long to answer in the messages",
     "web_search_options": "web search is not supported",
-    "tools": "tool calling is not served yet; describe the functions in the messages",
-    "tool_choice": "tool calling is not served yet",
-    "parallel_tool_calls": "tool calling is not served yet",
 }
 # Values of otherwise refused fields that ask for nothing tunery does not do.
 HARMLESS = {"store": (False,), "modalities": (["text"],), "service_tier": ("auto", "default")}

@@ -357,17 +357,20 @@ def export(
     run: str | Path,
     output: str | Path,
     *,
-    format: Literal["hf", "vllm"] = "hf",
+    format: Literal["hf", "vllm", "gguf", "ollama"] = "hf",
     merged: bool = True,
+    quant: str = "f16",
     name: str | None = None,
 ) -> Exported:
     """Write a finished run where other tools load it.
 
     Args:
         format: hf, a merged Hugging Face model directory; vllm, the layout `vllm serve` loads
-            (an adapter beside its base unless `merged`).
-        merged: vllm only: merge the adapter into the weights (hf always merges).
-        name: the model name vLLM serves (default: the run directory's name).
+            (an adapter beside its base unless `merged`); gguf, a directory holding one .gguf of
+            the merged model for llama.cpp and LM Studio; ollama, the same plus a Modelfile.
+        merged: vllm only: merge the adapter into the weights (hf, gguf and ollama always merge).
+        quant: gguf and ollama: the weights' type, one of `tunery.export_gguf.QUANTS`.
+        name: the model name vLLM serves or Ollama creates (default: the run directory's name).
 
     Returns:
         `Exported`: `.path`, `.kind`, and `.command`, the command that serves or loads it, if any.
@@ -379,10 +382,14 @@ def export(
 
     if format == "vllm":
         return export_vllm(run, output, merged=merged, name=name)
+    if format in ("gguf", "ollama"):
+        from tunery.export_gguf import export_gguf
+
+        return export_gguf(run, output, quant=quant, ollama=format == "ollama", name=name)
     if format != "hf":
-        raise TuneryError(f"unknown export format {format!r}", hint="hf or vllm")
+        raise TuneryError(f"unknown export format {format!r}", hint="hf, vllm, gguf or ollama")
     if name is not None:
-        raise TuneryError("name is the model name vLLM serves", hint="use it with format vllm")
+        raise TuneryError("name is the model name vLLM or Ollama serves", hint="use it with format vllm or ollama")
     if not merged:
         raise TuneryError("the hf format is a merged model", hint="format='vllm', merged=False keeps the adapter")
     return Exported(merge(run, output), [], "merged")

@@ -18,13 +18,13 @@ from tunery.models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from tunery.config import RunConfig
-    from tunery.data.estimate import Estimate
     from tunery.data.validate import ValidationReport
     from tunery.eval.compare import CompareReport
     from tunery.eval.report import EvalReport
     from tunery.export import Exported
     from tunery.run import Run
     from tunery.train.dry_run import DryRun
+    from tunery.train.estimate import Estimate
 
 Log = Callable[[str], None]
 
@@ -71,7 +71,8 @@ def estimate(
     path: str | Path,
     *,
     model: str = DEFAULT_MODEL,
-    method: Literal["lora", "full", "dpo"] | None = None,
+    method: str | None = None,
+    adapter: Literal["lora", "full"] | None = None,
     epochs: int | Literal["auto"] = "auto",
     max_seq_len: int | Literal["auto"] = "auto",
     gpu_hour_price: float | None = None,
@@ -81,7 +82,10 @@ def estimate(
     """Trained tokens, FLOPs, wall-clock time on this CPU and on GPUs, and cost, before training.
 
     Args:
-        method: None picks lora for chat data and dpo for preference data.
+        method: a name in tunery/train/methods.py, as `train`'s; None picks the method that
+            trains on the file's format (sft for chat data, dpo for preference data). "lora" and
+            "full", the older spelling, mean method="sft" with that adapter.
+        adapter: "lora" (None) or "full", as `train`'s.
         epochs, max_seq_len: "auto" resolves them as training would.
         gpu_hour_price, utilisation, lora_rank: None takes the defaults `tunery estimate` shows.
 
@@ -89,10 +93,14 @@ def estimate(
         pydantic.ValidationError: a setting out of range (the CLI names the flag).
         TuneryError: the data has errors, or the model cannot be found.
     """
-    from tunery.data.estimate import EstimateSettings
-    from tunery.data.estimate import estimate as run_estimate
+    from tunery.train.estimate import EstimateSettings
+    from tunery.train.estimate import estimate as run_estimate
 
-    given = {"gpu_hour_price": gpu_hour_price, "utilisation": utilisation, "lora_rank": lora_rank}
+    if method in ("lora", "full"):  # the older spelling: an adapter of supervised fine-tuning
+        if adapter not in (None, method):
+            raise TuneryError(f"method {method!r} means adapter {method!r}, but adapter {adapter!r} is given")
+        method, adapter = "sft", method
+    given = {"gpu_hour_price": gpu_hour_price, "utilisation": utilisation, "lora_rank": lora_rank, "adapter": adapter}
     settings = EstimateSettings(
         method=method,
         epochs=epochs,
@@ -168,6 +176,7 @@ def train(
 
     from tunery.run import Run
     from tunery.train import distributed
+    from tunery.train.methods import METHODS, data_parallel_names
     from tunery.train.prepare import TrainingFailed, default_output, fail_run
 
     if resume is not None:
@@ -185,18 +194,15 @@ def train(
             hint="add --nproc 2 (or more), or set distributed.strategy=ddp",
         )
     if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
-        if method != "sft":
-            raise TuneryError(f"data-parallel training supports --method sft only; run {method} in one process")
+        if not METHODS[method].data_parallel:
+            raise TuneryError(
+                f"data-parallel training supports --method {data_parallel_names()} only; run {method} in one process"
+            )
         if cfg is not None and cfg.output is None:
             raise TuneryError("every process must write the same run", hint="under torchrun, pass --output RUN_DIR")
     if cfg is not None and cfg.output is None:
         cfg = cfg.model_copy(update={"output": default_output(cfg.method)})
-    if method == "dpo":
-        from tunery.train.dpo import train as train_method
-    elif method == "rft":
-        from tunery.train.rft import train as train_method
-    else:
-        from tunery.train.sft import train as train_method
+    train_method = METHODS[method].load_loop()
     run_dir = resume_dir or cfg.output
     main = distributed.is_main()  # with several processes (torchrun, --nproc), rank 0 reports
     try:
@@ -221,9 +227,10 @@ def _final_eval(run: Run) -> None:
     """Grade the tuned model's own answers on the validation set; the report stays with the run."""
     from tunery.eval import print_eval_report
     from tunery.eval.report import show_report
+    from tunery.train.methods import METHODS
 
     config = run.config
-    if not (config.validation and config.final_eval) or config.method == "rft":  # rft graded its held-out set
+    if not (config.validation and config.final_eval and METHODS[config.method].final_eval):
         return
     from tunery.eval.report import examples_path
 

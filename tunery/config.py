@@ -16,11 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
+from tunery.train.methods import ADAPTERS, METHODS, either
 
 Auto = Literal["auto"]
-# Other tools take `--method lora`; here LoRA is an adapter of either method.
+MethodName = Literal[tuple(METHODS)]  # the names in tunery/train/methods.py
+AdapterName = Literal[ADAPTERS]
+# Other tools take `--method lora`; here LoRA is an adapter of any method.
 ADAPTERS_NOT_METHODS = ("lora", "qlora")
-METHOD_IS_NOT_AN_ADAPTER = "LoRA is an adapter: --adapter lora (the default); --method is sft, dpo or rft"
+METHOD_IS_NOT_AN_ADAPTER = f"LoRA is an adapter: --adapter lora (the default); --method is {either(METHODS)}"
 
 
 def names(what: Literal["model", "file", "run"], *keywords: str) -> dict:
@@ -153,8 +156,8 @@ class RunConfig(_Strict):
         None, description="run directory; default runs/<method>-<time>", json_schema_extra=names("run")
     )
 
-    method: Literal["sft", "dpo", "rft"] = "sft"
-    adapter: Literal["lora", "full"] = "lora"
+    method: MethodName = Field("sft", description="training method: a name in tunery/train/methods.py")
+    adapter: AdapterName = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     rft: RftConfig = Field(default_factory=RftConfig)
@@ -210,8 +213,10 @@ class RunConfig(_Strict):
             raise ValueError("set learning_rate or learning_rate_multiplier, not both")
         if self.distributed.strategy == "fsdp" and self.adapter != "full":
             raise ValueError("distributed.strategy=fsdp shards full fine-tuning only; set adapter=full (LoRA uses ddp)")
-        if self.method == "rft" and self.rft.grader is None:
-            raise ValueError("method=rft needs a grader: --grader grader.json (or rft.grader=...)")
+        flat = flatten(self.model_dump())
+        for key, what in METHODS[self.method].required_settings.items():
+            if flat.get(key) is None:
+                raise ValueError(f"method={self.method} needs {what}")
         if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
             raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")
         return self
@@ -222,10 +227,12 @@ class RunConfig(_Strict):
         return [
             k
             for k, v in flat.items()
-            if v == "auto"
-            and k not in ("model", "dpo.reference")
-            and (self.method == "rft" or not k.startswith("rft."))
+            if v == "auto" and k not in ("model", "dpo.reference") and k.split(".")[0] not in self.other_sections()
         ]
+
+    def other_sections(self) -> set[str]:
+        """The blocks of settings that belong to other methods than this run's (e.g. `dpo` for SFT)."""
+        return {m.config_section for m in METHODS.values() if m.config_section} - {METHODS[self.method].config_section}
 
 
 def naming_settings(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, dict]:
@@ -259,11 +266,16 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise TuneryError(f"override {pair!r} is not key=value", hint="for example: n_epochs=1 lora.r=8")
-        node = result
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _scalar(raw)
+        result = merge(result, nested(key.strip(), _scalar(raw)))
+    return result
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """`("lora.r", 8)` → `{"lora": {"r": 8}}`."""
+    *parents, leaf = key.split(".")
+    result: dict[str, Any] = {leaf: value}
+    for part in reversed(parents):
+        result = {part: result}
     return result
 
 
@@ -307,9 +319,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, *
         if not isinstance(data, dict):
             raise TuneryError(f"{path} must hold a mapping of config keys")
         # Relative data paths in a config file are relative to the file, not the shell.
-        rft = data.get("rft")
-        if isinstance(rft, dict) and isinstance(rft.get("grader"), str) and not Path(rft["grader"]).is_absolute():
-            rft["grader"] = os.path.normpath(path.parent / rft["grader"])
+        for key in {key for m in METHODS.values() for key in m.input_files.values()}:  # e.g. rft.grader
+            section, name = key.split(".")
+            block = data.get(section)
+            if isinstance(block, dict) and isinstance(block.get(name), str) and not Path(block[name]).is_absolute():
+                block[name] = os.path.normpath(path.parent / block[name])
         for key in ("data", "validation"):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 data[key] = os.path.normpath(path.parent / data[key])

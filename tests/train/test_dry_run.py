@@ -7,8 +7,8 @@ from builders import run_cli
 
 import tunery
 from tunery.config import load_config
-from tunery.data.estimate import model_shape
 from tunery.train.dry_run import FP32, training_memory
+from tunery.train.estimate import model_shape
 from tunery.train.plan import resolve
 
 

@@ -7,7 +7,7 @@ import argparse
 HELP = "Estimate trained tokens, FLOPs, wall-clock time and cost of fine-tuning a model on a dataset."
 EXAMPLES = """\
   tunery estimate train.jsonl --model smollm2-135m-instruct
-  tunery estimate train.jsonl --model ./my-model --method full --epochs 2
+  tunery estimate train.jsonl --model ./my-model --adapter full --epochs 2
   tunery estimate prefs.jsonl --model smollm2-135m-instruct --method dpo --json
   tunery estimate train.jsonl --model smollm2-135m-instruct --gpu-hour-price 3.5 --utilisation 0.25
 
@@ -21,6 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     # Only import-free modules here: every `tunery` command builds this parser.
     from tunery.data.prices import DEFAULT_GPU_HOUR_PRICE, DEFAULT_UTILISATION
     from tunery.models import DEFAULT_MODEL
+    from tunery.train.methods import ADAPTERS, METHODS
 
     parser.add_argument("file", metavar="FILE", help="training data: JSONL, chat or preference format")
     parser.add_argument(
@@ -28,9 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--method",
-        choices=["lora", "full", "dpo"],
-        help="default: lora for chat data, dpo (with a LoRA policy) for preference data",
+        choices=[*METHODS, *ADAPTERS],
+        help="as `tunery train --method`; default: the method that trains on the file's format "
+        "(sft for chat data, dpo for preference data). lora and full, the older spelling, "
+        "mean --method sft --adapter lora|full",
     )
+    parser.add_argument("--adapter", choices=list(ADAPTERS), help="as `tunery train --adapter` (default: lora)")
     parser.add_argument(
         "--epochs",
         type=auto_or_positive_int,
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             args.file,
             model=args.model,
             method=args.method,
+            adapter=args.adapter,
             epochs=args.epochs,
             max_seq_len=args.max_seq_len,
             gpu_hour_price=args.gpu_hour_price,
@@ -116,7 +121,7 @@ def print_estimate(e) -> None:
         f"[bold]{e.file}[/]: {e.examples:,} {e.format} examples"
         + (f" ({e.sequences:,} sequences)" if e.sequences != e.examples else "")
         + f" · model [bold]{e.model}[/] ({e.parameters / 1e6:.1f}M parameters)"
-        + f" · method [bold]{e.method}[/] · {e.epochs} epochs ({e.epochs_rule})"
+        + f" · method [bold]{e.method}[/] ({e.adapter}) · {e.epochs} epochs ({e.epochs_rule})"
         + f" · max_seq_len {e.max_seq_len}"
     )
     if e.truncated_sequences:

@@ -28,11 +28,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="base model: embedded name, hub id, directory or .gguf")
     parser.add_argument("--data", help="training JSONL")
     parser.add_argument("--validation", help="validation JSONL")
+    # The methods table imports nothing heavy, so every command's parser may read it.
+    from tunery.train.methods import ADAPTERS, METHODS
+
     parser.add_argument(
-        "--method", type=method_name, choices=["sft", "dpo", "rft"], help="sft (default), dpo, or rft (needs --grader)"
+        "--method",
+        type=method_name,
+        choices=list(METHODS),
+        help="; ".join(f"{m.name}: {m.title}" for m in METHODS.values()) + " (default: sft)",
     )
     parser.add_argument("--grader", help="rft: grader JSON (an OpenAI grader object) that scores each answer")
-    parser.add_argument("--adapter", choices=["lora", "full"], help="lora (default) or full fine-tuning")
+    parser.add_argument("--adapter", choices=list(ADAPTERS), help="lora (default) or full fine-tuning")
     parser.add_argument("--output", help="run directory (default runs/<method>-<time>)")
     parser.add_argument(
         "--nproc",
@@ -57,7 +63,7 @@ def method_name(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunery.config import load_config, merge, parse_overrides
+    from tunery.config import load_config, merge, nested, parse_overrides
     from tunery.errors import TuneryError
 
     if args.nproc is not None and args.nproc < 1:
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides = merge(overrides, parse_overrides(args.overrides))
         if args.grader is not None:
-            overrides = merge(overrides, {"rft": {"grader": args.grader}})
+            overrides = merge(overrides, nested("rft.grader", args.grader))
         if args.config is None and "data" not in overrides:
             raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
         config = load_config(args.config, overrides, source=str(args.config or "command line"))
@@ -111,13 +117,17 @@ def _launch(args: argparse.Namespace, config) -> int:
     from tunery.errors import TuneryError
     from tunery.run import Run
     from tunery.train import distributed
+    from tunery.train.methods import METHODS, data_parallel_names
     from tunery.train.prepare import default_output
 
     if distributed.launched():
         raise TuneryError("--nproc starts its own processes", hint="under torchrun, leave --nproc out")
-    method = config.method if config is not None else Run(args.resume).config.method
-    if method != "sft":
-        raise TuneryError(f"--nproc trains --method sft only; {method} runs in one process", hint="drop --nproc")
+    method = METHODS[config.method if config is not None else Run(args.resume).config.method]
+    if not method.data_parallel:
+        raise TuneryError(
+            f"--nproc trains --method {data_parallel_names()} only; {method.name} runs in one process",
+            hint="drop --nproc",
+        )
     if config is None:
         run_dir = args.resume
         argv = ["train", "--resume", str(run_dir)]

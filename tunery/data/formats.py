@@ -1,8 +1,12 @@
-"""The two example types tunery trains on, and how a JSONL line becomes one.
+"""The example types tunery trains on, and how a JSONL line becomes one.
 
 * Supervised chat (OpenAI): `{"messages": [{"role", "content", "weight"?, ...}], "tools"?: [...]}`
 * Preference (OpenAI DPO): `{"input": {"messages": [...]}, "preferred_output": [assistant msg],
   "non_preferred_output": [assistant msg]}`
+* Reinforcement (OpenAI RFT): `{"messages": [... ending on the user turn], <fields the grader
+  reads>}`; read and checked by tunery/data/rft.py, since its rules depend on the grader.
+
+`FORMATS` names each one; a training method's `data_format` (tunery/train/methods.py) is a key of it.
 
 Messages stay plain dicts: they go straight into the model's chat template. Checking happens in
 `tunery.data.validate`; the readers here assume a file that validated and fail loudly if not.
@@ -45,7 +49,45 @@ class PreferenceExample:
         return ChatExample(messages=[*prompt, {**answer, "weight": 1}], tools=self.tools, line=self.line)
 
 
+@dataclass(frozen=True)
+class RftExample:
+    """One prompt and its dataset line (the grader's `item`)."""
+
+    messages: list[dict]
+    item: dict
+    tools: list[dict] | None = None
+    line: int = 0
+
+    def prompt(self) -> list[dict]:
+        """The conversation for a chat template: OpenAI's `developer` role reads as `system`."""
+        return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in self.messages]
+
+
 Example = ChatExample | PreferenceExample
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    """What a training method's `data_format` (tunery/train/methods.py) names."""
+
+    example: type  # the typed example a line becomes
+    shape: str  # what one line holds, for messages that ask for this format
+    noun: str  # what the examples are, in words: "worked examples"
+    sequences: int  # sequences a line trains on: a preference pair's two answers
+
+
+FORMATS: dict[str, FormatInfo] = {
+    "chat": FormatInfo(ChatExample, "{'messages': [...]} per line", "worked examples", sequences=1),
+    "preference": FormatInfo(
+        PreferenceExample,
+        "{'input', 'preferred_output', 'non_preferred_output'} per line",
+        "preference pairs",
+        sequences=2,
+    ),
+    "rft": FormatInfo(
+        RftExample, "{'messages': [... ending on the user turn], <fields the grader reads>} per line", "prompts", 1
+    ),
+}
 
 
 def detect_format(obj: object) -> Format | None:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from tunery.data.formats import RftExample
 from tunery.data.validate import Issue
 from tunery.errors import TuneryError
 
@@ -36,20 +36,6 @@ FIXES = {
     "rft_missing_item_field": "add the field to every line, or change the grader's {{item.x}} templates",
     "empty_file": "add at least one prompt",
 }
-
-
-@dataclass(frozen=True)
-class RftExample:
-    """One prompt and its dataset line (the grader's `item`)."""
-
-    messages: list[dict]
-    item: dict
-    tools: list[dict] | None = None
-    line: int = 0
-
-    def prompt(self) -> list[dict]:
-        """The conversation for a chat template: OpenAI's `developer` role reads as `system`."""
-        return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in self.messages]
 
 
 def check_line(obj: object, fields: Iterable[str]) -> list[tuple[str, str]]:

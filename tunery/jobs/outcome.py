@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from tunery.config import flatten
 from tunery.jobs import events
 from tunery.jobs.follow import checkpoint_metrics
 from tunery.jobs.layout import Home
@@ -22,6 +23,7 @@ from tunery.jobs.progress import model_kind
 from tunery.jobs.states import move
 from tunery.store import CheckpointRecord, FileRecord, JobRecord, ModelRecord, Store
 from tunery.store.ids import new_id
+from tunery.train.methods import BY_OPENAI_TYPE, METHODS
 
 logger = logging.getLogger("tunery.jobs")
 
@@ -89,17 +91,19 @@ def resolved_hyperparameters(home: Home, job: JobRecord) -> dict:
             resolved[key] = config[key]
     if resolved.get("learning_rate_multiplier") == "auto":
         resolved["learning_rate_multiplier"] = resolved_multiplier(config)
-    if job.method.get("type") == "dpo" and (config.get("dpo") or {}).get("beta") is not None:
-        resolved["beta"] = config["dpo"]["beta"]
+    method = BY_OPENAI_TYPE.get(job.method.get("type"))
+    for name, key in (method.openai_hyperparameters if method else {}).items():
+        value = flatten(config).get(key)  # e.g. beta ← dpo.beta
+        if value is not None:
+            resolved[name] = value
     return resolved
 
 
 def resolved_multiplier(config: dict) -> float | str:
     """The multiplier an "auto" job ran with: its resolved learning rate over the method's base
     rate (the trainer folds the multiplier into `learning_rate`); "auto" if the config lacks it."""
-    from tunery.train.plan import BASE_LR
-
-    base = BASE_LR.get((config.get("method"), config.get("adapter")))
+    method = METHODS.get(config.get("method"))
+    base = method.base_lr.get(config.get("adapter")) if method else None
     rate = config.get("learning_rate")
     if base is None or not isinstance(rate, int | float):
         return "auto"

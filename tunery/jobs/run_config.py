@@ -1,9 +1,10 @@
 """OpenAI's job fields → a `tunery train` run config (the keys of `tunery.config.RunConfig`).
 
-    method.type supervised | dpo            → method: sft | dpo
+    method.type (supervised | dpo)          → method (sft | dpo): `openai_type` in tunery/train/methods.py
     hyperparameters.n_epochs, batch_size    → n_epochs, batch_size ("auto" passes through)
     hyperparameters.learning_rate_multiplier→ learning_rate_multiplier ("auto" → unset)
-    dpo hyperparameters.beta                → dpo.beta ("auto" → unset: the trainer's default)
+    the method's own hyperparameters        → its `openai_hyperparameters` keys, e.g. dpo beta → dpo.beta
+                                              ("auto" → unset: the trainer's default)
     method.<type>.tunery                    → merged as is (adapter, lora, max_steps, ...)
 
 The trainer keeps as many checkpoints as the job lists (OpenAI's three): the worker copies them
@@ -16,10 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunery.config import merge
+from tunery.config import merge, nested
 from tunery.jobs.progress import KEEP_CHECKPOINTS
-
-METHODS = {"supervised": "sft", "dpo": "dpo"}
+from tunery.train.methods import BY_OPENAI_TYPE
 
 
 def build_run_config(*, method: dict, seed: int, model: str, data: Path, validation: Path | None, output: Path) -> dict:
@@ -31,7 +31,7 @@ def build_run_config(*, method: dict, seed: int, model: str, data: Path, validat
         "model": model,
         "data": str(data),
         "output": str(output),
-        "method": METHODS[kind],
+        "method": BY_OPENAI_TYPE[kind].name,
         "seed": seed,
         "n_epochs": hp["n_epochs"],
         "batch_size": hp["batch_size"],
@@ -41,6 +41,7 @@ def build_run_config(*, method: dict, seed: int, model: str, data: Path, validat
         config["validation"] = str(validation)
     if hp["learning_rate_multiplier"] != "auto":
         config["learning_rate_multiplier"] = hp["learning_rate_multiplier"]
-    if kind == "dpo" and hp.get("beta", "auto") != "auto":
-        config["dpo"] = {"beta": hp["beta"]}
+    for name, key in BY_OPENAI_TYPE[kind].openai_hyperparameters.items():
+        if hp.get(name, "auto") != "auto":
+            config = merge(config, nested(key, hp[name]))
     return merge(config, block.get("tunery") or {})

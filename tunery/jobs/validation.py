@@ -2,7 +2,7 @@
 
 Uploads were validated line by line already; this checks what only the job knows: that the
 files belong to the job's organisation and still exist, that their format fits the method
-(chat data for `supervised`, preference data for `dpo`), and that the base model loads.
+(its `data_format` in tunery/train/methods.py), and that the base model loads.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import yaml
 
+from tunery.data.formats import FORMATS
 from tunery.errors import TuneryError
 from tunery.jobs import events
 from tunery.jobs.layout import Home
 from tunery.jobs.outcome import fail, job_error
 from tunery.jobs.states import move
 from tunery.store import JobRecord, Store
-
-FORMAT_FOR_METHOD = {"supervised": "chat", "dpo": "preference"}
+from tunery.train.methods import BY_OPENAI_TYPE
 
 
 def file_problem(store: Store, job: JobRecord, file_id: str, method: str) -> str | None:
@@ -29,12 +29,11 @@ def file_problem(store: Store, job: JobRecord, file_id: str, method: str) -> str
         return f"file {file_id} has purpose {record.purpose!r}, not 'fine-tune'"
     if record.status != "processed":
         return f"file {file_id} failed validation: {record.status_details}"
-    wanted = FORMAT_FOR_METHOD[method]
+    wanted = BY_OPENAI_TYPE[method].data_format
     if record.format != wanted:
-        return f"file {file_id} holds {record.format} examples, but method {method!r} trains on {wanted} examples" + (
-            " ({'input', 'preferred_output', 'non_preferred_output'} per line)"
-            if wanted == "preference"
-            else " ({'messages': [...]} per line)"
+        return (
+            f"file {file_id} holds {record.format} examples, but method {method!r} trains on {wanted} examples"
+            f" ({FORMATS[wanted].shape})"
         )
     return None
 

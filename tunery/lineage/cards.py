@@ -14,7 +14,9 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from tunery.data.formats import FORMATS
 from tunery.store.registry import Registry, RunRecord
+from tunery.train.methods import METHODS
 from tunery.train.rundir import atomic_write
 
 HYPERPARAMETERS = (
@@ -87,12 +89,15 @@ def _adapter_words(run: RunRecord) -> str:
     return "full fine-tuning"
 
 
+def _learned_from(run: RunRecord) -> str:
+    method = METHODS.get(run.method)
+    return FORMATS[method.data_format].noun if method else "examples"
+
+
 def render_card(registry: Registry, run: RunRecord) -> str:
     """The card's markdown."""
     name = Path(run.path).name
-    method = {"sft": "supervised fine-tuning (SFT)", "dpo": "direct preference optimisation (DPO)"}.get(
-        run.method, run.method
-    )
+    method = METHODS[run.method].title if run.method in METHODS else run.method
     lines = [
         "---",
         f"base_model: {run.base_model}",
@@ -139,8 +144,9 @@ def render_card(registry: Registry, run: RunRecord) -> str:
     params = [(key, config[key]) for key in HYPERPARAMETERS if key in config]
     if run.adapter == "lora":
         params += [(f"lora.{k}", v) for k, v in (config.get("lora") or {}).items()]
-    if run.method == "dpo":
-        params += [(f"dpo.{k}", v) for k, v in (config.get("dpo") or {}).items()]
+    section = METHODS[run.method].config_section if run.method in METHODS else None
+    if section:
+        params += [(f"{section}.{k}", v) for k, v in (config.get(section) or {}).items()]
     lines += ["", "## Hyper-parameters", "", *_table(("setting", "value"), params)]
 
     metrics = [(key, run.metrics[key]) for key in METRICS if key in run.metrics]
@@ -228,7 +234,7 @@ def _intended_use(run: RunRecord, system: str | None) -> list[str]:
         "## Intended use",
         "",
         f"Inputs like those in the training data, for {task}. The model learned from "
-        f"{'preference pairs' if run.method == 'dpo' else 'worked examples'} only; on other inputs it falls back "
+        f"{_learned_from(run)} only; on other inputs it falls back "
         "on the base model's behaviour and shares its limitations and biases. Check it on held-out data from "
         "your own traffic before use, and watch for input drift once deployed (`tunery monitor drift`).",
     ]

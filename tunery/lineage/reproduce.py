@@ -100,6 +100,7 @@ def reproduce(registry: Registry, original: RunRecord, output: Path, home: Path)
     """
     from tunery.config import RunConfig
     from tunery.hardware import physical_cores
+    from tunery.train.methods import METHODS
     from tunery.train.prepare import TrainingFailed, fail_run
 
     notes = []
@@ -121,12 +122,8 @@ def reproduce(registry: Registry, original: RunRecord, output: Path, home: Path)
     if "validation" in data:
         values["validation"] = data["validation"][0]
     config = RunConfig.model_validate(values)
-    if config.method == "dpo":
-        from tunery.train.dpo import train
-    else:
-        from tunery.train.sft import train
     try:
-        train(config)
+        METHODS[config.method].load_loop()(config)
     except TrainingFailed as exc:
         if output.exists():
             fail_run(output, exc)

@@ -12,9 +12,11 @@ import json
 from dataclasses import dataclass
 
 from tunery.config import RunConfig
-from tunery.data.estimate import Estimate, EstimateSettings, ModelShape, estimate, model_shape
+from tunery.data.formats import FORMATS
 from tunery.hardware import cpu_native_bf16
 from tunery.models import describe_model, resolve_model
+from tunery.train.estimate import Estimate, EstimateSettings, ModelShape, estimate, model_shape
+from tunery.train.methods import METHODS
 from tunery.train.plan import Plan, resolve
 
 FP32 = 4
@@ -61,8 +63,8 @@ def training_memory(shape: ModelShape, config: dict, plan: Plan, trained_params:
     q, kv = heads * head_dim, (config.get("num_key_value_heads") or heads) * head_dim
     per_token_layer = 4 * hidden + q + 2 * kv + 4 * config.get("intermediate_size", 0)
     tokens = int(run.micro_batch_tokens)
-    if run.method == "dpo":
-        tokens *= 2  # chosen and rejected go through together
+    method = METHODS[run.method]
+    tokens *= FORMATS[method.data_format].sequences  # a pair's chosen and rejected go through together
     if run.gradient_checkpointing:
         activations = tokens * (hidden * shape.layers + per_token_layer) * FP32
     else:
@@ -75,7 +77,7 @@ def training_memory(shape: ModelShape, config: dict, plan: Plan, trained_params:
         activations=activations,
         logits=3 * tokens * vocab * FP32,
         reference=shape.parameters * FP32
-        if run.method == "dpo" and not lora and run.dpo.reference not in ("none",)
+        if method.reference_flops_per_token and not lora and run.dpo.reference not in ("none",)
         else 0,
     )
 
@@ -104,7 +106,8 @@ def plan_run(config: RunConfig) -> DryRun:
     model_config = json.loads((model_dir / "config.json").read_text())
     lora_rank = config.lora.r if config.lora.r != "auto" else None
     settings = EstimateSettings(
-        method="dpo" if config.method == "dpo" else config.adapter,
+        method=config.method,
+        adapter=config.adapter,
         epochs=config.n_epochs,
         max_seq_len=config.max_seq_len,
         **({"lora_rank": lora_rank} if lora_rank else {}),

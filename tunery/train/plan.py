@@ -6,8 +6,8 @@ failure modes are too few optimizer steps and too timid a learning rate:
 * epochs: OpenAI's rule (3, clamped so examples × epochs lies in [100, 25 000]);
 * batch size: about n/40 examples, a power of two in [4, 32], so that a few hundred examples
   still give ~100 optimizer steps over the run;
-* learning rate: LoRA 1e-3, full fine-tuning 2e-5, DPO 10× lower (preference gradients are
-  large and the reference pull is weak); `learning_rate_multiplier` scales these bases;
+* learning rate: each method's base rate per adapter, from its entry in tunery/train/methods.py
+  (SFT: LoRA 1e-3, full fine-tuning 2e-5; DPO 10× lower); `learning_rate_multiplier` scales it;
 * LoRA: rank 16, alpha 32 (scale 2), on every linear layer of attention and MLP: adapting all
   projections beats attention-only at the same rank (QLoRA, Dettmers et al. 2023, §4);
 * cosine decay to zero after 5 % linear warmup;
@@ -25,20 +25,9 @@ from dataclasses import dataclass, field
 from tunery.config import RunConfig
 from tunery.data.validate import auto_epochs
 from tunery.hardware import cpu_threads
+from tunery.train.methods import METHODS
 
-BASE_LR = {
-    ("sft", "lora"): 1e-3,
-    ("sft", "full"): 2e-5,
-    ("dpo", "lora"): 1e-4,
-    ("dpo", "full"): 2e-6,
-    # RFT: a policy-gradient step pushes on sampled answers weighted by advantages well below 1,
-    # so it moves less per step than SFT; LoRA at 3e-4 (~10x full fine-tuning's 3e-5, the ratio
-    # Schulman & Thinking Machines 2025, "LoRA Without Regret", found optimal for RL too).
-    ("rft", "lora"): 3e-4,
-    ("rft", "full"): 3e-5,
-}
 RFT_GROUP_SIZE = 8
-RFT_PROMPTS_PER_STEP = 4
 RFT_MAX_NEW_TOKENS = 128
 RFT_EVAL_SAMPLES = 64
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -114,19 +103,16 @@ def resolve(
     if n_epochs == "auto":
         n_epochs = auto_epochs(n_examples)
         pick("n_epochs", n_epochs, f"OpenAI's rule for {n_examples} examples")
+    method = METHODS[config.method]
     batch_size = config.batch_size
-    if batch_size == "auto" and config.method == "rft":
-        batch_size = min(RFT_PROMPTS_PER_STEP, max(1, n_examples))
-        pick(
-            "batch_size",
-            batch_size,
-            f"{RFT_PROMPTS_PER_STEP} prompts per step: rollouts (prompts x group size) are most of a step's cost",
-        )
+    if batch_size == "auto" and method.batch_size:
+        batch_size = min(method.batch_size, max(1, n_examples))
+        pick("batch_size", batch_size, method.batch_size_reason)
     if batch_size == "auto":
         batch_size = min(auto_batch_size(n_examples), max(1, n_examples))
         pick("batch_size", batch_size, "about n/40 examples, a power of two in [4, 32]")
     if config.learning_rate == "auto":
-        base = BASE_LR[(config.method, config.adapter)]
+        base = method.base_lr[config.adapter]
         multiplier = config.learning_rate_multiplier or 1.0
         pick(
             "learning_rate",
@@ -135,8 +121,9 @@ def resolve(
         )
         values["learning_rate_multiplier"] = None  # folded into learning_rate above
 
-    if config.method == "rft":
-        values["rft"] = resolve_rft(config, why)
+    recipe = method.hook("recipe")
+    if recipe is not None:  # the autos of the method's own block, e.g. rft.group_size
+        values[method.config_section] = recipe(config, why)
 
     lora = config.lora.model_dump()
     if config.adapter == "lora":
@@ -159,18 +146,15 @@ def resolve(
     total_steps = steps_per_epoch * n_epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    if config.eval_every == "auto" and config.method == "rft":
-        # Each RFT evaluation generates an answer for every held-out prompt: fewer, but not none.
-        pick("eval_every", max(1, total_steps // 4), "about 4 held-out evaluations per run (each generates)")
-    elif config.eval_every == "auto":
-        pick("eval_every", max(1, total_steps // 10), "about 10 validation passes per run")
+    if config.eval_every == "auto":
+        pick("eval_every", max(1, total_steps // method.evals_per_run), method.evals_reason)
     if config.save_every == "auto":
         pick("save_every", max(1, total_steps // 5), "about 5 checkpoints per run")
 
-    resolved = config.model_copy(update={k: v for k, v in values.items() if k not in ("lora", "rft")})
-    if "rft" in values:
-        resolved = resolved.model_copy(update={"rft": config.rft.model_copy(update=values["rft"])})
-    resolved = resolved.model_copy(update={"lora": config.lora.model_copy(update=lora)})
+    sections = {"lora", method.config_section}  # nested blocks: updated field by field
+    resolved = config.model_copy(update={k: v for k, v in values.items() if k not in sections})
+    for name in sections & set(values):
+        resolved = resolved.model_copy(update={name: getattr(config, name).model_copy(update=values[name])})
     resolved = RunConfig.model_validate(resolved.model_dump())  # re-check the combined values
     return Plan(
         config=resolved,

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from tunery import __version__
-from tunery.config import RunConfig, dump_config, load_config
-from tunery.data.formats import ChatExample, Example, PreferenceExample, load_examples
+from tunery.config import RunConfig, dump_config, flatten, load_config
+from tunery.data.formats import FORMATS, Example, load_examples
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
 from tunery.hardware import cpu_native_bf16, cpu_threads, threads_reason
@@ -31,6 +31,7 @@ from tunery.lineage.hooks import register_finished_run
 from tunery.models import describe_model, resolve_model, weights_hash
 from tunery.train import checkpoint as ckpt
 from tunery.train import distributed as dist
+from tunery.train.methods import METHODS, Method
 from tunery.train.modeling import count_parameters
 from tunery.train.plan import Plan, resolve
 from tunery.train.report import print_plan
@@ -76,14 +77,25 @@ def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
         )
     train = load_examples(config.data)
     validation = load_examples(config.validation) if config.validation else []
-    wanted = ChatExample if config.method == "sft" else PreferenceExample
+    method = METHODS[config.method]
+    wanted = FORMATS[method.data_format].example
     for path, examples in ((config.data, train), (config.validation, validation)):
         if examples and not isinstance(examples[0], wanted):
-            hint = "use --method dpo for preference data" if config.method == "sft" else "DPO needs preference pairs"
-            raise TrainingFailed(
-                "invalid_data", f"{path} is not {'chat' if config.method == 'sft' else 'preference'} data ({hint})"
-            )
+            raise TrainingFailed("invalid_data", f"{path} is not {method.data_format} data ({_format_hint(method)})")
     return train, validation
+
+
+def _format_hint(method: Method) -> str:
+    """What the data must look like for `method`, and which method fits the other kinds of data."""
+    others = [
+        f"--method {other.name} for {other.data_format} data"
+        for other in METHODS.values()
+        if other.data_format != method.data_format
+    ]
+    wanted = FORMATS[method.data_format]
+    return f"{method.name.upper()} needs {wanted.noun}, {wanted.shape}" + (
+        f"; use {' or '.join(others)}" if others else ""
+    )
 
 
 @dataclass
@@ -208,12 +220,15 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
             update={
                 "data": config.data.resolve(),
                 "validation": config.validation.resolve() if config.validation else None,
-                "rft": config.rft.model_copy(
-                    update={"grader": config.rft.grader.resolve() if config.rft.grader else None}
-                ),
                 "output": (config.output or default_output(config.method)).resolve(),
             }
         )
+        for key in METHODS[config.method].input_files.values():  # e.g. rft.grader
+            section, name = key.split(".")
+            block = getattr(config, section)
+            if getattr(block, name) is not None:
+                block = block.model_copy(update={name: Path(getattr(block, name)).resolve()})
+                config = config.model_copy(update={section: block})
         run = RunDir(config.output)
         if (run.final / "tunery.json").is_file() or ckpt.latest_checkpoint(run.checkpoints):
             raise TuneryError(
@@ -222,9 +237,9 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
             )
     run.create()
     model_dir = resolve_model(config.model)
-    if config.method == "rft":  # prompts checked against the grader's {{item.x}} fields
-        from tunery.train.rft import load_data
-
+    method = METHODS[config.method]
+    load_data = method.hook("load_data")
+    if load_data is not None:  # e.g. RFT: prompts checked against the grader's {{item.x}} fields
         try:
             train, validation = load_data(config)
         except TuneryError as exc:
@@ -236,8 +251,8 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
     hashes = {"train": file_sha256(config.data)}
     if config.validation:
         hashes["validation"] = file_sha256(config.validation)
-    if config.method == "rft":
-        hashes["grader"] = file_sha256(config.rft.grader)
+    for role, key in method.input_files.items():
+        hashes[role] = file_sha256(Path(flatten(config.model_dump(mode="json"))[key]))
     return Prepared(
         config=config,
         run=run,

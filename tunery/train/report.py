@@ -18,13 +18,13 @@ def print_plan(plan: Plan, facts: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    # Settings that do not apply to this run: LoRA's under full fine-tuning, other methods' blocks.
+    hidden = plan.config.other_sections()
+    if plan.config.adapter != "lora":
+        hidden.add("lora")
     table = Table("setting", "value", "why", title="resolved run config", title_justify="left")
     for key, value in flatten(plan.config.model_dump(mode="json")).items():
-        if plan.config.adapter != "lora" and key.startswith("lora."):
-            continue
-        if plan.config.method != "dpo" and key.startswith("dpo."):
-            continue
-        if plan.config.method != "rft" and key.startswith("rft."):
+        if key.split(".")[0] in hidden:
             continue
         table.add_row(key, str(value), plan.reasons.get(key, ""))
     for key, value in facts.items():

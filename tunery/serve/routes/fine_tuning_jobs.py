@@ -24,7 +24,6 @@ from tunery.serve.pagination import cursor_page
 from tunery.serve.references import resolve_references
 from tunery.serve.types.fine_tuning import (
     RESERVED_RUN_KEYS,
-    DpoMethod,
     FineTuningJob,
     FineTuningJobCheckpoint,
     FineTuningJobEvent,
@@ -34,6 +33,7 @@ from tunery.serve.types.fine_tuning import (
 from tunery.serve.types.shared import CursorPage
 from tunery.store import JobRecord
 from tunery.store.ids import new_id
+from tunery.train.methods import BY_OPENAI_TYPE
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -47,17 +47,18 @@ def normalise_method(body: JobCreateRequest) -> dict:
         block = SupervisedMethod(hyperparameters=body.hyperparameters) if body.hyperparameters else SupervisedMethod()
         return {"type": "supervised", "supervised": block.model_dump(mode="json")}
     kind = body.method.type
-    if kind == "reinforcement":
+    if kind not in BY_OPENAI_TYPE:
+        supported = " or ".join(repr(name) for name in BY_OPENAI_TYPE)
         raise APIError(
             400,
-            "method 'reinforcement' is not supported yet; use 'supervised' or 'dpo'",
+            f"method {kind!r} is not supported yet; use {supported}",
             param="method.type",
             code="unsupported_method",
         )
-    other = "dpo" if kind == "supervised" else "supervised"
-    if getattr(body.method, other) is not None:
-        raise APIError(400, f"method.{other} is given but method.type is {kind!r}", param=f"method.{other}")
-    block = getattr(body.method, kind) or (SupervisedMethod() if kind == "supervised" else DpoMethod())
+    for other in body.method.given_blocks():
+        if other != kind:
+            raise APIError(400, f"method.{other} is given but method.type is {kind!r}", param=f"method.{other}")
+    block = body.method.block()
     if body.hyperparameters is not None:
         if kind != "supervised" or "hyperparameters" in block.model_fields_set:
             raise APIError(

@@ -8,7 +8,7 @@ the request already sets through OpenAI's own fields.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -91,10 +91,28 @@ class DpoMethod(_MethodBlock):
 
 
 class MethodRequest(_Request):
+    """OpenAI's `method`: its type and one block of settings named after it.
+
+    The types are OpenAI's; which of them tunery trains is the `openai_type` of each entry in
+    tunery/train/methods.py.
+    """
+
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
     reinforcement: dict[str, Any] | None = None
+
+    def given_blocks(self) -> list[str]:
+        """The method blocks the request sets."""
+        return [name for name in self.model_fields if name != "type" and getattr(self, name) is not None]
+
+    def block(self) -> _MethodBlock:
+        """The block of `type`, or its defaults when the request leaves it out."""
+        given = getattr(self, self.type)
+        if given is not None:
+            return given
+        annotation = type(self).model_fields[self.type].annotation
+        return next(t for t in get_args(annotation) if t is not type(None))()
 
 
 class JobCreateRequest(_Request):

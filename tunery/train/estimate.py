@@ -15,10 +15,13 @@ respect to its weight (2·P). So per token:
   block; so 2·P forward + 2·P backward = **4·P**, plus **6·A** for the A adapter parameters,
   which are trained (forward, input and weight gradients). With rank 16 on every projection A is
   a few per cent of P;
-* **DPO** (LoRA policy; reference = the base with the adapter off): the policy costs as LoRA on
-  both sequences of every pair (chosen and rejected), and the reference adds one forward pass,
-  **2·P**, over the same sequences. tunery caches the reference log-probs (`dpo.cache_reference`),
-  so that pass runs once, not once per epoch.
+* **DPO** (reference = the base with the adapter off, or a frozen copy): the policy costs as
+  LoRA or full fine-tuning on both sequences of every pair (chosen and rejected), and the
+  reference adds one forward pass, **2·P**, over the same sequences. tunery caches the reference
+  log-probs (`dpo.cache_reference`), so that pass runs once, not once per epoch.
+
+Each method's numbers (`flops_per_token` per adapter, `reference_flops_per_token`) are part of its
+entry in tunery/train/methods.py.
 
 Refinements over "k · params · tokens" (what this module chooses):
 
@@ -67,12 +70,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from tunery.data import prices
-from tunery.data.formats import Example, PreferenceExample, iter_jsonl, to_example
+from tunery.data.formats import FORMATS, Example, PreferenceExample, iter_jsonl, to_example
 from tunery.data.pack import PrefixTracker, best_fit_decreasing, padding_fraction
 from tunery.data.render import ChatTokenizer, TemplateError, render_chat
 from tunery.errors import TuneryError
+from tunery.train.methods import ADAPTERS, METHODS, Method, method_for_format
 
-Method = Literal["lora", "full", "dpo"]
+MethodName = Literal[tuple(METHODS)]
+AdapterName = Literal[ADAPTERS]
 
 DEFAULT_LORA_RANK = 16  # tunery's auto recipe: rank 16 on every attention and MLP projection
 # The projections `model_shape` sizes adapters for (Llama-style names; the auto recipe's targets).
@@ -96,7 +101,8 @@ class EstimateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Method | None = Field(None, description="None: lora for chat data, dpo for preference data")
+    method: MethodName | None = Field(None, description="None: the method that trains on the file's format")
+    adapter: AdapterName = Field("lora", description="lora or full fine-tuning, as `tunery train --adapter`")
     epochs: Literal["auto"] | PositiveInt = Field("auto", description="auto = OpenAI's rule")
     max_seq_len: Literal["auto"] | PositiveInt = Field(
         "auto", description="auto = the longest example rounded up to 64, at most the model's context"
@@ -185,7 +191,7 @@ class Flops:
 
 
 # FLOPs per weight per token: forward 2, input gradient 2, weight gradient 2 (trained weights only).
-WEIGHT_FLOPS_PER_TOKEN = {"full": 6, "lora": 4, "dpo": 4}
+# What the base weights cost depends on the method and adapter: `Method.flops_per_token`.
 ADAPTER_FLOPS_PER_TOKEN = 6  # adapters are trained: all three products
 ATTENTION_TRAIN_FACTOR = 3  # backward through the scores costs twice the forward, for every method
 
@@ -206,26 +212,35 @@ def forward_flops(shape: ModelShape, epoch: EpochTokens) -> float:
 
 
 def training_flops(
-    method: Method, shape: ModelShape, epoch: EpochTokens, epochs: int, *, reference_cached: bool = True
+    method: Method,
+    adapter: str,
+    shape: ModelShape,
+    epoch: EpochTokens,
+    epochs: int,
+    *,
+    reference_cached: bool = True,
 ) -> Flops:
     """FLOPs of a whole training run.
 
     Args:
-        method: full fine-tuning, LoRA, or DPO with a LoRA policy.
+        method: the method's entry in tunery/train/methods.py (its FLOPs per token).
+        adapter: "lora" or "full".
         shape: the model's parameter split (`model_shape`).
         epoch: tokens per epoch (for DPO, both sequences of every pair).
         epochs: passes over the data.
-        reference_cached: DPO only; the reference log-probs are computed once and reused.
+        reference_cached: methods with a reference only; its log-probs are computed once and reused.
     """
-    adapter = 0 if method == "full" else shape.adapter_params * epoch.computed
+    adapter_tokens = 0 if adapter == "full" else shape.adapter_params * epoch.computed
     per_epoch = (
-        WEIGHT_FLOPS_PER_TOKEN[method] * _weight_multiply_adds(shape, epoch)
-        + ADAPTER_FLOPS_PER_TOKEN * adapter
+        method.flops_per_token[adapter] * _weight_multiply_adds(shape, epoch)
+        + ADAPTER_FLOPS_PER_TOKEN * adapter_tokens
         + ATTENTION_TRAIN_FACTOR * 2 * _attention_multiply_adds(shape, epoch)
     )
     reference = 0.0
-    if method == "dpo":
-        reference = (1 if reference_cached else epochs) * forward_flops(shape, epoch)
+    if method.reference_flops_per_token:
+        passes = 1 if reference_cached else epochs
+        multiply_adds = _weight_multiply_adds(shape, epoch) + _attention_multiply_adds(shape, epoch)
+        reference = passes * method.reference_flops_per_token * multiply_adds
     return Flops(policy=epochs * per_epoch, reference=reference)
 
 
@@ -390,6 +405,7 @@ class Estimate:
     model_path: str
     parameters: int
     method: str
+    adapter: str
     examples: int
     sequences: int
     epochs: int
@@ -453,13 +469,15 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     render_cap = context if settings.max_seq_len == "auto" else settings.max_seq_len
     kind, n_examples, seqs, prefix = render_sequences(path, tok, render_cap)
 
-    method: Method = settings.method or ("dpo" if kind == "preference" else "lora")
-    if (method == "dpo") != (kind == "preference"):
-        wanted = "preference pairs" if method == "dpo" else "chat examples"
+    method = METHODS[settings.method] if settings.method else method_for_format(kind)
+    if method is None or method.data_format != kind:
+        fitting = ", ".join(f"--method {m.name} for {m.data_format} data" for m in METHODS.values())
         raise TuneryError(
-            f"--method {method} trains on {wanted}, but {path} holds {kind} examples",
-            hint="use --method dpo for preference data, lora or full for chat data",
+            f"--method {settings.method} trains on {method.data_format if method else 'other'} examples, "
+            f"but {path} holds {kind} examples",
+            hint=f"use {fitting}",
         )
+    adapter = settings.adapter
     lengths = [s.length for s in seqs]
     capacity = auto_max_seq_len(max(lengths), context) if settings.max_seq_len == "auto" else settings.max_seq_len
     epochs = auto_epochs(n_examples) if settings.epochs == "auto" else settings.epochs
@@ -476,13 +494,13 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     packed_computed = epoch.computed
     layout = "packed"
     if prefix:
-        per_step = auto_batch_size(n_examples) * (2 if kind == "preference" else 1)
+        per_step = auto_batch_size(n_examples) * FORMATS[kind].sequences
         row_capacity = max(capacity, CPU_MICRO_BATCH_TOKENS)
         computed, attention = shared_prefix_layout(lengths, prefix, per_step, row_capacity)
         if computed < epoch.computed:  # the trainer, too, takes the layout that computes less
             epoch = EpochTokens(computed=computed, trained=trained, sum_squared_lengths=attention)
             layout = "shared prefix"
-    flops = training_flops(method, shape, epoch, epochs)
+    flops = training_flops(method, adapter, shape, epoch, epochs)
 
     cpu_gflops = measure_cpu_gflops(settings.calibration_seconds)
     return Estimate(
@@ -491,7 +509,8 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         model=model_ref,
         model_path=str(model_dir),
         parameters=info.parameters,
-        method=method,
+        method=method.name,
+        adapter=adapter,
         examples=n_examples,
         sequences=len(seqs),
         epochs=epochs,
@@ -520,22 +539,26 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
             "total": flops.total,
             "policy": flops.policy,
             "reference": flops.reference,
-            "weights_flops_per_param_token": WEIGHT_FLOPS_PER_TOKEN[method],
+            "weights_flops_per_param_token": method.flops_per_token[adapter],
             "body_params": shape.body_params,
             "head_params": shape.head_params,
-            "adapter_params": 0 if method == "full" else shape.adapter_params,
+            "adapter_params": 0 if adapter == "full" else shape.adapter_params,
         },
         cpu_gflops_measured=cpu_gflops,
         hardware=[asdict(r) for r in hardware_rows(flops.total, cpu_gflops, settings)],
         gpu_hour_price=settings.gpu_hour_price,
         hosted=hosted_costs(tokens * epochs, model_ref),
-        assumptions=assumptions(method, shape, settings, shared_prefix=prefix if layout == "shared prefix" else 0),
+        assumptions=assumptions(
+            method, adapter, shape, settings, shared_prefix=prefix if layout == "shared prefix" else 0
+        ),
     )
 
 
-def assumptions(method: Method, shape: ModelShape, settings: EstimateSettings, shared_prefix: int = 0) -> list[str]:
+def assumptions(
+    method: Method, adapter: str, shape: ModelShape, settings: EstimateSettings, shared_prefix: int = 0
+) -> list[str]:
     """The choices behind the numbers, in words, printed with every estimate."""
-    if method == "full":
+    if adapter == "full":
         weights = "6 FLOPs per weight per token (forward, input and weight gradients)"
     else:
         weights = (
@@ -553,8 +576,11 @@ def assumptions(method: Method, shape: ModelShape, settings: EstimateSettings, s
             f"the {shared_prefix}-token prompt every example starts with is computed once per packed row of each "
             "optimizer step (auto batch size, rows of max(max_seq_len, 1024) tokens), as training does"
         )
-    if method == "dpo":
-        notes.append("DPO: two sequences per pair; reference log-probs computed once and cached")
+    extra = ["two sequences per pair"] if FORMATS[method.data_format].sequences == 2 else []
+    if method.reference_flops_per_token:
+        extra.append("reference log-probs computed once and cached")
+    if extra:
+        notes.append(f"{method.name.upper()}: " + "; ".join(extra))
     if not shape.head_params:
         notes.append("config.json lacks the usual keys: every weight charged on every token, no attention term")
     return notes

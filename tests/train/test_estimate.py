@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tunery.data.estimate import (
+from tunery.data.validate import auto_epochs
+from tunery.train.estimate import (
     EpochTokens,
     ModelShape,
     auto_max_seq_len,
@@ -19,7 +20,7 @@ from tunery.data.estimate import (
     months_since,
     training_flops,
 )
-from tunery.data.validate import auto_epochs
+from tunery.train.methods import METHODS
 
 TICKETS = [
     ("My invoice shows the wrong amount.", "billing"),
@@ -87,22 +88,22 @@ EPOCH = EpochTokens(computed=50, trained=5, sum_squared_lengths=25)
 
 def test_full_fine_tuning_is_six_flops_per_weight_per_token():
     # per epoch 6·5050 + 6·200 = 31,500; two epochs
-    flops = training_flops("full", SHAPE, EPOCH, epochs=2)
+    flops = training_flops(METHODS["sft"], "full", SHAPE, EPOCH, epochs=2)
     assert flops.policy == 63_000
     assert flops.reference == 0
 
 
 def test_lora_is_four_flops_per_frozen_weight_plus_six_per_adapter_weight():
     # per epoch 4·5050 + 6·(2·50) + 6·200 = 20,200 + 600 + 1,200 = 22,000; two epochs
-    assert training_flops("lora", SHAPE, EPOCH, epochs=2).total == 44_000
+    assert training_flops(METHODS["sft"], "lora", SHAPE, EPOCH, epochs=2).total == 44_000
 
 
 def test_dpo_adds_one_reference_forward_or_one_per_epoch_when_not_cached():
     # policy as LoRA (44,000); the reference forward is 2·(5050 + 200) = 10,500 per pass
     assert forward_flops(SHAPE, EPOCH) == 10_500
-    cached = training_flops("dpo", SHAPE, EPOCH, epochs=2)
+    cached = training_flops(METHODS["dpo"], "lora", SHAPE, EPOCH, epochs=2)
     assert (cached.policy, cached.reference) == (44_000, 10_500)
-    assert training_flops("dpo", SHAPE, EPOCH, epochs=2, reference_cached=False).reference == 21_000
+    assert training_flops(METHODS["dpo"], "lora", SHAPE, EPOCH, epochs=2, reference_cached=False).reference == 21_000
 
 
 def test_hours_at_a_stated_utilisation():
@@ -137,8 +138,8 @@ def test_model_shape_matches_the_real_tiny_model_and_peft(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tunery.data.estimate import LORA_TARGETS
     from tunery.models import describe_model
+    from tunery.train.estimate import LORA_TARGETS
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
     shape = model_shape(describe_model("tiny", tiny_model_dir).parameters, config, lora_rank=4)
@@ -151,7 +152,7 @@ def test_model_shape_matches_the_real_tiny_model_and_peft(tiny_model_dir):
 
 
 def test_shared_prefix_layout_by_hand():
-    from tunery.data.estimate import shared_prefix_layout
+    from tunery.train.estimate import shared_prefix_layout
 
     # A 20-token prefix; steps of 2 sequences; rows of 64 tokens leave 44 for suffixes.
     # Step 1: suffixes 10 and 5, one row: 15 + 20 computed; attention 20² + (2·20·10 + 10²) + (2·20·5 + 5²)
@@ -203,7 +204,7 @@ def test_cli_reports_tokens_flops_time_and_cost(cli, chat_file, tiny_model_dir):
 
     tok = ChatTokenizer.from_dir(tiny_model_dir)
     rendered = [render_chat(e, tok) for e in load_examples(chat_file)]
-    assert (out["format"], out["method"], out["examples"], out["sequences"]) == ("chat", "lora", 12, 12)
+    assert (out["format"], out["method"], out["examples"], out["sequences"]) == ("chat", "sft", 12, 12)
     assert (out["epochs"], out["epochs_rule"]) == (8, "auto")  # 100 // 12
     assert out["tokens_per_epoch"] == sum(len(r.input_ids) for r in rendered)
     assert out["trained_tokens_per_epoch"] == sum(r.trained_tokens for r in rendered)
@@ -240,10 +241,10 @@ def test_cli_reports_tokens_flops_time_and_cost(cli, chat_file, tiny_model_dir):
 
 def test_cli_counts_a_shared_system_prompt_once_per_row(cli, tmp_path, tiny_model_dir):
     """As the trainer does (share_prefix): the prompt all examples start with is computed once per row."""
-    from tunery.data.estimate import shared_prefix_layout
     from tunery.data.formats import load_examples
     from tunery.data.pack import split_shared_prefix
     from tunery.data.render import ChatTokenizer, render_chat
+    from tunery.train.estimate import shared_prefix_layout
     from tunery.train.plan import auto_batch_size
 
     system = "Label the ticket as billing, bug, how-to or feature. " * 4

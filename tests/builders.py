@@ -69,16 +69,24 @@ def build_tiny_tokenizer(
         (out / "generation_config.json").write_text(json.dumps({"eos_token_id": ids}))
 
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
+def build_tiny_model(out: Path, seed: int = 0, arch: str = "llama", **config_overrides) -> Path:
+    """A tiny random causal LM (2 layers, 64 dims) with the ChatML tokenizer, written into `out`.
+
+    Args:
+        arch: "llama" (separate q/k/v and gate/up projections), "phi3" (fused qkv_proj and
+            gate_up_proj), "qwen2" (biased q/k/v) or "mistral" (sliding-window attention).
+        config_overrides: extra config fields, e.g. `sliding_window=8`.
+    """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     out.mkdir(parents=True, exist_ok=True)
     build_tiny_tokenizer(out)
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
-    config = LlamaConfig(
+    config = AutoConfig.for_model(
+        arch,
         vocab_size=vocab,
         hidden_size=64,
         intermediate_size=128,
@@ -90,9 +98,10 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
         eos_token_id=2,
         pad_token_id=2,
         tie_word_embeddings=True,
+        **config_overrides,
     )
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out, safe_serialization=True)
     return out
 
 

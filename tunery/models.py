@@ -273,6 +273,26 @@ def describe_model(name: str, path: Path) -> ModelInfo:
     )
 
 
+def decoder_linear_layers(path: Path) -> list[str]:
+    """The names of the decoder's linear layers, LM head excluded, in model order (peft's `all-linear`).
+
+    Built on the meta device from config.json alone, so no weight is read. Llama has q/k/v/o and
+    gate/up/down projections; Phi-3 fuses them into `qkv_proj` and `gate_up_proj`.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    names = [
+        name.rsplit(".", 1)[-1]
+        for name, module in model.get_decoder().named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D)
+    ]
+    return list(dict.fromkeys(names))
+
+
 def _safetensors_numel(path: Path) -> int:
     with path.open("rb") as fh:
         (header_len,) = struct.unpack("<Q", fh.read(8))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tunery.config import RunConfig
 from tunery.data.formats import FORMATS
 from tunery.hardware import cpu_native_bf16
-from tunery.models import describe_model, resolve_model
+from tunery.models import decoder_linear_layers, describe_model, resolve_model
 from tunery.train.estimate import Estimate, EstimateSettings, ModelShape, estimate, model_shape
 from tunery.train.methods import METHODS
 from tunery.train.plan import Plan, resolve
@@ -121,6 +121,7 @@ def plan_run(config: RunConfig) -> DryRun:
         context_length=info.context_length,
         cuda_available=cuda,
         bf16_supported=torch.cuda.is_bf16_supported() if cuda else cpu_native_bf16(),
+        linear_layers=decoder_linear_layers(model_dir),
     )
     shape = model_shape(info.parameters, model_config, plan.config.lora.r if plan.config.adapter == "lora" else 16)
     trained = shape.adapter_params if plan.config.adapter == "lora" else shape.parameters

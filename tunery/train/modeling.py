@@ -112,6 +112,12 @@ class TokenLoss(torch.nn.Module):
         return token_nll_sum(head(rows), targets)
 
 
+def adapted_modules(model) -> tuple[int, list[str]]:
+    """How many modules carry a LoRA adapter, and their distinct names in model order."""
+    names = [name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")]
+    return len(names), list(dict.fromkeys(names))
+
+
 def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

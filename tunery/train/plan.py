@@ -8,8 +8,10 @@ failure modes are too few optimizer steps and too timid a learning rate:
   still give ~100 optimizer steps over the run;
 * learning rate: each method's base rate per adapter, from its entry in tunery/train/methods.py
   (SFT: LoRA 1e-3, full fine-tuning 2e-5; DPO 10× lower); `learning_rate_multiplier` scales it;
-* LoRA: rank 16, alpha 32 (scale 2), on every linear layer of attention and MLP: adapting all
-  projections beats attention-only at the same rank (QLoRA, Dettmers et al. 2023, §4);
+* LoRA: rank 16, alpha 32 (scale 2), on every linear layer of the decoder (not the LM head), read
+  from the model itself as peft's `all-linear` does: adapting all projections beats attention-only
+  at the same rank (QLoRA, Dettmers et al. 2023, §4), and fused ones (Phi-3's `qkv_proj`) are
+  projections too;
 * cosine decay to zero after 5 % linear warmup;
 * device and precision per machine: bf16 autocast with fp32 master weights where the hardware computes
   bf16 natively (GPUs that support it; CPUs with AVX512-BF16 or AMX, 1.3-1.6x faster there), fp32
@@ -30,6 +32,7 @@ from tunery.train.methods import METHODS
 RFT_GROUP_SIZE = 8
 RFT_MAX_NEW_TOKENS = 128
 RFT_EVAL_SAMPLES = 64
+# Llama's linear layers: the auto targets when the caller does not pass the model's own.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -57,8 +60,14 @@ def resolve(
     context_length: int | None,
     cuda_available: bool,
     bf16_supported: bool,
+    linear_layers: list[str] | None = None,
 ) -> Plan:
-    """Resolve every "auto" field. Values the user set are kept exactly as given."""
+    """Resolve every "auto" field. Values the user set are kept exactly as given.
+
+    Args:
+        linear_layers: the model's decoder linear layers (`models.decoder_linear_layers`), the
+            auto LoRA targets; None means Llama's names.
+    """
     why: dict[str, str] = {}
     values: dict = {}
 
@@ -138,8 +147,8 @@ def resolve(
                 else "2 × r (scale 2)"
             )
         if lora["target_modules"] == "auto":
-            lora["target_modules"] = list(LORA_TARGETS)
-            why["lora.target_modules"] = "every attention and MLP projection"
+            lora["target_modules"] = list(linear_layers or LORA_TARGETS)
+            why["lora.target_modules"] = "every linear layer of the decoder, not the LM head (as peft's all-linear)"
     values["lora"] = lora
 
     steps_per_epoch = math.ceil(n_examples / batch_size)

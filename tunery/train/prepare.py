@@ -28,11 +28,11 @@ from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
 from tunery.hardware import cpu_native_bf16, cpu_threads, threads_reason
 from tunery.lineage.hooks import register_finished_run
-from tunery.models import describe_model, resolve_model, weights_hash
+from tunery.models import decoder_linear_layers, describe_model, resolve_model, weights_hash
 from tunery.train import checkpoint as ckpt
 from tunery.train import distributed as dist
 from tunery.train.methods import METHODS, Method
-from tunery.train.modeling import count_parameters
+from tunery.train.modeling import adapted_modules, count_parameters
 from tunery.train.plan import Plan, resolve
 from tunery.train.report import print_plan
 from tunery.train.rundir import RunDir, atomic_write
@@ -120,6 +120,7 @@ class Prepared:
             context_length=info.context_length,
             cuda_available=torch.cuda.is_available(),
             bf16_supported=torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_native_bf16(),
+            linear_layers=decoder_linear_layers(self.model_dir),
         )
         # Processes on one machine share its cores.
         self.plan = replace(plan, threads=cpu_threads(dist.local_world_size()))
@@ -294,6 +295,7 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
             "steps": f"{plan.total_steps} ({plan.steps_per_epoch}/epoch)",
             "warmup steps": plan.warmup_steps,
             "trainable parameters": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
+            **_adapter_facts(facts_model),
             "threads": plan.threads,
             "processes": dist.world_size(),
             "resumed from": latest.name if latest else "-",
@@ -301,6 +303,12 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
     )
     run.write_status("running", state["step"], plan.total_steps)
     return state
+
+
+def _adapter_facts(model) -> dict:
+    """The modules a LoRA adapter was put on, as the user should check them (none: full fine-tune)."""
+    count, names = adapted_modules(model)
+    return {"adapted modules": f"{count}: {', '.join(names)}"} if count else {}
 
 
 def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Path:

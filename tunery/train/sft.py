@@ -15,6 +15,7 @@ sharded over the processes, which sum the gradients in backward instead; the loo
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -73,7 +74,10 @@ def step_loss(
 
 @torch.no_grad()
 def validation_loss(model, examples: list[Rendered], plan: Plan, pad_id: int) -> tuple[float, float]:
-    """Token-weighted loss and accuracy over `examples`, in eval mode; each rank takes its share."""
+    """Token-weighted loss and accuracy over `examples`, in eval mode; each rank takes its share.
+
+    NaN (with a warning) when no example has a trained token: a loss over nothing is no value, not 0.
+    """
     if not examples:
         return math.nan, math.nan
     model.eval()
@@ -82,6 +86,16 @@ def validation_loss(model, examples: list[Rendered], plan: Plan, pad_id: int) ->
     if plan.config.distributed.strategy == "fsdp":
         batches = dist.same_batch_count(batches)
     (n_targets,) = dist.all_sum(count_targets(batches))
+    if n_targets == 0:
+        if dist.is_main():
+            print(
+                f"warning: no validation example has a trained token (max_seq_len={plan.config.max_seq_len} "
+                "cuts every answer away); no validation loss is reported. Raise max_seq_len or shorten the prompts.",
+                file=sys.stderr,
+                flush=True,
+            )
+        model.train()
+        return math.nan, math.nan
     loss, accuracy, _ = step_loss(model, batches, plan, backward=False, n_targets=n_targets)
     model.train()
     return dist.all_sum(loss, accuracy)
@@ -179,7 +193,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
 
             if valid_set and (step % cfg.eval_every == 0 or step == plan.total_steps):
                 v_loss, v_acc = validation_loss(forward, valid_set[:VALID_SUBSET], plan, tok.pad_id)
-                if main:
+                if main and not math.isnan(v_loss):
                     run.log({"type": "valid", "step": step, "valid_loss": v_loss, "valid_mean_token_accuracy": v_acc})
                     progress.message(f"step {step}: validation loss {v_loss:.4f}, token accuracy {v_acc:.3f}")
             stopping = dist.any_rank(stop.signal is not None)  # a signal may reach the ranks at different steps
@@ -195,7 +209,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     final = {}
     if valid_set:
         v_loss, v_acc = validation_loss(forward, valid_set, plan, tok.pad_id)
-        final = {"full_valid_loss": v_loss, "full_valid_mean_token_accuracy": v_acc}
-        if main:
+        final = {"full_valid_loss": v_loss, "full_valid_mean_token_accuracy": v_acc} if not math.isnan(v_loss) else {}
+        if main and final:
             run.log({"type": "full_valid", "step": step, **final})
     return finish_run(prepared, plan, model, final)

@@ -169,6 +169,14 @@ def train(
     """
     import os
 
+    from tunery.data.validate import check_data_file
+
+    if resume is None:
+        cfg = run_config(config, **settings)
+        for path in (cfg.data, cfg.validation):  # before torch loads, in `tunery validate`'s words
+            if path is not None:
+                check_data_file(path)
+
     import torch
 
     # peft calls a transformers API deprecated in v6; the warning is theirs, not the user's.
@@ -186,7 +194,7 @@ def train(
         cfg, resume_dir = None, Path(resume)
         method, strategy = resumed.config.method, resumed.config.distributed.strategy
     else:
-        cfg, resume_dir = run_config(config, **settings), None
+        resume_dir = None
         method, strategy = cfg.method, cfg.distributed.strategy
     if strategy == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise TuneryError(

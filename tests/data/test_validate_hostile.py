@@ -128,3 +128,29 @@ def test_the_cli_answers_a_file_of_random_json_with_exit_1_and_no_traceback(cli,
     result = cli("validate", path)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode in (0, 1)
+
+
+def _paths(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "broken.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    return {
+        "a directory": tmp_path / "a-directory",
+        "a broken symbolic link": tmp_path / "broken.jsonl",
+        "a device": Path("/dev/zero"),
+        "nothing": tmp_path / "missing.jsonl",
+    }
+
+
+def test_train_and_validate_share_one_file_check_and_its_exit_code(cli, tmp_path):
+    for what, path in _paths(tmp_path).items():
+        validated = cli("validate", path)
+        trained = cli("train", "--data", path, "--output", tmp_path / "run", timeout=120)
+        for result in (validated, trained):
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.returncode == 2, (what, result.stderr)
+        # The same words from both verbs: the first line of the error, naming the path.
+        first = validated.stderr.splitlines()[0]
+        assert str(path) in first and first == trained.stderr.splitlines()[0], (what, validated.stderr, trained.stderr)
+    assert "is a directory" in cli("validate", tmp_path / "a-directory").stderr
+    assert "broken symbolic link" in cli("validate", tmp_path / "broken.jsonl").stderr
+    assert "not a regular file" in cli("validate", "/dev/zero").stderr

@@ -144,9 +144,10 @@ def _launch(args: argparse.Namespace, config) -> int:
 
 def _train(config, resume_dir: Path | None) -> int:
     from tunery.api import train
+
+    run = train(config, resume=resume_dir)  # checks the data paths before it loads torch
     from tunery.train import distributed
 
-    run = train(config, resume=resume_dir)
     if distributed.is_main() and run.succeeded:
         print(f"done: {run.path}/final  (metrics in {run.path}/metrics.jsonl)")
     return 0

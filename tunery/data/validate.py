@@ -20,6 +20,7 @@ use `tokenizers` and jinja2 only, never torch.
 from __future__ import annotations
 
 import json
+import os
 import re
 from array import array
 from collections import Counter
@@ -470,17 +471,35 @@ def _hash64(obj: object) -> int:
 # Reading: bounded lines, decoded and parsed, or the problem that stopped them.
 
 
-def _open(path: Path, name: str | None = None) -> BinaryIO:
-    """`path` opened for the scan; errors call it `name` (an upload's own filename), default the path."""
+def check_data_file(path: str | Path, name: str | None = None) -> None:
+    """The one check of a data file's path, for every verb that reads one (`validate`, `train`):
+    it exists, is a regular file (not a directory, a device such as /dev/zero, or a pipe) and can
+    be opened. Messages call it `name` (an upload's own filename), default the path.
+
+    Raises:
+        TuneryError: exit code 2, what is wrong with the path and how to fix it.
+    """
+    path = Path(path)
     name = name or str(path)
+    if path.is_symlink() and not path.exists():
+        raise TuneryError(f"{name} is a broken symbolic link (to {os.readlink(path)})", hint="point it at the file")
+    if not path.exists():
+        raise TuneryError(f"{name} does not exist", hint="check the path (one JSON example per line)")
     if path.is_dir():
         raise TuneryError(f"{name} is a directory, not a JSONL file", hint="pass the .jsonl file inside it")
+    if not path.is_file():
+        raise TuneryError(f"{name} is not a regular file (a device, pipe or socket)", hint="pass a .jsonl file")
+    if not os.access(path, os.R_OK):
+        raise TuneryError(f"cannot read {name}: permission denied")
+
+
+def _open(path: Path, name: str | None = None) -> BinaryIO:
+    """`path` opened for the scan; errors call it `name` (an upload's own filename), default the path."""
+    check_data_file(path, name)
     try:
         return path.open("rb", buffering=1 << 20)
-    except FileNotFoundError:
-        raise TuneryError(f"{name} does not exist", hint="check the path (one JSON example per line)") from None
     except OSError as exc:
-        raise TuneryError(f"cannot read {name}: {exc.strerror}") from None
+        raise TuneryError(f"cannot read {name or path}: {exc.strerror}") from None
 
 
 def _binary_reason(head: bytes) -> str | None:

@@ -62,11 +62,11 @@ def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
 
     Any error stops the run before the model loads, naming the file, the line and the fix.
     """
-    from tunery.data.validate import validate_file
+    from tunery.data.validate import check_data_file, validate_file
 
-    for role, path in (("training", config.data), ("validation", config.validation)):
-        if path is not None and not path.is_file():
-            raise TrainingFailed("invalid_data", f"{role} file {path} does not exist")
+    for path in (config.data, config.validation):
+        if path is not None:
+            check_data_file(path)  # the path's own problems, as `tunery validate` reports them (exit 2)
     report = validate_file(config.data, validation=config.validation)
     if report.errors:
         first = "; ".join(f"{Path(i.file).name}:{i.line}: {i.message}" for i in report.errors[:3])

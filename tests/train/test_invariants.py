@@ -213,3 +213,49 @@ def test_shared_prefix_gives_the_same_loss_and_gradients_as_packing(tiny_model_d
         assert shared_grads.keys() == packed_grads.keys() and any("layers.0." in n for n in shared_grads)
         for name in packed_grads:
             torch.testing.assert_close(shared_grads[name], packed_grads[name], atol=1e-6, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_sliding_window_attention_is_the_same_packed_unpacked_and_in_the_models_own_forward(tmp_path):
+    """Mistral-style layers attend to the last `sliding_window` tokens only; per-example attention
+    must too, in packed rows and after a shared prefix, or training computes another function."""
+    from builders import build_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    model_dir = build_tiny_model(tmp_path / "mistral", arch="mistral", sliding_window=8)
+    tok = ChatTokenizer.from_dir(model_dir)
+    system = {"role": "system", "content": "You label support tickets. Answer briefly, with one word, please."}
+    examples = [
+        render_chat(
+            ChatExample(messages=[system, {"role": "user", "content": q}, {"role": "assistant", "content": a}]), tok
+        )
+        for q, a in QUESTIONS[:4]
+    ]
+    assert min(len(e.input_ids) for e in examples) >= 32  # several windows long
+    own = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()  # transformers' own sdpa
+    expected = []
+    for e in examples:
+        ids = torch.tensor([e.input_ids])
+        logits = own(ids).logits[0, :-1]
+        keep = torch.tensor(e.loss_mask[1:]).bool()
+        expected.append(F.cross_entropy(logits[keep], ids[0, 1:][keep], reduction="none"))
+
+    plan = _plan(model_dir, adapter="full", micro_batch_tokens=100_000)
+    model = build_model(plan, model_dir).eval()
+    assert uses_segment_attention(model)
+    alone = [
+        _token_nll(model, tensor_batches(pack_rows([e], 512, packing=False), plan, tok.pad_id)[0]) for e in examples
+    ]
+    for a, b in zip(alone, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+    rows = pack_rows(examples, 10_000, packing=True)
+    assert len(rows) == 1 and rows[0].examples == len(examples)
+    packed = _token_nll(model, tensor_batches(rows, plan, tok.pad_id)[0])
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i].input_ids), i))
+    torch.testing.assert_close(packed, torch.cat([expected[i] for i in order]), atol=1e-5, rtol=0)
+
+    shared = step_batches(examples, plan, tok.pad_id)  # the prompt prefix (> the window) once per row
+    assert all((b["segments"][:, :16] == SHARED_PREFIX).all() for b in shared)
+    got = torch.cat([_token_nll(model, b) for b in shared])
+    torch.testing.assert_close(got.sort().values, torch.cat(expected).sort().values, atol=1e-5, rtol=0)

@@ -10,6 +10,9 @@ work: see BENCHMARKS.md.
 A row may also start with a prompt prefix that all its examples share (`pack_after_prefix`): the
 prefix is computed once, and each example attends to it and to itself.
 
+Layers with a sliding window (Mistral, Phi-3, Gemma's local layers) see only the last `window`
+keys, here as in the model's own forward, so long examples train the function that is served.
+
 On a GPU a loop of small kernels per layer would cost more launches than it saves, so CUDA keeps
 the dense mask (a varlen flash kernel is the GPU answer) and the KV-cache prefix layout.
 """
@@ -41,10 +44,24 @@ def row_layouts(segments: torch.Tensor) -> list[Layout]:
     return layouts
 
 
+def visible(queries: torch.Tensor, keys: torch.Tensor, window: int | None) -> torch.Tensor:
+    """[n_q, n_k] which keys each query sees, from their positions: causal, within `window` if set.
+
+    transformers' sliding window (Mistral, Phi-3, Gemma's local layers): a query at position q sees
+    the keys at positions q - window < k <= q (masking_utils.sliding_window_overlay).
+    """
+    seen = keys[None, :] <= queries[:, None]
+    if window is not None:
+        seen &= keys[None, :] > queries[:, None] - window
+    return seen
+
+
 def segment_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention signature; `row_layouts` in kwargs switches to one call per example.
 
-    Without it (generation, or rows on top of a KV cache) this is transformers' own SDPA.
+    Without it (generation, or rows on top of a KV cache) this is transformers' own SDPA. A layer
+    with a sliding window (kwargs["sliding_window"], None on global layers) masks every key further
+    back than the window, as the model's own forward does.
     """
     layouts: list[Layout] | None = kwargs.pop("row_layouts", None)
     if layouts is None:
@@ -52,25 +69,36 @@ def segment_attention(module, query, key, value, attention_mask, scaling=None, d
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
     gqa = key.shape[1] != query.shape[1]
+    window = kwargs.get("sliding_window")
+    device = query.device
 
-    def attend(q, k, v, **how):
+    def attend(q, k, v, q_pos, k_pos):
+        if window is None or q_pos[-1] - k_pos[0] < window:  # nothing out of the window: plain causal
+            if len(q_pos) == len(k_pos):
+                how = {"is_causal": True}
+            else:
+                how = {"attn_mask": visible(q_pos, k_pos, None)}
+        else:
+            how = {"attn_mask": visible(q_pos, k_pos, window)}
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, enable_gqa=gqa, **how)
 
     rows = []
     for b, (prefix, runs) in enumerate(layouts):
         q, k, v = query[b : b + 1], key[b : b + 1], value[b : b + 1]
-        parts = [attend(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix], is_causal=True)] if prefix else []
+        prefix_pos = torch.arange(prefix, device=device)
+        parts = [attend(q[:, :, :prefix], k[:, :, :prefix], v[:, :, :prefix], prefix_pos, prefix_pos)] if prefix else []
         start = prefix
         for n in runs:
             end = start + n
+            # Positions within the example: a suffix after the shared prefix continues it.
+            own = torch.arange(prefix, prefix + n, device=device)
             if prefix:
                 # All of the prefix, then causal within the example: row i sees keys ≤ prefix + i.
-                seen = torch.ones(n, prefix + n, dtype=torch.bool, device=q.device).tril(prefix)
                 keys = torch.cat([k[:, :, :prefix], k[:, :, start:end]], dim=2)
                 values = torch.cat([v[:, :, :prefix], v[:, :, start:end]], dim=2)
-                parts.append(attend(q[:, :, start:end], keys, values, attn_mask=seen))
+                parts.append(attend(q[:, :, start:end], keys, values, own, torch.cat([prefix_pos, own])))
             else:
-                parts.append(attend(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], is_causal=True))
+                parts.append(attend(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], own, own))
             start = end
         rows.append(torch.cat(parts, dim=2))
     # [batch, heads, seq, dim] → [batch, seq, heads, dim], the layout transformers expects back.

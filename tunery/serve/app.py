@@ -66,8 +66,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router, prefix="/v1")
     install_dashboard(app)  # the web pages at / and their read-only /v1/tunery endpoints
 
+    # Async, so it is answered on the event loop: a sync route would queue for the same thread pool
+    # as every other request, and a flood of them would make the health check time out.
     @app.get("/health", include_in_schema=False)
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok"}
 
     return app

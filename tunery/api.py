@@ -274,6 +274,7 @@ def evaluate(
     device: Literal["auto", "cpu", "cuda"] = "auto",
     output: str | Path | None = None,
     log: Log | None = None,
+    response_format: str | Path | None = None,
 ) -> EvalReport:
     """Score a model, or a fine-tuned run, on held-out examples (the last assistant turn is the
     reference).
@@ -284,6 +285,8 @@ def evaluate(
         graders: grader names or `module:function`; None picks them from the references.
         output: where to write the summary JSON (answers go beside it as .examples.jsonl); the
             report is then also attached to the run's lineage and model card. None writes nothing.
+        response_format: a JSON schema or OpenAI response_format file: answers are constrained to it,
+            as the server constrains them, and the report keeps the unconstrained scores beside.
 
     Raises:
         TuneryError: bad data, unknown graders, models that cannot be found.
@@ -304,6 +307,7 @@ def evaluate(
         with_loss=with_loss,
         device=device,
         log=log,
+        response_format=response_format,
     )
     if output is not None:
         written = write_eval_report(report, output)
@@ -328,6 +332,7 @@ def compare(
     device: Literal["auto", "cpu", "cuda"] = "auto",
     output: str | Path | None = None,
     log: Log | None = None,
+    response_format: str | Path | None = None,
 ) -> CompareReport:
     """Was fine-tuning worth it? Zero-shot and few-shot prompting of the base vs the tuned model
     on `data`, with a verdict and the forgetting probe.
@@ -338,6 +343,8 @@ def compare(
         base: the base model; None takes the one the tuned run records.
         metric: the grader the verdict is about; None picks the strictest that separates the systems.
         output: where to write the summary JSON (and the answers beside it); None writes nothing.
+        response_format: a JSON schema or OpenAI response_format file: every system also answers
+            constrained to it, and the verdict compares the constrained systems.
 
     Raises:
         TuneryError: bad files, unfitting graders, models that cannot be found, too few shots.
@@ -361,6 +368,7 @@ def compare(
         with_loss=with_loss,
         device=device,
         log=log,
+        response_format=response_format,
     )
     if output is not None:
         written = write_compare_report(report, output)

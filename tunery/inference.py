@@ -66,13 +66,15 @@ def generate_tokens(
     top_p: float = 1.0,
     seed: int | None = None,
     device: str = "cpu",
+    grammar: str | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt (one batch), up to its stop token or `max_new_tokens`.
 
     The prompts' shared prefix is run once (for G samples of one prompt: the whole prompt but its
     last token) and its KV cache is repeated for every row. Greedy when temperature is 0; the
     sampling draws from torch's global generator, seeded here when `seed` is given. A row's ids
-    are cut after its first stop token, which is kept.
+    are cut after its first stop token, which is kept. With `grammar` (`tunery.constraints`), every
+    row is constrained to it, as the server constrains a `response_format`.
     """
     import torch
 
@@ -87,6 +89,14 @@ def generate_tokens(
         if temperature > 0
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     )
+    if grammar is not None:
+        from transformers import LogitsProcessorList
+
+        from tunery.constraints import grammar_processor
+
+        sampling["logits_processor"] = LogitsProcessorList(
+            [grammar_processor(grammar, tokenizer, len(prompts), input_ids.shape[1])]
+        )
     with torch.inference_mode():
         cache = prefill_prefix(model, prompts[0][:prefix], len(prompts), device)
         out = model.generate(
@@ -152,13 +162,15 @@ class Generator:
         stop: list[str] | None = None,
         batch_size: int | None = None,
         tools: list[list[dict] | None] | None = None,
+        grammar: str | None = None,
     ) -> list[Completion]:
         """Complete each conversation with one assistant turn. Greedy when temperature is 0.
 
         With `batch_size`, conversations are generated in batches of that many, grouped by prompt
         length so that little compute goes to padding; results keep the input order. `tools`, one
         entry per conversation, reach the chat template as the example's tool definitions, so a
-        prompt reads as it did in training.
+        prompt reads as it did in training. `grammar` (`tunery.constraints.json_grammar`) constrains
+        every answer, as a served `response_format` does.
         """
         if tools is not None and len(tools) != len(conversations):
             raise ValueError(f"{len(tools)} tool lists for {len(conversations)} conversations")
@@ -173,12 +185,14 @@ class Generator:
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
             batch = [prompts[i] for i in chunk]
-            done = self._generate_batch(batch, adapter, max_new_tokens, temperature, top_p, seed, stop)
+            done = self._generate_batch(batch, adapter, max_new_tokens, temperature, top_p, seed, stop, grammar)
             for i, completion in zip(chunk, done, strict=True):
                 results[i] = completion
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts, adapter, max_new_tokens, temperature, top_p, seed, stop) -> list[Completion]:
+    def _generate_batch(
+        self, prompts, adapter, max_new_tokens, temperature, top_p, seed, stop, grammar=None
+    ) -> list[Completion]:
         with self.use_adapter(adapter):
             rows = generate_tokens(
                 self.model,
@@ -189,6 +203,7 @@ class Generator:
                 top_p=top_p,
                 seed=seed,
                 device=self.device,
+                grammar=grammar,
             )
         return [self._completion(row, len(p), stop) for row, p in zip(rows, prompts, strict=True)]
 

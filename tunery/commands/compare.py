@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         output=args.output,
         log=progress,
+        response_format=args.response_format,
     )
     written = (Path(args.output), examples_path(args.output))
     show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_compare_report(report))

@@ -44,6 +44,12 @@ def add_common_options(parser: argparse.ArgumentParser, default_output: str) -> 
         help="default: 1.5 × the longest reference (in tokens) + 8, kept within 16..1024",
     )
     parser.add_argument("--no-loss", action="store_true", help="skip loss and perplexity on the references")
+    parser.add_argument(
+        "--response-format",
+        metavar="FILE",
+        help="a JSON schema or OpenAI response_format: answers are also generated constrained to it, "
+        "as the server does, and the report shows the scores with and without it",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--output", default=default_output, help=f"summary JSON (default {default_output})")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         output=args.output,
         log=progress,
+        response_format=args.response_format,
     )
     written = (Path(args.output), examples_path(args.output))
     show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_eval_report(report))

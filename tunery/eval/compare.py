@@ -29,8 +29,11 @@ from tunery.eval.forgetting import ForgettingReport, run_probe
 from tunery.eval.graders import auto_grader_names, resolve_graders
 from tunery.eval.heldout import load_heldout
 from tunery.eval.report import EvalReport, Score, format_score, write_json_and_examples
+from tunery.eval.response_format import load_response_format
 from tunery.eval.target import attach_tuned, base_model_dir, find_tuned
 from tunery.eval.verdict import BASELINE_WORDS, decide
+
+FORMATTED = "+format"  # suffix of a system constrained to --response-format
 
 
 class CompareReport(BaseModel):
@@ -46,6 +49,9 @@ class CompareReport(BaseModel):
     difference: Score = Field(description="tuned minus baseline on the primary metric, paired bootstrap")
     differences: dict[str, Score] = Field(description="tuned minus the same baseline on every metric")
     verdict: str
+    response_format: str | None = Field(
+        None, description="the format file the compared systems were constrained to (None: unconstrained)"
+    )
     disagreement: str | None = Field(description="set when the metrics point different ways, naming each")
     prompt_tokens: dict[str, float] = Field(description="mean prompt tokens per request, per system")
     token_note: str
@@ -88,6 +94,7 @@ def compare(
     with_loss: bool = True,
     device: str = "auto",
     log: Log | None = None,
+    response_format: str | Path | None = None,
 ) -> CompareReport:
     """Evaluate zero-shot, few-shot (k = `shots`, from `train`) and the tuned model on `data`.
 
@@ -98,6 +105,9 @@ def compare(
         shots: 0 leaves the few-shot system out.
         metric: the grader the verdict is about; None chooses the strictest that separates the
             systems. It is graded even when `graders` (chosen automatically) would leave it out.
+        response_format: a JSON schema or OpenAI response_format file. Every system then also answers
+            constrained to it (as `zero_shot+format`, ...), and the verdict compares those, the way
+            the model will be served.
 
     Raises:
         TuneryError: bad files, unfitting graders, models that cannot be found, too few shots.
@@ -131,6 +141,11 @@ def compare(
     if shots:
         runs["few_shot"] = (base_generator, None, [with_shots(item, shot_list) for item in items])
     runs["tuned"] = (tuned_generator, tuned_adapter, items)
+    fmt = load_response_format(response_format) if response_format is not None else None
+    formats = {name: None for name in runs}
+    if fmt is not None:
+        formats |= {name + FORMATTED: fmt for name in runs}
+        runs |= {name + FORMATTED: run for name, run in runs.items()}
     systems = {
         name: evaluate_items(
             generator,
@@ -144,18 +159,22 @@ def compare(
             skipped=skipped,
             max_new_tokens=budget,
             batch_size=batch_size,
-            with_loss=with_loss,
+            # The loss scores the references, not the answers: once per model is enough.
+            with_loss=with_loss and formats[name] is None,
             log=log,
+            response_format=formats[name],
         )
         for name, (generator, adapter, system_items) in runs.items()
     }
+    compared = [n for n in systems if n.endswith(FORMATTED)] if fmt else list(systems)
 
     decision = decide(
-        {name: {g.name: _scores(report, g.name) for g in chosen} for name, report in systems.items()},
+        {name.removesuffix(FORMATTED): {g.name: _scores(systems[name], g.name) for g in chosen} for name in compared},
         [g.name for g in chosen],
         metric,
     )
-    prompt_tokens = {name: report.prompt_tokens_per_request for name, report in systems.items()}
+    verdict = decision.verdict + (f", every system constrained to {fmt.path}" if fmt else "")
+    prompt_tokens = {name: systems[name].prompt_tokens_per_request for name in runs if not name.endswith(FORMATTED)}
     probe = run_probe((base_generator, None), (tuned_generator, tuned_adapter), log=log) if forgetting else None
     return CompareReport(
         base=str(base or base_dir),
@@ -169,7 +188,8 @@ def compare(
         baseline=decision.baseline,
         difference=Score.of(decision.difference),
         differences={m: Score.of(d) for m, d in decision.differences.items()},
-        verdict=decision.verdict,
+        verdict=verdict,
+        response_format=fmt.path if fmt else None,
         disagreement=decision.disagreement,
         prompt_tokens=prompt_tokens,
         token_note=token_note(prompt_tokens),

@@ -16,6 +16,7 @@ from tunery.eval.graders import Grader, resolve_graders
 from tunery.eval.graders.regex import is_regex_reference
 from tunery.eval.heldout import HeldoutExample, default_max_new_tokens, load_heldout
 from tunery.eval.report import EvalReport, ExampleResult, LossSummary, Score
+from tunery.eval.response_format import ResponseFormat, load_response_format
 from tunery.eval.stats import bootstrap_ci
 from tunery.eval.target import TUNED, attach_tuned, base_model_dir, find_tuned
 
@@ -54,6 +55,7 @@ def evaluate_items(
     batch_size: int = DEFAULT_BATCH_SIZE,
     with_loss: bool = True,
     log: Log | None = None,
+    response_format: ResponseFormat | None = None,
 ) -> EvalReport:
     """Generate, grade and score one system on `items` (whose prompts are already final).
 
@@ -61,19 +63,25 @@ def evaluate_items(
         generator: a loaded `tunery.inference.Generator`.
         adapter: the generator's adapter to use, or None for its base model.
         model, data, adapter_label: how the report names what was evaluated.
+        response_format: constrain every answer to it, as the server does.
     """
     from tunery.eval.loss import reference_losses
 
     started = time.perf_counter()
     max_new_tokens = max_new_tokens or reference_budget(generator, items)
     say = log or (lambda message: None)
-    say(f"{system}: generating {len(items)} answers (max {max_new_tokens} new tokens, batches of {batch_size})")
+    constrained = f", constrained to {response_format.path}" if response_format else ""
+    say(
+        f"{system}: generating {len(items)} answers (max {max_new_tokens} new tokens, batches of {batch_size}"
+        f"{constrained})"
+    )
     completions = generator.generate(
         [item.prompt for item in items],
         adapter=adapter,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         tools=[item.tools for item in items],
+        grammar=response_format.grammar if response_format else None,
     )
     outputs = [c.text.strip() for c in completions]
     prompts = [item.prompt for item in items]
@@ -124,6 +132,7 @@ def evaluate_items(
         prompt_tokens_per_request=_mean([c.prompt_tokens for c in completions]),
         output_tokens_per_request=_mean([len(c.token_ids) for c in completions]),
         hit_length_limit=sum(c.finish_reason == "length" for c in completions),
+        response_format=response_format.path if response_format else None,
         seconds=round(time.perf_counter() - started, 2),
         examples=examples,
     )
@@ -179,6 +188,7 @@ def evaluate(
     with_loss: bool = True,
     device: str = "auto",
     log: Log | None = None,
+    response_format: str | Path | None = None,
 ) -> EvalReport:
     """Evaluate a model, or a model plus a fine-tuned adapter, on held-out examples.
 
@@ -189,17 +199,17 @@ def evaluate(
             fine-tuned model directory.
         graders: grader names or `module:function` specs; None chooses from the references.
         max_new_tokens: None derives it from the longest reference.
+        response_format: a JSON schema or OpenAI response_format file; the answers are constrained to
+            it, and the report's `without_format` keeps the metrics of unconstrained answers beside them.
 
     Raises:
         TuneryError: bad data, unknown or unfitting graders, or models that cannot be found.
     """
     items = list(data) if not isinstance(data, (str, Path)) else load_heldout(data)
+    fmt = load_response_format(response_format) if response_format is not None else None
     chosen, skipped = resolve_graders(graders, [i.reference for i in items], [i.where for i in items])
     generator, adapter_name, base, tuned = load_generator(model, adapter, device=device)
-    return evaluate_items(
-        generator,
-        items,
-        chosen,
+    common = dict(
         system=TUNED if tuned else "model",
         model=str(model or base),
         data=str(data) if isinstance(data, (str, Path)) else "(items)",
@@ -208,6 +218,11 @@ def evaluate(
         skipped=skipped,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        with_loss=with_loss,
         log=log,
     )
+    report = evaluate_items(generator, items, chosen, with_loss=with_loss, **common)
+    if fmt is None:
+        return report
+    # The loss scores the references, not the answers: the same with or without the format.
+    constrained = evaluate_items(generator, items, chosen, with_loss=False, response_format=fmt, **common)
+    return constrained.model_copy(update={"loss": report.loss, "without_format": report.metrics})

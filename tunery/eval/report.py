@@ -66,6 +66,10 @@ class EvalReport(BaseModel):
     prompt_tokens_per_request: float
     output_tokens_per_request: float
     hit_length_limit: int = Field(description="answers cut off by max_new_tokens")
+    response_format: str | None = Field(None, description="the format file the answers were constrained to")
+    without_format: dict[str, Score] | None = Field(
+        None, description="with a response format: the metrics of the same model answering unconstrained"
+    )
     seconds: float
     examples: list[ExampleResult] = Field(default_factory=list, repr=False)
 
@@ -113,14 +117,20 @@ def print_eval_report(report: EvalReport, console=None) -> None:
     # The title goes above the table, not in it: a two-column table is narrow, and a title held to
     # its width breaks a model path over several lines.
     console.print(title, highlight=False)
-    table = Table("metric", "mean (95% CI)")
-    for name, score in report.metrics.items():
-        table.add_row(name, format_score(score))
+    if report.without_format is not None:
+        table = Table("metric", f"with {Path(report.response_format).name} (95% CI)", "unconstrained (95% CI)")
+        for name, score in report.metrics.items():
+            table.add_row(name, format_score(score), format_score(report.without_format[name]))
+    else:
+        table = Table("metric", "mean (95% CI)")
+        for name, score in report.metrics.items():
+            table.add_row(name, format_score(score))
     if report.loss:
         loss = report.loss
         # Three decimals on the bounds too: a tuned model's loss is often below 0.01.
-        table.add_row("loss (nats/token)", f"{loss.loss:.3f} ({loss.low:.3f}..{loss.high:.3f})")
-        table.add_row("perplexity", f"{loss.perplexity:.2f}")
+        pad = [""] if report.without_format is not None else []
+        table.add_row("loss (nats/token)", f"{loss.loss:.3f} ({loss.low:.3f}..{loss.high:.3f})", *pad)
+        table.add_row("perplexity", f"{loss.perplexity:.2f}", *pad)
     console.print(table)
     for name, why in report.skipped.items():
         console.print(f"[yellow]{name}[/]: {why}")

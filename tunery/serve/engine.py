@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunery.serve.catalog import ServedModel
-from tunery.serve.constraints import Constraint
+from tunery.constraints import Constraint
 from tunery.serve.decoding import TextStream
 
 log = logging.getLogger("tunery.serve")
@@ -56,7 +56,7 @@ class Controls:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
-    grammar: str | None = None  # an llguidance grammar the completion must match (tunery.serve.constraints)
+    grammar: str | None = None  # an llguidance grammar the completion must match (tunery.constraints)
 
     def active(self) -> bool:
         return self != Controls()
@@ -149,7 +149,7 @@ def logprob_entry(tokenizer, logprobs, token: int, top: int) -> dict:
     A token's text is its own bytes decoded as UTF-8 (a token holding part of a character shows
     U+FFFD, and `bytes` has the exact bytes, as OpenAI's does).
     """
-    from tunery.serve.constraints import ll_tokenizer
+    from tunery.constraints import ll_tokenizer
 
     ll = ll_tokenizer(tokenizer)
 

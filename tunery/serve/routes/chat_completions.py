@@ -24,7 +24,7 @@ from tunery.errors import TuneryError
 from tunery.monitor.prompt_log import log_if_enabled
 from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
-from tunery.serve.constraints import SchemaError, json_grammar
+from tunery.constraints import SchemaError, json_grammar
 from tunery.serve.engine import ChatJob, Controls, Sampling
 from tunery.serve.errors import APIError
 from tunery.serve.forwarding import Upstream, forward_chat_completion

@@ -124,3 +124,32 @@ class Constraint:
 
     def advance(self, token: int) -> None:
         self._matcher.consume_token(token)
+
+
+def grammar_processor(grammar: str, tokenizer: ChatTokenizer, rows: int, prompt_width: int):
+    """A transformers logits processor holding every row of a `generate` batch to `grammar`.
+
+    Each row has its own `Constraint`, advanced by the token the row chose last step (the last
+    column of `input_ids` once it is longer than the prompts). A row that has produced a stop token
+    is finished; its padding is not fed to the grammar.
+    """
+    from transformers import LogitsProcessor
+
+    constraints = [Constraint(grammar, tokenizer) for _ in range(rows)]
+    finished = [False] * rows
+
+    class GrammarMask(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            for i, constraint in enumerate(constraints):
+                if input_ids.shape[1] > prompt_width and not finished[i]:
+                    token = int(input_ids[i, -1])
+                    if token in tokenizer.stop_ids:
+                        finished[i] = True
+                    else:
+                        constraint.advance(token)
+                if not finished[i]:
+                    allowed = constraint.allowed(scores.shape[1]).to(scores.device)
+                    scores[i] = scores[i].masked_fill(~allowed, float("-inf"))
+            return scores
+
+    return GrammarMask()

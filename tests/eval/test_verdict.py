@@ -83,3 +83,8 @@ def test_when_everything_ties_the_strictest_decides_and_metrics_agree():
     assert "every system scores the same on all" in decision.reason
     assert decision.disagreement is None
     assert decision.baseline == "zero_shot"
+
+
+def test_the_users_own_grader_decides_before_the_built_in_ones():
+    means = {"few_shot": {"exact": 0.2, "my_graders:polite": 0.5}, "tuned": {"exact": 0.9, "my_graders:polite": 0.6}}
+    assert choose_metric(means, ["exact", "my_graders:polite"], None).metric == "my_graders:polite"

@@ -6,9 +6,10 @@ tell different stories: a JSON task's few-shot baseline may produce valid JSON e
 0.99). Taking the first metric of the table would then call the systems equal. So the deciding metric is:
 
 1. the one the user names (`metric`), whatever the scores;
-2. otherwise the strictest metric that separates the systems, in the order of `STRICTNESS`: equality
-   before validity, exact before normalized, before overlap and similarity. A metric on which every
-   compared system scores the same cannot decide anything and is passed over.
+2. otherwise the strictest metric that separates the systems, in the order of `STRICTNESS`: the
+   user's own graders, then equality before validity, exact before normalized, before overlap and
+   similarity. A metric on which every compared system scores the same cannot decide anything and is
+   passed over.
 
 The verdict is worked out on every metric too; when they point different ways, `disagreement` says so,
 naming each metric, so a reader never learns of it only from the table.
@@ -23,7 +24,8 @@ from tunery.eval.stats import Interval, paired_bootstrap_diff
 
 BASELINE_WORDS = {"zero_shot": "zero-shot prompting", "few_shot": "few-shot prompting"}
 
-# Strictest first. A custom grader (module:function) is the user's own definition of right, so it comes
+# Strictest first. A grader the user wrote (module:function, or an OpenAI grader object such as the one
+# a reinforcement fine-tuning run was trained against) is their own definition of right, so it comes
 # before every built-in one; the judge is a model's opinion of equality, after the literal equalities.
 STRICTNESS = [
     "exact",
@@ -39,10 +41,8 @@ STRICTNESS = [
 
 
 def strictness_rank(metric: str) -> int:
-    """Position of `metric` in the strictness order (custom graders first, unknown names last)."""
-    if ":" in metric:
-        return -1
-    return STRICTNESS.index(metric) if metric in STRICTNESS else len(STRICTNESS)
+    """Position of `metric` in the strictness order; the user's own graders (any other name) first."""
+    return STRICTNESS.index(metric) if metric in STRICTNESS else -1
 
 
 @dataclass(frozen=True)

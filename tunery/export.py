@@ -73,8 +73,9 @@ def merge(run: str | Path, output: str | Path) -> Path:
     import torch
     from peft import PeftModel
 
+    from tunery.fsio import publish
     from tunery.models import load_model
-    from tunery.train.checkpoint import TOKENIZER_FILES, publish
+    from tunery.train.checkpoint import TOKENIZER_FILES
 
     source = final_dir(run)
     manifest = _manifest(source)
@@ -325,7 +326,7 @@ def export_vllm(run: str | Path, output: str | Path, *, merged: bool, name: str 
     Raises:
         TuneryError: the adapter is one vLLM cannot load (the message names why; --merge fixes it).
     """
-    from tunery.train.checkpoint import publish
+    from tunery.fsio import publish
 
     source = final_dir(run)
     output = Path(output).resolve()

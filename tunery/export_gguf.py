@@ -40,7 +40,7 @@ def export_gguf(
     Raises:
         TuneryError: an unknown quant, or a model the GGUF writer cannot map (named).
     """
-    from tunery.train.checkpoint import publish
+    from tunery.fsio import publish
 
     if quant not in QUANTS:
         raise TuneryError(f"unknown --quant {quant!r}", hint=f"one of {', '.join(QUANTS)}")

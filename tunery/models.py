@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunery.errors import TuneryError
+from tunery.fsio import files_sha256
 from tunery.home import models_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -182,7 +183,7 @@ def _convert_gguf(gguf: Path, out: Path, *, source: str) -> None:
     manifest = {
         "source": source,
         "gguf": gguf.name,
-        "weights_sha256": _hash_files(weights),
+        "weights_sha256": files_sha256(weights),
     }
     _write_json_fsync(out / MANIFEST, manifest)
     _fsync_tree(out)
@@ -221,21 +222,12 @@ def _weights_files(path: Path) -> list[Path]:
     return sorted(path.glob("*.safetensors"))
 
 
-def _hash_files(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for f in files:
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_hash(model_dir: Path) -> str:
     """Content hash of a model's weights (cached in its manifest for converted models)."""
     manifest = model_dir / MANIFEST
     if manifest.is_file():
         return json.loads(manifest.read_text())["weights_sha256"]
-    return _hash_files(_weights_files(model_dir))
+    return files_sha256(_weights_files(model_dir))
 
 
 def _write_json_fsync(path: Path, data: dict) -> None:

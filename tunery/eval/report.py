@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from tunery.train.rundir import atomic_write
+from tunery.fsio import atomic_write
 
 
 class Score(BaseModel):

@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from tunery.fsio import publish
 from tunery.jobs import events
 from tunery.jobs.follow import checkpoint_metrics, finished_checkpoints, read_metrics
 from tunery.jobs.layout import Home
@@ -48,7 +49,7 @@ def copy_checkpoint(source: Path, target: Path) -> bool:
     except (FileNotFoundError, shutil.Error):  # the trainer rotated it away while we copied
         shutil.rmtree(tmp, ignore_errors=True)
         return False
-    os.replace(tmp, target)
+    publish(tmp, target)
     return True
 
 

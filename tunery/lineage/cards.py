@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 
 from tunery.data.formats import FORMATS
+from tunery.fsio import atomic_write
 from tunery.store.registry import Registry, RunRecord
 from tunery.train.methods import METHODS
-from tunery.train.rundir import atomic_write
 
 HYPERPARAMETERS = (
     "n_epochs",

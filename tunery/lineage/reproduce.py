@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunery.errors import TuneryError
+from tunery.fsio import file_sha256
 from tunery.lineage.datasets import locate
 from tunery.lineage.diff import TIMING_METRICS, comparable_metrics
-from tunery.lineage.runs import file_sha256, register_run
+from tunery.lineage.runs import register_run
 from tunery.store.registry import Registry, RunRecord
 
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")

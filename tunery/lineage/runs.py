@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tunery.errors import TuneryError
+from tunery.fsio import file_sha256
 from tunery.store.registry import CheckpointRow, Registry, RunDataset, RunRecord
 
 MANIFEST = "tunery.json"
@@ -35,14 +36,6 @@ class Registered:
     created: bool
     notes: list[str] = field(default_factory=list)
     card: Path | None = None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_dir_of(path: str | Path) -> Path:

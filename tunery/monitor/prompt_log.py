@@ -27,7 +27,7 @@ from filelock import FileLock
 from pydantic import BaseModel, Field, ValidationError
 
 from tunery.errors import TuneryError
-from tunery.train.rundir import atomic_write
+from tunery.fsio import atomic_write
 
 DAY = 86400.0
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunery.train.rundir import atomic_write
+from tunery.fsio import atomic_write, publish
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
@@ -54,31 +54,6 @@ def save_model_files(model, model_dir: Path, out: Path, weights: dict | None = N
             shutil.copy2(model_dir / name, out / name)
     if (model_dir / "generation_config.json").is_file() and not (out / "generation_config.json").exists():
         shutil.copy2(model_dir / "generation_config.json", out / "generation_config.json")
-
-
-def _fsync_dir_tree(path: Path) -> None:
-    for f in path.rglob("*"):
-        if f.is_file():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """fsync a finished directory and move it into place atomically."""
-    _fsync_dir_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(

@@ -11,7 +11,6 @@ ranks wait at a barrier while it does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -26,6 +25,7 @@ from tunery.config import RunConfig, dump_config, flatten, load_config
 from tunery.data.formats import FORMATS, Example, load_examples
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
+from tunery.fsio import atomic_write, file_sha256, publish
 from tunery.hardware import cpu_native_bf16, cpu_threads, threads_reason
 from tunery.lineage.hooks import register_finished_run
 from tunery.models import decoder_linear_layers, describe_model, resolve_model, weights_hash
@@ -35,7 +35,7 @@ from tunery.train.methods import METHODS, Method
 from tunery.train.modeling import adapted_modules, count_parameters
 from tunery.train.plan import Plan, resolve
 from tunery.train.report import print_plan
-from tunery.train.rundir import RunDir, atomic_write
+from tunery.train.rundir import RunDir
 
 
 class TrainingFailed(TuneryError):
@@ -47,14 +47,6 @@ class TrainingFailed(TuneryError):
         super().__init__(message)
         self.code = code
         self.step = step
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
@@ -324,7 +316,7 @@ def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Pa
     tmp.mkdir()
     ckpt.save_model_files(model, prepared.model_dir, tmp, weights)
     atomic_write(tmp / "tunery.json", json.dumps(prepared.manifest(metrics), indent=2, default=str))
-    ckpt.publish(tmp, run.final)
+    publish(tmp, run.final)
     run.write_results_csv()
     run.write_status("succeeded", plan.total_steps, plan.total_steps)
     register_finished_run(run.path)  # lineage, datasets, model card: warns, never fails a finished run

@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from tunery.fsio import atomic_write
+
 RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
 REWARD_COLUMNS = [
     "reward_mean",
@@ -23,17 +25,6 @@ REWARD_COLUMNS = [
     "valid_mean_reward",
     "valid_pass_rate",
 ]
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file, fsync, rename: readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class RunDir:

@@ -179,7 +179,7 @@ def _with_paths(method: dict, server: Server, org: str) -> dict:
 def _write_config(path: Path, config: dict) -> None:
     import yaml
 
-    from tunery.train.rundir import atomic_write
+    from tunery.fsio import atomic_write
 
     atomic_write(path, yaml.safe_dump(config, sort_keys=False))
 

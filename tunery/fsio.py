@@ -1,0 +1,69 @@
+"""Files that survive crashes, and their content hashes: the plumbing every stage shares.
+
+* `atomic_write`: a file appears whole or not at all (temporary file, fsync, rename);
+* `publish`: the same for a finished directory (a checkpoint, `final/`, an export, a converted model);
+* `file_sha256` / `files_sha256`: content hashes, read in chunks so big weights never sit in memory.
+
+It imports nothing from tunery, so every package may use it (it sits below them all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+_CHUNK = 1 << 22  # 4 MiB reads: fast on weights, small in memory
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write via a temporary file, fsync, rename: readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir_tree(path: Path) -> None:
+    for f in path.rglob("*"):
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """fsync a finished directory `tmp` and move it to `final` atomically, replacing what was there."""
+    _fsync_dir_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def files_sha256(paths: Iterable[Path]) -> str:
+    """sha256 of the files' contents, one after another (e.g. a model's weight shards in order)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with Path(path).open("rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):  # noqa: B023 (fh is the loop's own)
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of one file's contents."""
+    return files_sha256([path])

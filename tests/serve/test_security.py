@@ -268,3 +268,37 @@ def test_a_trainer_crash_reaches_the_caller_as_a_code_and_a_message_the_tracebac
     for leak in ("Traceback", 'File "', str(training_server.home), "site-packages", "tunery/"):
         assert leak not in public, public
     assert "no_such_module" in training_server.log.read_text()  # the details are in the server's log
+
+
+# -- debris of a crash ---------------------------------------------------------------------------
+
+
+def test_a_server_killed_mid_upload_leaves_a_partial_file_that_the_next_start_removes(make_server, tmp_path):
+    import socket
+
+    server = make_server(workers=0)
+    files = server.home / "files"
+    boundary = "fuzzboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(
+            (
+                f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-alpha\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 900000\r\n\r\n"
+            ).encode()
+            + head
+            + b'{"messages": []}\n' * 2000
+        )
+        deadline = time.monotonic() + 30
+        while not list(files.glob(".upload-*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        partial = list(files.glob(".upload-*"))
+        assert partial, "the upload never reached the disk"
+        server.kill_everything()  # SIGKILL mid-upload: nothing gets to clean up
+    assert all(p.exists() for p in partial)
+    server.start()  # the same home
+    assert not list(files.glob(".upload-*"))
+    assert "removed a partial upload" in server.log.read_text()

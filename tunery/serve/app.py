@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -12,7 +13,10 @@ from tunery.serve.catalog import Catalog
 from tunery.serve.engine import ChatEngine
 from tunery.serve.errors import install_error_handlers
 from tunery.serve.settings import ServerSettings
+from tunery.serve.upload import sweep_partial_uploads
 from tunery.store import Store, open_store
+
+log = logging.getLogger("tunery.serve")
 
 
 @dataclass
@@ -36,6 +40,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     from tunery.web import install_dashboard
 
     home = Home.at(settings.home)
+    for partial in sweep_partial_uploads(home.root / "files"):
+        log.warning("removed a partial upload left by a server that stopped mid-upload: %s", partial.name)
     store = open_store(settings.database_url or home.db)
     engine = ChatEngine(
         device=settings.device,

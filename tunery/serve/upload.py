@@ -16,9 +16,13 @@ from anyio import to_thread
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from tunery.jobs.lease import host_key
 from tunery.serve.errors import APIError
 
 MAX_FIELD_BYTES = 64 * 1024  # purpose and friends are short strings
+# A file being received: `.upload-<host key>-<pid>-<random>`, so a server starting on a shared home
+# removes only the partial uploads of processes of its own host that are gone.
+PARTIAL = ".upload-"
 
 
 @dataclass
@@ -72,7 +76,7 @@ class _Receiver:
             if self.upload.path is not None:
                 raise APIError(400, "send exactly one `file` part", param="file")
             self.upload.filename = options.get(b"filename", b"upload").decode("utf-8", "replace")
-            self.upload.path = self.tmp_dir / f".upload-{secrets.token_hex(8)}"
+            self.upload.path = self.tmp_dir / f"{PARTIAL}{host_key()}-{os.getpid()}-{secrets.token_hex(8)}"
             self._file = self.upload.path.open("wb")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -105,6 +109,33 @@ class _Receiver:
             self._file.close()
         if self.upload.path is not None:
             self.upload.path.unlink(missing_ok=True)
+
+
+def sweep_partial_uploads(files_dir: Path) -> list[Path]:
+    """Remove what uploads cut short by a crash left in `files_dir` (run at server start).
+
+    A partial upload whose receiving process, on this host, is gone can never finish; one from
+    another host (a shared home) is left to that host's next start.
+    """
+    removed = []
+    here = host_key()
+    for path in files_dir.glob(f"{PARTIAL}*"):
+        host, _, rest = path.name[len(PARTIAL) :].partition("-")
+        pid = rest.partition("-")[0]
+        if host == here and pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upload:

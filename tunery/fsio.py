@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 _CHUNK = 1 << 22  # 4 MiB reads: fast on weights, small in memory
+OLD_PREFIX = ".old-"  # `publish` moves the directory it replaces aside under this name first
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -46,12 +47,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """fsync a finished directory `tmp` and move it to `final` atomically, replacing what was there."""
+    """fsync a finished directory `tmp` and move it to `final`, replacing what was there.
+
+    A directory cannot replace a non-empty one in one rename, so an existing `final` is first
+    renamed aside (`.old-NAME-PID`) and deleted only once the new one is in place: a kill in
+    between leaves both on disk, never neither (a trainer's start puts the old one back:
+    tunery/train/checkpoint.py `sweep`).
+    """
     _fsync_dir_tree(tmp)
+    aside = final.with_name(f"{OLD_PREFIX}{final.name}-{os.getpid()}")
     if final.exists():
-        shutil.rmtree(final)
+        os.rename(final, aside)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def files_sha256(paths: Iterable[Path]) -> str:

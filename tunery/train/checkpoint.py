@@ -22,9 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunery.fsio import atomic_write, publish
+from tunery.fsio import OLD_PREFIX, atomic_write, publish
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
+# What a save writes before it is complete (`save_checkpoint`, `finish_run`), and what `publish`
+# moves aside while it replaces a directory.
+TEMPORARY = re.compile(r"^\.tmp-step-\d+-\d+$|^\.final\.tmp$")
+OLD = re.compile(rf"^{re.escape(OLD_PREFIX)}(.+)-\d+$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
@@ -54,6 +58,34 @@ def save_model_files(model, model_dir: Path, out: Path, weights: dict | None = N
             shutil.copy2(model_dir / name, out / name)
     if (model_dir / "generation_config.json").is_file() and not (out / "generation_config.json").exists():
         shutil.copy2(model_dir / "generation_config.json", out / "generation_config.json")
+
+
+def sweep(*directories: Path) -> list[str]:
+    """Finish what killed saves left in `directories`, at the start of a run; returns what it did.
+
+    A temporary directory (`.tmp-step-N-PID`, `.final.tmp`) is a save that never completed: it is
+    deleted (for a full fine-tune it holds gigabytes). A directory renamed aside by `publish` is
+    put back if its replacement never arrived, and deleted otherwise. Only one trainer writes a
+    run directory, so at its start nothing else is writing these.
+    """
+    done = []
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if not path.is_dir():
+                continue
+            if TEMPORARY.match(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path.name}, left by a save that was killed")
+            elif match := OLD.match(path.name):
+                target = directory / match.group(1)
+                if target.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.rename(path, target)
+                    done.append(f"restored {target.name}, which a killed save had moved aside")
+    return done
 
 
 def save_checkpoint(

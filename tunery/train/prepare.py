@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import sys
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -229,6 +230,9 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
                 hint=f"resume it with `tunery train --resume {run.path}`, or choose another --output",
             )
     run.create()
+    if dist.is_main():
+        for line in ckpt.sweep(run.path, run.checkpoints):
+            print(f"{run.path}: {line}", file=sys.stderr, flush=True)
     model_dir = resolve_model(config.model)
     method = METHODS[config.method]
     load_data = method.hook("load_data")

@@ -129,7 +129,7 @@ def test_tools_reach_the_prompt_and_a_conversation_with_calls_and_results_goes_o
     )
     history = [
         *MESSAGES,
-        call.model_dump(exclude_none=True),
+        call,  # the returned message as it is (refusal: null included), as apps append it
         {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": '{"temperature_c": 21}'},
     ]
     after = alpha.chat.completions.create(model="roomy", messages=history, tools=[WEATHER], max_tokens=4)

@@ -27,14 +27,18 @@ class ChatMessage(_Request):
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+    # A returned assistant message carries `refusal: null`; apps append it to the history as it is.
+    refusal: str | None = None
 
     def for_template(self) -> dict:
-        """The message as chat templates expect it: string content, `developer` read as `system`."""
+        """The message as chat templates expect it: string content (a refusal is what the assistant
+        said), `developer` read as `system`."""
         content = (
             self.content
             if isinstance(self.content, str) or self.content is None
             else "".join(part.text for part in self.content)
         )
+        content = content or self.refusal
         message = {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
         for key in ("name", "tool_calls", "tool_call_id"):
             if getattr(self, key) is not None:

@@ -250,6 +250,8 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
         hashes["validation"] = file_sha256(config.validation)
     for role, key in method.input_files.items():
         hashes[role] = file_sha256(Path(flatten(config.model_dump(mode="json"))[key]))
+    if resume_dir is not None:
+        _check_unchanged(run, config, model_dir, hashes)
     return Prepared(
         config=config,
         run=run,
@@ -260,6 +262,34 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
         resume=resume_dir is not None,
         data_hashes=hashes,
     )
+
+
+def _check_unchanged(run: RunDir, config: RunConfig, model_dir: Path, hashes: dict[str, str]) -> None:
+    """Refuse to resume on other data or another base model than the newest checkpoint's.
+
+    The epoch order is a list of indices into the training examples: on an edited file it picks
+    other examples, and the run would go on without a word.
+    """
+    latest = ckpt.latest_checkpoint(run.checkpoints)
+    manifest_file = latest / "tunery.json" if latest else None
+    if manifest_file is None or not manifest_file.is_file():
+        return
+    saved = json.loads(manifest_file.read_text())
+    files = {"train": config.data, "validation": config.validation}
+    changed = [
+        (f"{files.get(role) or role} ({role} data)", before, hashes.get(role, "none"))
+        for role, before in saved.get("data", {}).items()
+        if hashes.get(role) != before
+    ]
+    base = saved.get("base_model_sha256")
+    if base is not None and (now := weights_hash(model_dir)) != base:
+        changed.append((f"the base model {config.model} ({model_dir})", base, now))
+    if changed:
+        what = "; ".join(f"{name}: sha256 {before[:12]} then, {now[:12]} now" for name, before, now in changed)
+        raise TuneryError(
+            f"cannot resume {run.path}: changed since step {saved.get('step', latest.name)} was saved: {what}",
+            hint="restore what the run was trained on, or start a new run with another --output",
+        )
 
 
 def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler, *, facts_model) -> dict:

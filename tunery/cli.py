@@ -22,6 +22,7 @@ VERBS = {
     "train": "train",
     "eval": "eval",
     "compare": "compare",
+    "grade": "grade",
     "plot": "plot",
     "export": "export",
     "serve": "serve",

@@ -166,7 +166,7 @@ def test_another_organisation_sees_404_for_files_and_jobs(alpha, beta, training_
 def test_job_creation_validates_the_request(alpha, training_file):
     jobs = alpha.fine_tuning.jobs
     cases = [
-        ({"method": {"type": "reinforcement", "reinforcement": {}}}, "not supported yet"),
+        ({"method": {"type": "reinforcement", "reinforcement": {}}}, "grader"),
         ({"model": "gpt-4o-mini"}, "not available"),
         ({"method": {"type": "supervised", "supervised": {"tunery": {"model": "x"}}}}, "cannot be set"),
         ({"method": {"type": "supervised", "supervised": {"tunery": {"lora": {"r": 0}}}}}, "lora.r"),

@@ -28,6 +28,17 @@ METRIC_KEYS = (
 )
 # DPO runs report these too; they ride along in the event data.
 DPO_KEYS = ("rewards_chosen", "rewards_rejected", "reward_margin", "reward_accuracy")
+RFT_KEYS = (
+    "reward_mean",
+    "reward_std",
+    "pass_rate",
+    "zero_variance_fraction",
+    "kl",
+    "completion_length",
+    "grader_errors",
+    "valid_mean_reward",
+    "valid_pass_rate",
+)
 
 _CHECKPOINT_DIR = re.compile(r"^step-(\d+)$")
 
@@ -43,7 +54,7 @@ class StepMetrics:
     def data(self) -> dict:
         data = {key: self.values.get(key) for key in METRIC_KEYS}
         data["step"] = self.step
-        data.update({k: self.values[k] for k in DPO_KEYS if k in self.values})
+        data.update({k: self.values[k] for k in DPO_KEYS + RFT_KEYS if k in self.values})
         return data
 
     @property
@@ -54,6 +65,8 @@ class StepMetrics:
             ("train_loss", "training loss"),
             ("valid_loss", "validation loss"),
             ("full_valid_loss", "full validation loss"),
+            ("reward_mean", "mean reward"),
+            ("valid_pass_rate", "held-out pass rate"),
         ):
             if self.values.get(key) is not None:
                 parts.append(f"{label}={self.values[key]:.4f}")

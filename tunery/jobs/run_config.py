@@ -1,6 +1,7 @@
 """OpenAI's job fields → a `tunery train` run config (the keys of `tunery.config.RunConfig`).
 
-    method.type (supervised | dpo)          → method (sft | dpo): `openai_type` in tunery/train/methods.py
+    method.type (supervised | dpo | reinforcement) → method (sft | dpo | rft): `openai_type` in tunery/train/methods.py
+    reinforcement.grader                    → rft.grader (the grader JSON the server wrote for the job)
     hyperparameters.n_epochs, batch_size    → n_epochs, batch_size ("auto" passes through)
     hyperparameters.learning_rate_multiplier→ learning_rate_multiplier ("auto" → unset)
     the method's own hyperparameters        → its `openai_hyperparameters` keys, e.g. dpo beta → dpo.beta
@@ -22,7 +23,16 @@ from tunery.jobs.progress import KEEP_CHECKPOINTS
 from tunery.train.methods import BY_OPENAI_TYPE
 
 
-def build_run_config(*, method: dict, seed: int, model: str, data: Path, validation: Path | None, output: Path) -> dict:
+def build_run_config(
+    *,
+    method: dict,
+    seed: int,
+    model: str,
+    data: Path,
+    validation: Path | None,
+    output: Path,
+    grader: Path | None = None,
+) -> dict:
     """The run config dict for a job whose (normalised) `method` is `{type, <type>: {...}}`."""
     kind = method["type"]
     block = method[kind]
@@ -44,4 +54,6 @@ def build_run_config(*, method: dict, seed: int, model: str, data: Path, validat
     for name, key in BY_OPENAI_TYPE[kind].openai_hyperparameters.items():
         if hp.get(name, "auto") != "auto":
             config = merge(config, nested(key, hp[name]))
+    if grader is not None:  # reinforcement: the grader object the server wrote beside the job
+        config = merge(config, {"rft": {"grader": str(grader)}})
     return merge(config, block.get("tunery") or {})

@@ -27,6 +27,8 @@ def file_problem(store: Store, job: JobRecord, file_id: str, method: str) -> str
         return f"file {file_id} does not exist (it may have been deleted)"
     if record.purpose != "fine-tune":
         return f"file {file_id} has purpose {record.purpose!r}, not 'fine-tune'"
+    if method == "reinforcement":  # checked against the grader when the job was created
+        return None
     if record.status != "processed":
         return f"file {file_id} failed validation: {record.status_details}"
     wanted = BY_OPENAI_TYPE[method].data_format

@@ -36,7 +36,7 @@ def server_of(request: Request) -> Server:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     from tunery import __version__
-    from tunery.serve.routes import chat_completions, files, fine_tuning_jobs, models
+    from tunery.serve.routes import chat_completions, files, fine_tuning_jobs, graders, models
     from tunery.web import install_dashboard
 
     home = Home.at(settings.home)
@@ -68,7 +68,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app = FastAPI(title="tunery", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.server = Server(settings, home, store, Catalog(settings, store), engine)
     install_error_handlers(app)
-    for module in (files, fine_tuning_jobs, models, chat_completions):
+    for module in (files, fine_tuning_jobs, graders, models, chat_completions):
         app.include_router(module.router, prefix="/v1")
     install_dashboard(app)  # the web pages at / and their read-only /v1/tunery endpoints
 

@@ -115,7 +115,14 @@ METHODS: dict[str, Method] = {
             # The trained step only; sampling the completions is not counted by `estimate` yet.
             flops_per_token={"lora": 4, "full": 6},
             reference_flops_per_token=0,  # the KL reference is off by default (rft.kl_coef = 0)
-            openai_type=None,
+            openai_type="reinforcement",
+            # compute_multiplier scales the completions per prompt; eval_interval is the steps between
+            # held-out evaluations; eval_samples the held-out prompts each one grades (greedy).
+            openai_hyperparameters={
+                "compute_multiplier": "rft.compute_multiplier",
+                "eval_interval": "eval_every",
+                "eval_samples": "rft.eval_samples",
+            },
             config_section="rft",
             required_settings={"rft.grader": "a grader: --grader grader.json (or rft.grader=...)"},
             input_files={"grader": "rft.grader"},

@@ -6,6 +6,7 @@ The API never trains: it validates the request, writes the job's run config and 
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from functools import partial
@@ -34,6 +35,7 @@ from tunery.serve.types.shared import CursorPage
 from tunery.store import JobRecord
 from tunery.store.ids import new_id
 from tunery.train.methods import BY_OPENAI_TYPE
+from tunery.train.rundir import atomic_write
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -58,6 +60,12 @@ def normalise_method(body: JobCreateRequest) -> dict:
     for other in body.method.given_blocks():
         if other != kind:
             raise APIError(400, f"method.{other} is given but method.type is {kind!r}", param=f"method.{other}")
+    if kind == "reinforcement" and body.method.reinforcement is None:
+        raise APIError(
+            400,
+            "method.reinforcement.grader is required: the grader defines what a good answer is",
+            param="method.reinforcement.grader",
+        )
     block = body.method.block()
     if body.hyperparameters is not None:
         if kind != "supervised" or "hyperparameters" in block.model_fields_set:
@@ -92,6 +100,29 @@ def _usable_file(server: Server, file_id: str, org: str, param: str) -> Path:
     return Path(record.path)
 
 
+def _prompts_file(server: Server, file_id: str, org: str, param: str, *, grader: dict) -> Path:
+    """A reinforcement job's prompts: checked against the RFT rules and the grader's {{item.x}}
+    fields here, since the upload's own check expects an assistant answer on every line."""
+    from tunery.data.rft import validate_rft_file
+    from tunery.eval.graders.grading import item_fields
+    from tunery.eval.graders.objects import parse_grader
+
+    record = server.store.get_file(file_id, org)
+    if record is None or record.purpose != "fine-tune":
+        return _usable_file(server, file_id, org, param)  # the same refusal as for other methods
+    fields = item_fields(parse_grader(grader["reinforcement"]["grader"]))
+    _, issues = validate_rft_file(record.path, fields)
+    if issues:
+        first = "; ".join(f"line {i.line}: {i.code}: {i.message}" for i in issues[:3])
+        raise APIError(
+            400,
+            f"invalid {param}: file {file_id} is not reinforcement fine-tuning data ({len(issues)} problem(s)): {first}",
+            param=param,
+            code=f"invalid_{param}",
+        )
+    return Path(record.path)
+
+
 def _check_run_config(config: dict, kind: str) -> None:
     from tunery.config import RunConfig, describe_errors
 
@@ -118,10 +149,16 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
             param="model",
             code="model_not_available",
         )
-    data = _usable_file(server, body.training_file, org, "training_file")
-    validation = _usable_file(server, body.validation_file, org, "validation_file") if body.validation_file else None
+    usable = _usable_file if method["type"] != "reinforcement" else partial(_prompts_file, grader=method)
+    data = usable(server, body.training_file, org, "training_file")
+    validation = usable(server, body.validation_file, org, "validation_file") if body.validation_file else None
 
     job_id = new_id("ftjob-")
+    grader = None
+    if method["type"] == "reinforcement":
+        grader = server.home.job_dir(job_id) / "grader.json"
+        grader.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(grader, json.dumps(method["reinforcement"]["grader"], indent=2))
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     config_of = partial(
         build_run_config,
@@ -130,6 +167,7 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
         data=data,
         validation=validation,
         output=server.home.run_dir(job_id),
+        grader=grader,
     )
     with_paths = _with_paths(method, server, org)  # first: one refusal for every value it does not own
     # Checked as the caller wrote it, so no error can quote a server path.

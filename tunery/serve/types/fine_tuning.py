@@ -70,6 +70,26 @@ class DpoHyperparameters(SupervisedHyperparameters):
         return _within_bounds("beta", value)
 
 
+class ReinforcementHyperparameters(SupervisedHyperparameters):
+    """OpenAI's fields; compute_multiplier scales the completions per prompt, eval_interval is the
+    steps between held-out evaluations, eval_samples the held-out prompts each one grades."""
+
+    compute_multiplier: Auto | PositiveFloat = "auto"
+    eval_interval: Auto | PositiveInt = "auto"
+    eval_samples: Auto | PositiveInt = "auto"
+    reasoning_effort: Literal["auto", "default", "low", "medium", "high"] = "auto"
+
+    @field_validator("reasoning_effort")
+    @classmethod
+    def _no_reasoning_budget(cls, value: str) -> str:
+        if value not in ("auto", "default"):
+            raise ValueError(
+                f"reasoning_effort={value!r} is not supported: the open models tunery trains have no "
+                "reasoning-effort setting; leave it out"
+            )
+        return value
+
+
 class _MethodBlock(_Request):
     tunery: dict[str, Any] = Field(default_factory=dict, description="tunery extension: `tunery train` config keys")
 
@@ -90,6 +110,30 @@ class DpoMethod(_MethodBlock):
     hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
 
 
+class ReinforcementMethod(_MethodBlock):
+    grader: dict[str, Any]
+    hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
+
+    @field_validator("grader")
+    @classmethod
+    def _grader(cls, value: dict) -> dict:
+        from tunery.errors import TuneryError
+        from tunery.eval.graders.objects import parse_grader
+
+        try:
+            parse_grader(value, "method.reinforcement.grader")
+        except TuneryError as exc:
+            raise ValueError(str(exc).replace("\n", ";")) from None
+        return value
+
+    @field_validator("tunery")
+    @classmethod
+    def _grader_is_the_method_s(cls, value: dict) -> dict:
+        if isinstance(value.get("rft"), dict) and "grader" in value["rft"]:
+            raise ValueError("the grader is method.reinforcement.grader, not tunery.rft.grader")
+        return value
+
+
 class MethodRequest(_Request):
     """OpenAI's `method`: its type and one block of settings named after it.
 
@@ -100,7 +144,7 @@ class MethodRequest(_Request):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
-    reinforcement: dict[str, Any] | None = None
+    reinforcement: ReinforcementMethod | None = None
 
     def given_blocks(self) -> list[str]:
         """The method blocks the request sets."""

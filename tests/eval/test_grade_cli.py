@@ -1,0 +1,42 @@
+"""`tunery grade` through the CLI on the tiny model: the reward distribution, pass rate, graded
+samples, and the warning when the model never succeeds."""
+
+from __future__ import annotations
+
+import json
+
+
+def write(tmp_path, grader: dict):
+    rows = [{"messages": [{"role": "user", "content": f"hello world {i}"}], "target": "hello"} for i in range(3)]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "g.json").write_text(json.dumps(grader))
+    return tmp_path / "g.json", tmp_path / "p.jsonl"
+
+
+def test_grade_reports_the_distribution_and_pass_rate(cli, tiny_model_dir, tmp_path):
+    grader, data = write(
+        tmp_path,
+        {
+            "type": "python",
+            "name": "len",
+            "source": "def grade(s, i):\n    return 1.0 if len(s['output_text']) % 2 == 0 else 0.0\n",
+        },
+    )
+    result = cli("grade", "--grader", grader, "--data", data, "--model", tiny_model_dir, "--samples", "4",
+                 "--max-new-tokens", "5", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["prompts"] == 3 and report["samples_per_prompt"] == 4
+    assert sum(report["histogram"].values()) == 12 and set(report["histogram"]) <= {"0.00", "1.00"}
+    assert report["pass_rate"] == report["histogram"].get("1.00", 0) / 12
+    assert report["grader_errors"] == 0 and 1 <= len(report["samples"]) <= 4
+
+
+def test_grade_warns_when_the_model_never_succeeds(cli, tiny_model_dir, tmp_path):
+    grader, data = write(tmp_path, {"type": "string_check", "name": "never", "input": "{{sample.output_text}}",
+                                    "reference": "no tiny model says this", "operation": "eq"})  # fmt: skip
+    result = cli("grade", "--grader", grader, "--data", data, "--model", tiny_model_dir, "--samples", "2",
+                 "--max-new-tokens", "4")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "pass rate (reward >= 1): 0.000" in result.stdout and "line 1" in result.stdout
+    assert "never succeeded" in result.stderr and "cannot learn this task alone" in result.stderr

@@ -1,7 +1,7 @@
 """OpenAI's job fields → a `tunery train` run config (the keys of `tunery.config.RunConfig`).
 
     method.type (supervised | dpo | reinforcement) → method (sft | dpo | rft): `openai_type` in tunery/train/methods.py
-    reinforcement.grader                    → rft.grader (the grader JSON the server wrote for the job)
+    reinforcement.grader                    → rft.grader (the grader JSON the server wrote; `files`)
     hyperparameters.n_epochs, batch_size    → n_epochs, batch_size ("auto" passes through)
     hyperparameters.learning_rate_multiplier→ learning_rate_multiplier ("auto" → unset)
     the method's own hyperparameters        → its `openai_hyperparameters` keys, e.g. dpo beta → dpo.beta
@@ -31,9 +31,13 @@ def build_run_config(
     data: Path,
     validation: Path | None,
     output: Path,
-    grader: Path | None = None,
+    files: dict[str, Path] | None = None,
 ) -> dict:
-    """The run config dict for a job whose (normalised) `method` is `{type, <type>: {...}}`."""
+    """The run config dict for a job whose (normalised) `method` is `{type, <type>: {...}}`.
+
+    `files` are the method's own input files the server wrote for the job, by role (the
+    reinforcement grader: {"grader": path}), placed at the method's `input_files` keys.
+    """
     kind = method["type"]
     block = method[kind]
     hp = block["hyperparameters"]
@@ -54,6 +58,6 @@ def build_run_config(
     for name, key in BY_OPENAI_TYPE[kind].openai_hyperparameters.items():
         if hp.get(name, "auto") != "auto":
             config = merge(config, nested(key, hp[name]))
-    if grader is not None:  # reinforcement: the grader object the server wrote beside the job
-        config = merge(config, {"rft": {"grader": str(grader)}})
+    for role, path in (files or {}).items():
+        config = merge(config, nested(BY_OPENAI_TYPE[kind].input_files[role], str(path)))
     return merge(config, block.get("tunery") or {})

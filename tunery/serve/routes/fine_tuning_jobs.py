@@ -60,7 +60,7 @@ def normalise_method(body: JobCreateRequest) -> dict:
     for other in body.method.given_blocks():
         if other != kind:
             raise APIError(400, f"method.{other} is given but method.type is {kind!r}", param=f"method.{other}")
-    if kind == "reinforcement" and body.method.reinforcement is None:
+    if kind == "reinforcement" and (body.method.reinforcement is None or body.method.reinforcement.grader is None):
         raise APIError(
             400,
             "method.reinforcement.grader is required: the grader defines what a good answer is",
@@ -167,7 +167,7 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
         data=data,
         validation=validation,
         output=server.home.run_dir(job_id),
-        grader=grader,
+        files={"grader": grader} if grader else None,
     )
     with_paths = _with_paths(method, server, org)  # first: one refusal for every value it does not own
     # Checked as the caller wrote it, so no error can quote a server path.

@@ -28,8 +28,13 @@ class _Request(BaseModel):
 
 # Wide enough for any real run (long test jobs use 1000 epochs); beyond them a value is a typo,
 # and n_epochs=10**9 would plan a run that never ends.
-WHOLE = {"n_epochs": (1, 10_000), "batch_size": (1, 65_536)}  # low <= value <= high
-POSITIVE = {"learning_rate_multiplier": 1000, "beta": 100}  # 0 < value <= high
+WHOLE = {
+    "n_epochs": (1, 10_000),
+    "batch_size": (1, 65_536),
+    "eval_interval": (1, 1_000_000),
+    "eval_samples": (1, 100_000),
+}
+POSITIVE = {"learning_rate_multiplier": 1000, "beta": 100, "compute_multiplier": 100}  # 0 < value <= high
 
 
 def _within_bounds(name: str, value):
@@ -74,10 +79,15 @@ class ReinforcementHyperparameters(SupervisedHyperparameters):
     """OpenAI's fields; compute_multiplier scales the completions per prompt, eval_interval is the
     steps between held-out evaluations, eval_samples the held-out prompts each one grades."""
 
-    compute_multiplier: Auto | PositiveFloat = "auto"
-    eval_interval: Auto | PositiveInt = "auto"
-    eval_samples: Auto | PositiveInt = "auto"
+    compute_multiplier: Auto | float = "auto"
+    eval_interval: Auto | int = "auto"
+    eval_samples: Auto | int = "auto"
     reasoning_effort: Literal["auto", "default", "low", "medium", "high"] = "auto"
+
+    @field_validator("compute_multiplier", "eval_interval", "eval_samples")
+    @classmethod
+    def _bounded_rft(cls, value, info):
+        return _within_bounds(info.field_name, value)
 
     @field_validator("reasoning_effort")
     @classmethod
@@ -111,12 +121,15 @@ class DpoMethod(_MethodBlock):
 
 
 class ReinforcementMethod(_MethodBlock):
-    grader: dict[str, Any]
+    # Required by the API (the route says so by name); optional here so the block has defaults.
+    grader: dict[str, Any] | None = None
     hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
 
     @field_validator("grader")
     @classmethod
-    def _grader(cls, value: dict) -> dict:
+    def _grader(cls, value: dict | None) -> dict | None:
+        if value is None:
+            return value
         from tunery.errors import TuneryError
         from tunery.eval.graders.objects import parse_grader
 

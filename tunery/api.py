@@ -8,6 +8,7 @@ CLI and Python cannot drift apart. Nothing heavy is imported until a function ne
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -213,22 +214,42 @@ def train(
     train_method = METHODS[method].load_loop()
     run_dir = resume_dir or cfg.output
     main = distributed.is_main()  # with several processes (torchrun, --nproc), rank 0 reports
-    try:
-        with distributed.process_group():
-            path = train_method(cfg, resume_dir=resume_dir)
-    except TrainingFailed as exc:
-        if main and run_dir is not None and Path(run_dir).exists():
-            fail_run(Path(run_dir), exc)
-        raise
-    except torch.OutOfMemoryError as exc:
-        error = TrainingFailed("out_of_memory", f"out of memory: {exc}. Lower micro_batch_tokens or max_seq_len.")
-        if main and run_dir is not None and Path(run_dir).exists():
-            fail_run(Path(run_dir), error)
-        raise error from None
-    run = Run(path)
-    if main and run.succeeded:
-        _final_eval(run)
+    tracking = _open_trackers(cfg or resumed.config, Path(run_dir), resuming=resume_dir is not None) if main else None
+    with tracking or contextlib.nullcontext():
+        try:
+            with distributed.process_group():
+                path = train_method(cfg, resume_dir=resume_dir)
+        except TrainingFailed as exc:
+            if main and run_dir is not None and Path(run_dir).exists():
+                fail_run(Path(run_dir), exc)
+            raise
+        except torch.OutOfMemoryError as exc:
+            error = TrainingFailed("out_of_memory", f"out of memory: {exc}. Lower micro_batch_tokens or max_seq_len.")
+            if main and run_dir is not None and Path(run_dir).exists():
+                fail_run(Path(run_dir), error)
+            raise error from None
+        run = Run(path)
+        if main and run.succeeded:
+            _final_eval(run)
+    if tracking is not None:
+        tracking.finish(
+            run.status.get("state", "failed"), [run.path / "eval" / "report.json", run.path / "final" / "README.md"]
+        )
     return run
+
+
+def _open_trackers(config: RunConfig, run_dir: Path, *, resuming: bool):
+    """The run's `report_to` trackers (None without any), opened before training so that a missing
+    extra stops the run at once, and never inside a directory that holds another run."""
+    if not config.report_to:
+        return None
+    from tunery.train.prepare import refuse_existing_run
+    from tunery.train.rundir import RunDir
+    from tunery.train.trackers import Tracking
+
+    if not resuming:
+        refuse_existing_run(RunDir(run_dir))
+    return Tracking(config, run_dir)
 
 
 def _final_eval(run: Run) -> None:

@@ -129,6 +129,18 @@ class RftConfig(_Strict):
         return self
 
 
+class TrackingConfig(_Strict):
+    """Where `report_to` trackers file the run (OpenAI's wandb integration maps onto these)."""
+
+    project: str = Field("tunery", min_length=1, description="W&B project, MLflow experiment")
+    name: str | None = Field(None, description="the tracker's run name; default the run directory's name")
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI; default MLflow's own (MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
+    wandb_entity: str | None = Field(None, description="W&B team or user")
+    wandb_tags: list[str] = Field(default_factory=list, description="W&B run tags")
+
+
 class DistributedConfig(_Strict):
     """How several processes (`--nproc N`, torchrun) share a run."""
 
@@ -162,6 +174,11 @@ class RunConfig(_Strict):
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     rft: RftConfig = Field(default_factory=RftConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="experiment trackers that get every metric, the config and the reports (optional extras)",
+    )
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     n_epochs: int | Auto = Field("auto", description="passes over the data; auto = OpenAI's rule")
     batch_size: int | Auto = Field("auto", description="examples per optimizer step")
@@ -217,6 +234,8 @@ class RunConfig(_Strict):
         for key, what in METHODS[self.method].required_settings.items():
             if flat.get(key) is None:
                 raise ValueError(f"method={self.method} needs {what}")
+        if len(set(self.report_to)) != len(self.report_to):
+            raise ValueError(f"report_to names a tracker twice: {self.report_to}")
         if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
             raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")
         return self

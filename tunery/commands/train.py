@@ -13,6 +13,7 @@ EXAMPLES = """\
   tunery train --method rft --data prompts.jsonl --validation heldout.jsonl --grader grader.json rft.group_size=4
   tunery train --resume runs/my-run            # continue after Ctrl-C, SIGTERM or a crash
   tunery train --data train.jsonl --dry-run    # the plan, peak memory and time; trains nothing
+  tunery train --data train.jsonl --report-to tensorboard,mlflow tracking.project=tickets
   tunery train --config run.yaml --nproc 4     # data-parallel in 4 local processes (GPUs or CPU)
   tunery train --config run.yaml --adapter full distributed.strategy=fsdp --nproc 4   # sharded (FSDP2)
 
@@ -47,6 +48,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="data-parallel training in N local processes (one per GPU; gloo on CPU); also with --resume",
     )
     parser.add_argument(
+        "--report-to",
+        metavar="T[,T]",
+        help="experiment trackers: tensorboard, mlflow, wandb (comma-separated; each an optional extra)",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="print the resolved plan, the peak memory and the time estimate, then exit: nothing is trained or written",
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         overrides = merge(overrides, parse_overrides(args.overrides))
         if args.grader is not None:
             overrides = merge(overrides, nested("rft.grader", args.grader))
+        if args.report_to is not None:
+            overrides["report_to"] = [name.strip() for name in args.report_to.split(",") if name.strip()]
         if args.config is None and "data" not in overrides:
             raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
         config = load_config(args.config, overrides, source=str(args.config or "command line"))

@@ -198,6 +198,19 @@ def default_output(method: str) -> Path:
     return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def refuse_existing_run(run: RunDir) -> None:
+    """A new run never writes into a directory that holds a finished or checkpointed one.
+
+    Raises:
+        TuneryError: naming the directory and how to resume it.
+    """
+    if (run.final / "tunery.json").is_file() or ckpt.latest_checkpoint(run.checkpoints):
+        raise TuneryError(
+            f"{run.path} already holds a run",
+            hint=f"resume it with `tunery train --resume {run.path}`, or choose another --output",
+        )
+
+
 def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
     """Check the data, resolve the model and open the run directory.
 
@@ -224,11 +237,7 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
                 block = block.model_copy(update={name: Path(getattr(block, name)).resolve()})
                 config = config.model_copy(update={section: block})
         run = RunDir(config.output)
-        if (run.final / "tunery.json").is_file() or ckpt.latest_checkpoint(run.checkpoints):
-            raise TuneryError(
-                f"{run.path} already holds a run",
-                hint=f"resume it with `tunery train --resume {run.path}`, or choose another --output",
-            )
+        refuse_existing_run(run)
     run.create()
     if dist.is_main():
         for line in ckpt.sweep(run.path, run.checkpoints):

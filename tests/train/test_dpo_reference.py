@@ -89,3 +89,37 @@ def test_reference_logps_are_each_answer_scored_alone(layout, adapter, tiny_mode
         torch.testing.assert_close(references["explicit"], references["auto"], atol=1e-4, rtol=0)
     for name, sums in references.items():
         torch.testing.assert_close(sums.double(), expected.double(), atol=1e-4, rtol=0, msg=f"{name} reference")
+
+
+def test_the_reference_cache_follows_the_chat_template_and_the_reference_weights(tiny_model_dir, tmp_path, monkeypatch):
+    """Cached log-probs are reused only for the same reference weights and the same tokens."""
+    import json
+    import shutil
+
+    from builders import build_tiny_model
+
+    monkeypatch.setenv("TUNERY_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / "cache" / "dpo-reference"
+    base, explicit = tmp_path / "base", tmp_path / "reference"
+    shutil.copytree(tiny_model_dir, base)
+    shutil.copytree(tiny_model_dir, explicit)
+
+    def cached(reference: str) -> set[str]:
+        plan = _plan(base, dpo={"reference": reference})
+        tok = ChatTokenizer.from_dir(base)
+        frozen = reference_model(plan, base)
+        Reference(plan, None, frozen, _pairs(tok), tok.pad_id, model_dir=base, cache=True)
+        return {p.name for p in cache.glob("*.pt")}
+
+    first = cached(str(explicit))
+    assert len(first) == 1 and cached(str(explicit)) == first  # the same inputs: reused
+
+    build_tiny_model(tmp_path / "other", seed=1)  # the reference's own weights change in place
+    shutil.copy(tmp_path / "other" / "model.safetensors", explicit / "model.safetensors")
+    second = cached(str(explicit))
+    assert len(second) == 2
+
+    config = json.loads((base / "tokenizer_config.json").read_text())  # another chat template
+    config["chat_template"] = config["chat_template"].replace("message['content']", "message['content'] + '!'")
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    assert len(cached(str(explicit))) == 3

@@ -40,3 +40,29 @@ def test_grade_warns_when_the_model_never_succeeds(cli, tiny_model_dir, tmp_path
     assert result.returncode == 0, result.stderr
     assert "pass rate (reward >= 1): 0.000" in result.stdout and "line 1" in result.stdout
     assert "never succeeded" in result.stderr and "cannot learn this task alone" in result.stderr
+
+
+def test_eval_takes_a_grader_object(cli, tiny_model_dir, tuned_run, ticket_files, tmp_path):
+    """The grader JSON reads each answer and its whole line: here, whether the answer equals the
+    line's own assistant reply, which must agree with the built-in exact grader."""
+    grader = tmp_path / "same.json"
+    grader.write_text(json.dumps({"type": "string_check", "name": "same_as_line", "operation": "eq",
+                                  "input": "{{sample.output_text}}", "reference": "{{item.messages.2.content}}"}))  # fmt: skip
+    out = tmp_path / "report.json"
+    result = cli("eval", "--adapter", tuned_run, "--data", ticket_files["heldout"], "--graders", "exact",
+                 "--grader", grader, "--no-loss", "--json", "--output", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["graders"] == ["exact", "same_as_line"]
+    answers = [json.loads(line) for line in out.with_name("report.examples.jsonl").read_text().splitlines()]
+    assert [a["scores"]["same_as_line"] for a in answers] == [a["scores"]["exact"] for a in answers]
+
+    # RFT prompts (no assistant turn) are fine when a grader object grades them
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [json.loads(line) for line in ticket_files["heldout"].read_text().splitlines()]
+    prompts.write_text("".join(json.dumps({"messages": r["messages"][:2], "label": r["messages"][2]["content"]}) + "\n" for r in rows))  # fmt: skip
+    grader.write_text(json.dumps({"type": "string_check", "name": "label", "operation": "eq",
+                                  "input": "{{sample.output_text}}", "reference": "{{item.label}}"}))  # fmt: skip
+    result = cli("eval", "--adapter", tuned_run, "--data", prompts, "--grader", grader, "--json", "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"]["label"]["mean"] == report["metrics"]["exact"]["mean"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tunery.commands.arguments import whole_number
-from tunery.commands.eval import add_common_options, progress, quiet_loading
+from tunery.commands.eval import add_common_options, chosen_graders, progress, quiet_loading
 
 HELP = "Compare the base model (zero-shot, few-shot) with the fine-tuned model on held-out data."
 EXAMPLES = """\
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         base=args.base,
         shots=args.shots,
         seed=args.seed,
-        graders=args.graders,
+        graders=chosen_graders(args),
         metric=args.metric,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,

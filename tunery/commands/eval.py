@@ -14,6 +14,7 @@ EXAMPLES = """\
   tunery eval --adapter runs/tickets --data test.jsonl            # base taken from the run
   tunery eval --adapter runs/tickets --data test.jsonl --graders exact,normalized --json
   tunery eval --model M --data qa.jsonl --graders token_f1,my_graders:mentions_price
+  tunery eval --adapter runs/rft --data heldout.jsonl --grader grader.json   # the metric RFT optimised
 
 graders: exact, normalized, json_valid, json_equal, regex (reference written /PATTERN/FLAGS),
 token_f1, rouge_l, embedding, judge (needs TUNERY_JUDGE_BASE_URL and TUNERY_JUDGE_MODEL),
@@ -32,6 +33,12 @@ def add_common_options(parser: argparse.ArgumentParser, default_output: str) -> 
         type=grader_list,
         default=None,
         help="comma-separated grader names (default: chosen from the references)",
+    )
+    parser.add_argument(
+        "--grader",
+        metavar="GRADER.json",
+        help="an OpenAI grader object (as in reinforcement fine-tuning) that reads each answer and its data "
+        "line; graded beside --graders, or alone when --graders is left out",
     )
     # 16 is tunery.eval.evaluate.DEFAULT_BATCH_SIZE, not imported so that `--help` stays light.
     parser.add_argument(
@@ -65,6 +72,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_common_options(parser, "eval-report.json")
 
 
+def chosen_graders(args: argparse.Namespace) -> list[str] | None:
+    """--graders plus --grader's file (None: choose from the references)."""
+    if args.grader is None:
+        return args.graders
+    return [*(args.graders or []), args.grader]
+
+
 def grader_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
@@ -94,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         model=args.model,
         adapter=args.adapter,
-        graders=args.graders,
+        graders=chosen_graders(args),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         with_loss=not args.no_loss,

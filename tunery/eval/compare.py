@@ -26,7 +26,7 @@ from tunery.errors import TuneryError
 from tunery.eval.evaluate import DEFAULT_BATCH_SIZE, Log, evaluate_items, reference_budget, resolve_device
 from tunery.eval.fewshot import pick_shots, with_shots
 from tunery.eval.forgetting import ForgettingReport, run_probe
-from tunery.eval.graders import auto_grader_names, resolve_graders
+from tunery.eval.graders import auto_grader_names, is_object_spec, resolve_graders
 from tunery.eval.heldout import load_heldout
 from tunery.eval.report import EvalReport, Score, format_score, write_json_and_examples
 from tunery.eval.response_format import load_response_format
@@ -117,7 +117,7 @@ def compare(
     if shots < 0:
         raise TuneryError(f"shots must be 0 or more, not {shots}")
     started = time.perf_counter()
-    items = load_heldout(data)
+    items = load_heldout(data, prompts_allowed=any(is_object_spec(name) for name in graders or []))
     references, where = [i.reference for i in items], [i.where for i in items]
     if metric is not None and graders is not None and metric not in graders:
         raise TuneryError(

@@ -86,11 +86,21 @@ def evaluate_items(
     outputs = [c.text.strip() for c in completions]
     prompts = [item.prompt for item in items]
     references = [item.reference for item in items]
-    scores = {g.name: g.score(prompts, outputs, references) for g in graders}
+    scores = {
+        g.name: g.score_items([item.item or {} for item in items], outputs)
+        if g.score_items
+        else g.score(prompts, outputs, references)
+        for g in graders
+    }
 
     losses = [None] * len(items)
     # A /PATTERN/ reference is no text to score a loss on (regex.py); everything else is.
-    scored = [i for i, item in enumerate(items) if not ("regex" in scores and is_regex_reference(item.reference))]
+    # An RFT prompt has no reference at all.
+    scored = [
+        i
+        for i, item in enumerate(items)
+        if item.reference and not ("regex" in scores and is_regex_reference(item.reference))
+    ]
     if with_loss and scored:
         say(f"{system}: loss on {len(scored)} references")
         with generator.use_adapter(adapter):
@@ -205,7 +215,10 @@ def evaluate(
     Raises:
         TuneryError: bad data, unknown or unfitting graders, or models that cannot be found.
     """
-    items = list(data) if not isinstance(data, (str, Path)) else load_heldout(data)
+    from tunery.eval.graders import is_object_spec
+
+    prompts_allowed = any(is_object_spec(name) for name in graders or [])
+    items = list(data) if not isinstance(data, (str, Path)) else load_heldout(data, prompts_allowed=prompts_allowed)
     fmt = load_response_format(response_format) if response_format is not None else None
     chosen, skipped = resolve_graders(graders, [i.reference for i in items], [i.where for i in items])
     generator, adapter_name, base, tuned = load_generator(model, adapter, device=device)

@@ -23,6 +23,7 @@ class HeldoutExample:
     reference: str
     tools: list[dict] | None = None
     where: str = ""  # "file:line", for messages and the per-example report
+    item: dict | None = None  # the whole data line: what an OpenAI grader object reads as {{item.x}}
 
     def conversation(self) -> ChatExample:
         """The prompt and the reference as one chat, with only the reference trained (for the loss)."""
@@ -32,7 +33,7 @@ class HeldoutExample:
         )
 
 
-def split_example(example: Example, where: str) -> HeldoutExample:
+def split_example(example: Example, where: str, *, prompt_only: bool = False) -> HeldoutExample:
     """Cut one example into prompt and reference.
 
     Raises:
@@ -40,6 +41,8 @@ def split_example(example: Example, where: str) -> HeldoutExample:
     """
     messages = example.as_chat("chosen").messages if isinstance(example, PreferenceExample) else example.messages
     last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if last is None and prompt_only:  # an RFT prompt: the grader object alone judges the answer
+        return HeldoutExample(prompt=list(messages), reference="", tools=example.tools, where=where)
     if last is None:
         raise TuneryError(
             f"{where}: no assistant turn, so there is no reference answer to evaluate against",
@@ -54,17 +57,29 @@ def split_example(example: Example, where: str) -> HeldoutExample:
     return HeldoutExample(prompt=list(messages[:last]), reference=reference, tools=example.tools, where=where)
 
 
-def load_heldout(path: str | Path) -> list[HeldoutExample]:
+def load_heldout(path: str | Path, *, prompts_allowed: bool = False) -> list[HeldoutExample]:
     """Read a held-out file (chat or preference JSONL) into evaluation items.
+
+    Each item keeps its whole line as `item`, for OpenAI grader objects. With `prompts_allowed`
+    (a grader object is grading), a line may also be a reinforcement fine-tuning prompt that ends
+    on a user turn: it has no reference, and no reference loss.
 
     Raises:
         TuneryError: the file cannot be read or is empty, or an example has no reference.
     """
+    from dataclasses import replace
+
+    from tunery.data.formats import iter_jsonl
+
     path = Path(path)
     examples = load_examples(path)
     if not examples:
         raise TuneryError(f"{path} holds no examples", hint="a held-out file has one JSON example per line")
-    return [split_example(e, f"{path}:{e.line}") for e in examples]
+    lines = dict(iter_jsonl(path))
+    return [
+        replace(split_example(e, f"{path}:{e.line}", prompt_only=prompts_allowed), item=lines.get(e.line))
+        for e in examples
+    ]
 
 
 def default_max_new_tokens(reference_lengths: Sequence[int], *, floor: int = 16, ceiling: int = 1024) -> int:

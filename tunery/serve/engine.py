@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunery.serve.catalog import ServedModel
 from tunery.constraints import Constraint
+from tunery.serve.catalog import ServedModel
 from tunery.serve.decoding import TextStream
 
 log = logging.getLogger("tunery.serve")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from tunery.data.tool_format import calls_parse_back, split_tool_calls
 from tunery.constraints import SchemaError, tool_call_grammar
+from tunery.data.tool_format import calls_parse_back, split_tool_calls
 from tunery.serve.errors import APIError
 from tunery.serve.types.chat import ChatCompletionRequest, FunctionCall, ToolCall
 

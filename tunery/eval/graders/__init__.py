@@ -52,6 +52,36 @@ class Grader:
     score: BatchScore  # (prompts, outputs, references) -> one score per example
     applies: Callable[[str], bool] = lambda reference: True
     needs: str = "anything"  # what `applies` checks, for the error message
+    # OpenAI grader objects read the whole data line instead: (items, outputs) -> scores
+    score_items: Callable[[list[dict], list[str]], list[float]] | None = None
+
+
+def is_object_spec(name: str) -> bool:
+    """A grader given as a JSON file holding an OpenAI grader object (`--grader grader.json`)."""
+    return name.endswith(".json")
+
+
+def object_grader(path: str) -> Grader:
+    """The OpenAI grader object in `path` as a Grader; a sample it fails on scores 0.
+
+    Raises:
+        TuneryError: the file is missing or not a valid grader.
+    """
+    from tunery.eval.graders.grading import Grading
+    from tunery.eval.graders.objects import load_grader
+
+    grader = load_grader(path)
+    Grading(grader).close()  # a model grader without an endpoint fails here, before generating
+
+    def score_items(items: list[dict], outputs: list[str]) -> list[float]:
+        with Grading(grader) as grading:
+            grading.check()
+            return [r.reward for r in grading.grade_many(outputs, items)]
+
+    def no_items(prompts, outputs, references):
+        raise TypeError("an OpenAI grader object reads whole data lines (score_items)")
+
+    return Grader(grader.name, no_items, score_items=score_items)
 
 
 def _each(function: Callable[[str, str], float]) -> BatchScore:
@@ -135,6 +165,9 @@ def resolve_graders(
     chosen = list(names) if names else auto_grader_names(references)
     graders, skipped = [], {}
     for name in dict.fromkeys(chosen):  # drop repeats, keep order
+        if is_object_spec(name):
+            graders.append(object_grader(name))
+            continue
         if is_custom_spec(name):
             graders.append(Grader(name, _each(load_custom_grader(name))))
             continue

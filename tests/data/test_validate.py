@@ -236,7 +236,7 @@ def test_rule_through_cli(cli, tmp_path, rows, expected, exit_code):
 def test_every_code_is_covered_by_a_test():
     covered = {code for case in CASES for code, _ in case[2]}
     covered |= {"invalid_json", "line_too_long", "binary_file", "train_validation_overlap"}
-    covered |= {"example_too_long", "template_no_eos", "template_error"}  # tested below, with a model
+    covered |= {"example_too_long", "template_no_eos", "template_error", "no_trained_token"}  # below, with a model
     assert covered == set(CODES)
 
 
@@ -487,6 +487,23 @@ def test_example_too_long_warns_with_truncated_count(cli, tmp_path, tiny_model_d
     total = int(issue["message"].split()[0])
     assert f"{total - 64} more than max_seq_len 64" in issue["message"]
     assert report["stats"]["truncated_examples"] == 1
+
+
+@pytest.mark.parametrize("make", [chat, preference])
+def test_an_answer_cut_away_by_max_seq_len_is_named(make, cli, tmp_path, tiny_model_dir):
+    """Nothing left to train: the example (or pair) is named, with the code training drops it under."""
+    long_prompt = user("word " * 200)
+    row = make(0)
+    if "messages" in row:
+        row["messages"][0] = long_prompt
+    else:
+        row["input"]["messages"][0] = long_prompt
+    path = write(tmp_path / "train.jsonl", with_good([row], make=make))
+    code, report = run_json(cli, path, "--model", tiny_model_dir, "--max-seq-len", "64")
+    assert code == 0
+    (issue,) = [i for i in report["issues"] if i["code"] == "no_trained_token"]
+    assert issue["line"] == L and issue["severity"] == "warning"
+    assert "max_seq_len 64" in issue["message"] and "training drops it" in issue["message"]
 
 
 def _model_with_template(root: Path, template: str) -> Path:

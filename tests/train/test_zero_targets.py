@@ -38,3 +38,22 @@ def test_validation_without_a_trained_token_is_nan_with_a_warning(tiny_model_dir
     assert math.isnan(loss) and math.isnan(accuracy)
     err = capsys.readouterr().err
     assert "no validation example has a trained token" in err and "max_seq_len=16" in err
+
+
+def test_pairs_whose_answer_is_cut_away_are_dropped_with_a_count(tiny_model_dir, tmp_path, cli):
+    """IPO divides by the answer's length: a pair with no answer token left gave NaN and failed the
+    run as nan_loss ("lower the learning rate"). It is dropped before the loss, and the run says so."""
+    import json
+
+    from builders import write_preference_dataset
+
+    data = write_preference_dataset(tmp_path / "train.jsonl", 12)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for i in (3, 7):
+        rows[i]["input"]["messages"][0]["content"] = LONG_PROMPT + f" ({i})"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--method", "dpo", "dpo.loss=ipo", "max_seq_len=48", "max_steps=2", "batch_size=12", "final_eval=false"]
+    result = cli("train", "--model", tiny_model_dir, "--data", data, "--output", tmp_path / "run", *args, "lora.r=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dropped 2 of 12 training pairs (lines 4, 8)" in result.stderr
+    assert "max_seq_len=48" in result.stderr

@@ -118,6 +118,7 @@ RULES: dict[str, Rule] = {
         "warning", "remove it: only assistant messages are trained, so weight is read on them alone"
     ),
     "example_too_long": Rule("warning", "shorten the example or raise --max-seq-len"),
+    "no_trained_token": Rule("warning", "shorten the prompt or raise --max-seq-len"),
 }
 CODES: dict[str, Severity] = {code: rule.severity for code, rule in RULES.items()}
 
@@ -663,6 +664,12 @@ class _TokenCounter:
             excess = length - limit
             what = f"{length} tokens, {excess} more than max_seq_len {limit}: the last {excess} will be cut off"
             self.sink.add(file, line, "example_too_long", what)
+            # Token t is trained when loss_mask[t] is set; truncation keeps tokens [0, limit).
+            empty = [r for r in rendered if sum(r.loss_mask[1:]) and not sum(r.loss_mask[1:limit])]
+            if empty:
+                which = "answer" if fmt != "preference" else ("pair's answers" if len(empty) == 2 else "pair's answer")
+                what = f"max_seq_len {limit} cuts away every trained token of the {which}: training drops it"
+                self.sink.add(file, line, "no_trained_token", what)
         if not all(r.eos_trained for r in rendered):
             self.no_eos.setdefault(file, [line, 0])[1] += 1
         if not collect_stats:

@@ -52,7 +52,7 @@ from tunery.train.modeling import (
     step_batches,
 )
 from tunery.train.plan import Plan
-from tunery.train.prepare import TrainingFailed, finish_run, prepare, start_or_resume
+from tunery.train.prepare import TrainingFailed, drop_untrained, finish_run, prepare, start_or_resume
 from tunery.train.report import Progress
 
 VALID_SUBSET = 64
@@ -257,13 +257,19 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     prepared = prepare(config, resume_dir=resume_dir)
     run, tok = prepared.run, prepared.tokenizer
     unbounded = render_pairs(prepared.train, tok, None)
-    plan = prepared.make_plan(longest=max(max(len(c.input_ids), len(r.input_ids)) for c, r in unbounded))
+    longest = max(max(len(c.input_ids), len(r.input_ids)) for c, r in unbounded)
+    plan = prepared.make_plan(longest=longest)
     cfg = plan.config
     if cfg.dpo.loss == "ipo" or cfg.dpo.loss == "sigmoid":
         if cfg.dpo.reference == "none":
             raise TrainingFailed("config", f"dpo.loss={cfg.dpo.loss} needs a reference model; use dpo.loss=simpo")
     train_pairs = render_pairs(prepared.train, tok, cfg.max_seq_len)
     valid_pairs = render_pairs(prepared.validation, tok, cfg.max_seq_len)
+    if drop_untrained(
+        prepared, train_pairs, valid_pairs, trains=lambda p: any(p[0].loss_mask[1:]) and any(p[1].loss_mask[1:])
+    ):
+        plan = prepared.make_plan(longest=longest)  # steps and auto batch size for the pairs left
+        cfg = plan.config
 
     seed_everything(cfg.seed)
     torch.set_num_threads(plan.threads)

@@ -15,9 +15,11 @@ import json
 import platform
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -37,6 +39,8 @@ from tunery.train.modeling import adapted_modules, count_parameters
 from tunery.train.plan import Plan, resolve
 from tunery.train.report import print_plan
 from tunery.train.rundir import RunDir
+
+T = TypeVar("T")
 
 
 class TrainingFailed(TuneryError):
@@ -271,6 +275,42 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
         resume=resume_dir is not None,
         data_hashes=hashes,
     )
+
+
+def drop_untrained(prepared: Prepared, train: list[T], valid: list[T], trains: Callable[[T], bool]) -> bool:
+    """Remove the examples (or pairs) that `max_seq_len` left with no trained token, in place.
+
+    A loss over no token is undefined: IPO, SimPO and RPO divide by the answer's length (NaN),
+    and SFT would count an example that trains nothing. `tunery validate --max-seq-len N` names
+    them (no_trained_token); here the run says how many it dropped and where, and
+    `prepared.train` / `.validation` follow, so the plan counts only what trains.
+    Returns whether any training example was dropped (the plan must then be made again).
+    """
+    unit = "pairs" if prepared.config.method == "dpo" else "examples"
+    dropped_train = False
+    for role, rendered, examples in (("training", train, prepared.train), ("validation", valid, prepared.validation)):
+        keep = [i for i, r in enumerate(rendered) if trains(r)]
+        if len(keep) == len(rendered):
+            continue
+        lines = [examples[i].line for i in sorted(set(range(len(rendered))) - set(keep))]
+        if dist.is_main():
+            shown = ", ".join(map(str, lines[:10])) + (", …" if len(lines) > 10 else "")
+            print(
+                f"dropped {len(lines)} of {len(rendered)} {role} {unit} (lines {shown}): "
+                f"max_seq_len={prepared.plan.config.max_seq_len} cuts away every trained token",
+                file=sys.stderr,
+                flush=True,
+            )
+        rendered[:] = [rendered[i] for i in keep]
+        examples[:] = [examples[i] for i in keep]
+        dropped_train |= role == "training"
+    if not train:
+        raise TrainingFailed(
+            "invalid_data",
+            f"{prepared.config.data}: max_seq_len={prepared.plan.config.max_seq_len} leaves no {unit} "
+            "with a trained token; raise max_seq_len or shorten the prompts",
+        )
+    return dropped_train
 
 
 def _check_unchanged(run: RunDir, config: RunConfig, model_dir: Path, hashes: dict[str, str]) -> None:

@@ -36,7 +36,7 @@ from tunery.train.modeling import (
     step_batches,
 )
 from tunery.train.plan import Plan
-from tunery.train.prepare import Prepared, TrainingFailed, finish_run, prepare, start_or_resume
+from tunery.train.prepare import Prepared, TrainingFailed, drop_untrained, finish_run, prepare, start_or_resume
 from tunery.train.report import Progress
 
 VALID_SUBSET = 64  # examples in the periodic validation pass; the full set runs at the end
@@ -117,9 +117,13 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     prepared = prepare(config, resume_dir=resume_dir)
     run, tok = prepared.run, prepared.tokenizer
     train_set, valid_set = render_all(prepared, None)
-    plan = prepared.make_plan(longest=max(len(r.input_ids) for r in train_set))
+    longest = max(len(r.input_ids) for r in train_set)
+    plan = prepared.make_plan(longest=longest)
     cfg = plan.config
     train_set, valid_set = render_all(prepared, cfg.max_seq_len)
+    if drop_untrained(prepared, train_set, valid_set, trains=lambda r: any(r.loss_mask[1:])):
+        plan = prepared.make_plan(longest=longest)  # steps and auto batch size for the examples left
+        cfg = plan.config
 
     seed_everything(cfg.seed)
     torch.set_num_threads(plan.threads)

@@ -159,3 +159,10 @@ def test_rft_data_problems_are_named_by_line_and_code(tiny_model_dir, rft_files,
     assert result.returncode == 0, result.stdout
     result = cli(*rft_args(tiny_model_dir, rft_files, tmp_path / "run")[:6], bad, "--grader", rft_files / "grader.json")
     assert result.returncode != 0 and "rft_last_turn" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tunery_plot_draws_the_reward_curves(finished_rft, cli):
+    result = cli("plot", finished_rft[0])
+    assert result.returncode == 0, result.stderr
+    png = finished_rft[0] / "rewards.png"
+    assert f"wrote {png}" in result.stdout and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

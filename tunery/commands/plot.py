@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Plot a run's training and validation loss curves to a PNG."
+HELP = "Plot a run's training and validation curves (loss, or reward for RFT) to a PNG."
 EXAMPLES = """\
   tunery plot runs/my-run                 # writes runs/my-run/loss.png
+  tunery plot runs/my-rft-run             # reinforcement fine-tuning: runs/my-rft-run/rewards.png
   tunery plot runs/my-run --output curves.png
 """
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory")
-    parser.add_argument("--output", help="PNG path (default RUN_DIR/loss.png)")
+    parser.add_argument("--output", help="PNG path (default RUN_DIR/loss.png, or RUN_DIR/rewards.png for RFT)")
 
 
 def run(args: argparse.Namespace) -> int:

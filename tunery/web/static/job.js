@@ -34,6 +34,9 @@ const pts = (list, key) => list.filter((r) => r[key] !== undefined && r[key] !==
 function charts() {
   const { train, valid, full_valid: full } = state.series;
   const dpo = state.job?.method?.type === "dpo";
+  if (train.some((r) => r.reward_mean !== undefined) || valid.some((r) => r.valid_pass_rate !== undefined)) {
+    return rewardCharts(train, valid);
+  }
   const list = [
     lineChart({ title: "Loss", series: [
       { name: "train", points: pts(train, "train_loss") },
@@ -55,6 +58,22 @@ function charts() {
   return list.map((chart) => el("div", { class: "card chart" }, chart));
 }
 
+// Reinforcement fine-tuning: reward curves instead of losses against references.
+function rewardCharts(train, valid) {
+  return [
+    lineChart({ title: "Reward of sampled answers", series: [
+      { name: "mean reward", points: pts(train, "reward_mean") },
+      { name: "pass rate", points: pts(train, "pass_rate") },
+    ] }),
+    lineChart({ title: "Held-out pass rate (greedy)", series: [
+      { name: "pass rate", points: pts(valid, "valid_pass_rate"), dots: true },
+      { name: "mean reward", points: pts(valid, "valid_mean_reward"), dots: true },
+    ] }),
+    lineChart({ title: "Groups with zero reward variance", series: [{ name: "fraction", points: pts(train, "zero_variance_fraction") }] }),
+    lineChart({ title: "Completion length (tokens)", series: [{ name: "mean length", points: pts(train, "completion_length") }] }),
+  ].map((chart) => el("div", { class: "card chart" }, chart));
+}
+
 function tiles() {
   const last = state.series.train[state.series.train.length - 1];
   const lastValid = state.series.valid[state.series.valid.length - 1];
@@ -65,9 +84,13 @@ function tiles() {
     { class: "metric-tiles", id: "latest" },
     tile("step", `${last.step} / ${last.total_steps}`),
     tile("epoch", fmt.num(last.epoch, 3)),
-    tile("train loss", fmt.num(last.train_loss)),
-    tile("validation loss", lastValid ? fmt.num(lastValid.valid_loss) : "–"),
-    tile("train token accuracy", fmt.num(last.train_mean_token_accuracy, 3)),
+    ...(last.reward_mean !== undefined
+      ? [tile("mean reward", fmt.num(last.reward_mean, 3)),
+         tile("held-out pass rate", lastValid ? fmt.num(lastValid.valid_pass_rate, 3) : "–"),
+         tile("zero-variance groups", fmt.num(last.zero_variance_fraction, 3))]
+      : [tile("train loss", fmt.num(last.train_loss)),
+         tile("validation loss", lastValid ? fmt.num(lastValid.valid_loss) : "–"),
+         tile("train token accuracy", fmt.num(last.train_mean_token_accuracy, 3))]),
     tile("learning rate", fmt.num(last.learning_rate, 3)),
     tile("tokens / s", last.tokens_per_second ? fmt.num(last.tokens_per_second, 4) : "–"),
     tile("grad norm", fmt.num(last.grad_norm, 3)),

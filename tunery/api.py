@@ -36,6 +36,7 @@ def validate(
     validation: str | Path | None = None,
     model: str | None = None,
     max_seq_len: int | None = None,
+    special_tokens: Literal["warn", "refuse"] = "warn",
 ) -> ValidationReport:
     """Check a JSONL dataset (chat or preference) and return every problem with its line.
 
@@ -45,6 +46,8 @@ def validate(
         model: a model reference; adds token statistics, truncation and end-of-turn checks
             through its tokenizer and chat template (this loads the tokenizer, not the weights).
         max_seq_len: warn about longer examples (with `model`; default its context length).
+        special_tokens: "refuse" makes a chat template's special token inside message text
+            (`special_tokens_in_content`, a forged turn) an error instead of a warning.
 
     Returns:
         The report: `.ok`, `.errors`, `.warnings`, `.stats`, `.to_dict()`.
@@ -65,7 +68,9 @@ def validate(
             max_seq_len = describe_model(model, model_dir).context_length
     elif max_seq_len is not None:
         raise TuneryError("max_seq_len needs a model (a tokenizer)", hint="pass model='smollm2-135m-instruct'")
-    return validate_file(path, validation=validation, tokenizer=tokenizer, max_seq_len=max_seq_len)
+    return validate_file(
+        path, validation=validation, tokenizer=tokenizer, max_seq_len=max_seq_len, special_tokens=special_tokens
+    )
 
 
 def estimate(

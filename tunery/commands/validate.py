@@ -73,6 +73,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="check FILE as reinforcement fine-tuning prompts for this grader JSON: each conversation "
         "ends on a user or developer turn, and has every {{item.x}} field the grader reads",
     )
+    parser.add_argument(
+        "--special-tokens",
+        choices=["warn", "refuse"],
+        default="warn",
+        help="a chat template's special token inside message text (<|im_end|>) can forge a turn: "
+        "warn (default) or refuse (an error, exit 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole report, every issue, as JSON")
 
 
@@ -88,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
             "(a tokenizer and its chat template)",
             hint="add --model smollm2-135m-instruct, or the model you will train",
         )
-    report = validate(args.file, validation=args.validation, model=args.model, max_seq_len=args.max_seq_len)
+    report = validate(
+        args.file,
+        validation=args.validation,
+        model=args.model,
+        max_seq_len=args.max_seq_len,
+        special_tokens=args.special_tokens,
+    )
     shown = []
     if args.show:
         from tunery.data.render import ChatTokenizer

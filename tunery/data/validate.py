@@ -119,6 +119,11 @@ RULES: dict[str, Rule] = {
     ),
     "example_too_long": Rule("warning", "shorten the example or raise --max-seq-len"),
     "no_trained_token": Rule("warning", "shorten the prompt or raise --max-seq-len"),
+    "special_tokens_in_content": Rule(
+        "warning",
+        "remove them: the chat template reads them as turn markers, so the text can forge a turn (a fake "
+        "assistant reply is trained as the model's own); --special-tokens refuse makes this an error",
+    ),
 }
 CODES: dict[str, Severity] = {code: rule.severity for code, rule in RULES.items()}
 
@@ -206,6 +211,7 @@ class ValidationReport(BaseModel):
     validation_file: str | None = None
     issues: list[Issue]
     issue_counts: dict[str, int]  # exact, even where `issues` was capped
+    refused: list[str] = []  # codes made errors by the caller (special_tokens_in_content)
     issues_omitted: int = 0  # issues counted but not kept (beyond max_issues_per_code)
     stats: Stats
 
@@ -218,12 +224,15 @@ class ValidationReport(BaseModel):
     @computed_field
     @property
     def error_count(self) -> int:
-        return sum(n for code, n in self.issue_counts.items() if CODES[code] == "error")
+        return sum(n for code, n in self.issue_counts.items() if self._severity(code) == "error")
 
     @computed_field
     @property
     def warning_count(self) -> int:
-        return sum(n for code, n in self.issue_counts.items() if CODES[code] == "warning")
+        return sum(n for code, n in self.issue_counts.items() if self._severity(code) == "warning")
+
+    def _severity(self, code: str) -> Severity:
+        return "error" if code in self.refused else CODES[code]
 
     @property
     def errors(self) -> list[Issue]:
@@ -592,14 +601,69 @@ def _json_problem(text: str) -> tuple[str, str, int | None]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Turn markers inside message text.
+
+# Without a tokenizer: the turn markers of the common chat templates (ChatML, Llama 3, Mistral,
+# Phi-3, Gemma). With one, its own special tokens.
+COMMON_MARKERS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "<|end|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "[INST]",
+    "[/INST]",
+)
+
+
+class _Markers:
+    """Finds a chat template's special tokens in the text of an example's messages."""
+
+    def __init__(self, tokens: Sequence[str]):
+        self.pattern = re.compile("|".join(re.escape(t) for t in sorted(set(tokens), key=len, reverse=True) if t))
+
+    @classmethod
+    def of(cls, tokenizer: ChatTokenizer | None) -> _Markers:
+        if tokenizer is None:
+            return cls(COMMON_MARKERS)
+        added = tokenizer.tokenizer.get_added_tokens_decoder().values()
+        return cls([t.content for t in added if t.special] + list(tokenizer.special_tokens.values()))
+
+    def find(self, obj: dict, fmt: Format) -> str | None:
+        """'<token>' in messages[i] for the first special token in a (valid) example's text."""
+        if fmt == "preference":
+            groups = [("input.messages", obj["input"]["messages"])]
+            groups += [(key, obj[key]) for key in ("preferred_output", "non_preferred_output")]
+        else:
+            groups = [("messages", obj["messages"])]
+        for where, messages in groups:
+            for i, message in enumerate(messages, start=1):
+                content = message.get("content")
+                match = self.pattern.search(content) if type(content) is str else None
+                if match:
+                    return f"{json.dumps(match.group())} in {where}[{i}] ({message.get('role')})"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
 # One pass over one file.
 
 
 class _IssueSink:
-    """Collects issues, keeping at most `cap` per code and counting all of them."""
+    """Collects issues, keeping at most `cap` per code and counting all of them; codes in
+    `refused` are errors whatever their rule's default severity."""
 
-    def __init__(self, cap: int):
+    def __init__(self, cap: int, refused: frozenset[str] = frozenset()):
         self.cap = cap
+        self.refused = refused
         self.issues: list[Issue] = []
         self.counts: Counter[str] = Counter()
 
@@ -608,6 +672,7 @@ class _IssueSink:
         self.counts[code] += 1
         if self.counts[code] <= self.cap:
             severity, fix = RULES[code]
+            severity = "error" if code in self.refused else severity
             message = f"{what}; fix: {fix}"
             self.issues.append(
                 Issue(file=file, line=line, column=column, code=code, severity=severity, message=message)
@@ -695,7 +760,13 @@ class _TokenCounter:
 
 
 def _scan(
-    path: Path, sink: _IssueSink, tokens: _TokenCounter | None, *, collect_token_stats: bool, name: str | None = None
+    path: Path,
+    sink: _IssueSink,
+    tokens: _TokenCounter | None,
+    *,
+    collect_token_stats: bool,
+    markers: _Markers,
+    name: str | None = None,
 ) -> _FileScan:
     name = name or str(path)
     scan = _FileScan(name=name)
@@ -746,6 +817,9 @@ def _scan(
                         add(name, number, code, message)
                     if any(CODES[code] == "error" for code, _ in problems):
                         continue
+                forged = markers.find(obj, fmt)
+                if forged:
+                    add(name, number, "special_tokens_in_content", f"the chat template's special token {forged}")
                 count_messages(n_messages)
                 add_hash(_hash64(obj))
                 add_line(number)
@@ -804,6 +878,7 @@ def validate_file(
     max_seq_len: int | None = None,
     max_issues_per_code: int = MAX_ISSUES_PER_CODE,
     name: str | None = None,
+    special_tokens: Literal["warn", "refuse"] = "warn",
 ) -> ValidationReport:
     """Check a training file (and optionally its validation file) in one streaming pass each.
 
@@ -815,6 +890,8 @@ def validate_file(
         max_issues_per_code: issues kept per code; the counts stay exact beyond it.
         name: what the report and its messages call the training file (the server passes an
             upload's own filename, never its temporary path); default the path.
+        special_tokens: a chat template's special token in message text (`<|im_end|>`) can forge
+            a turn: "warn" reports `special_tokens_in_content` as a warning, "refuse" as an error.
 
     Returns:
         The report; `report.ok` is False when any error was found.
@@ -825,12 +902,14 @@ def validate_file(
     if max_seq_len is not None and max_seq_len < 1:
         raise TuneryError(f"max_seq_len must be at least 1, got {max_seq_len}")
     path = Path(path)
-    sink = _IssueSink(max_issues_per_code)
+    refused = frozenset({"special_tokens_in_content"}) if special_tokens == "refuse" else frozenset()
+    sink = _IssueSink(max_issues_per_code, refused)
+    markers = _Markers.of(tokenizer)
     tokens = _TokenCounter(tokenizer, max_seq_len, sink) if tokenizer is not None else None
-    train = _scan(path, sink, tokens, collect_token_stats=True, name=name)
+    train = _scan(path, sink, tokens, collect_token_stats=True, markers=markers, name=name)
     valid = None
     if validation is not None:
-        valid = _scan(Path(validation), sink, tokens, collect_token_stats=False)
+        valid = _scan(Path(validation), sink, tokens, collect_token_stats=False, markers=markers)
         if valid.format and train.format and valid.format != train.format:
             what = f"found multiple dataset formats: this file is {valid.format}, the training file {train.format}"
             sink.add(valid.name, None, "mixed_formats", what)
@@ -870,6 +949,7 @@ def validate_file(
         validation_file=str(validation) if validation is not None else None,
         issues=issues,
         issue_counts=dict(sink.counts),
+        refused=sorted(refused),
         issues_omitted=sum(sink.counts.values()) - len(sink.issues),
         stats=stats,
     )

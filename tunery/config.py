@@ -135,7 +135,9 @@ class TrackingConfig(_Strict):
     project: str = Field("tunery", min_length=1, description="W&B project, MLflow experiment")
     name: str | None = Field(None, description="the tracker's run name; default the run directory's name")
     mlflow_uri: str | None = Field(
-        None, description="MLflow tracking URI; default MLflow's own (MLFLOW_TRACKING_URI, else ./mlflow.db)"
+        None,
+        description="MLflow tracking URI; default MLflow's own (MLFLOW_TRACKING_URI, else ./mlflow.db)",
+        json_schema_extra=names("run"),  # a file: or sqlite: URI writes where it points
     )
     wandb_entity: str | None = Field(None, description="W&B team or user")
     wandb_tags: list[str] = Field(default_factory=list, description="W&B run tags")

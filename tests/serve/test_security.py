@@ -27,6 +27,10 @@ from tunery.store import ModelRecord, open_store
 # Settings whose values are strings but name nothing on disk, each with why.
 FREE_TEXT = {
     "lora.target_modules": "module names inside the loaded model",
+    "tracking.project": "a name inside the tracker",
+    "tracking.name": "a name inside the tracker",
+    "tracking.wandb_entity": "a W&B team or user name",
+    "tracking.wandb_tags": "labels",
 }
 EXTENSION_SETTINGS = sorted(key for key in naming_settings() if key not in RESERVED_RUN_KEYS)
 

@@ -149,7 +149,7 @@ def test_unsettled_jobs_are_those_a_worker_looks_after(store):
     assert [j.id for j in store.unsettled_jobs()] == ["ftjob-1", "ftjob-2", "ftjob-4"]
 
 
-def test_a_version_1_sqlite_store_gains_the_lease_columns(tmp_path):
+def test_a_version_1_sqlite_store_gains_the_lease_and_integrations_columns(tmp_path):
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:  # the jobs table as tunery wrote it before leases
         conn.execute(
@@ -173,8 +173,9 @@ def test_a_version_1_sqlite_store_gains_the_lease_columns(tmp_path):
     with store.transaction() as tx:
         assert tx.transfer_lease("ftjob-old", holder=None, worker="w1", until=1.5)
     assert store.get_job("ftjob-old").lease_until == 1.5
+    assert store.get_job("ftjob-old").integrations is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def _claim_until_empty(location: str, start, results) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from tunery.errors import TuneryError
-from tunery.store.sql import SCHEMA_VERSION, SQLStore, schema_statements
+from tunery.store.sql import MIGRATIONS, SCHEMA_VERSION, SQLStore, schema_statements
 
 # Serialises schema creation when several workers start against an empty database at once.
 _SCHEMA_LOCK_KEY = 0x74756E657279  # "tunery"
@@ -41,13 +41,18 @@ class PostgresDatabase:
             self.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_KEY,))
             self.execute("CREATE TABLE IF NOT EXISTS tunery_schema (version INTEGER NOT NULL)")
             row = self.execute("SELECT version FROM tunery_schema").fetchone()
-            if row is not None and row["version"] != SCHEMA_VERSION:
-                # The first PostgreSQL schema is version 2; later versions add migrations here.
+            # The first PostgreSQL schema is version 2; later versions migrate as SQLite's do.
+            if row is not None and not 2 <= row["version"] <= SCHEMA_VERSION:
                 raise TuneryError(f"the database has tunery schema version {row['version']}; expected {SCHEMA_VERSION}")
             for statement in schema_statements(self):
                 self.execute(statement)
             if row is None:
                 self.execute("INSERT INTO tunery_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                for step in range(row["version"] + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[step]:
+                        self.execute(statement)
+                self.execute("UPDATE tunery_schema SET version = ?", (SCHEMA_VERSION,))
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)

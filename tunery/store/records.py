@@ -60,6 +60,7 @@ class JobRecord:
     trained_tokens: int | None = None
     finished_at: int | None = None
     estimated_finish: int | None = None
+    integrations: list | None = None  # OpenAI's: [{"type": "wandb", "wandb": {...}}, ...] as accepted
     # Worker bookkeeping, not part of the wire object:
     resume: bool = False  # start with `tunery train --resume` rather than from scratch
     trainer_pid: int | None = None

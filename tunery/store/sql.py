@@ -32,7 +32,7 @@ from tunery.store.records import (
     UnknownCursor,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # `seq` orders every table by insertion: ids are random, and created_at has only second precision.
 # BIGINT and DOUBLE PRECISION: SQLite reads them as INTEGER and REAL, PostgreSQL's INTEGER and REAL
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     suffix TEXT, metadata TEXT, error TEXT, fine_tuned_model TEXT, result_files TEXT NOT NULL,
     trained_tokens BIGINT, finished_at BIGINT, estimated_finish BIGINT,
     resume BIGINT NOT NULL, trainer_pid BIGINT, metrics_offset BIGINT NOT NULL, metrics_step BIGINT NOT NULL,
-    attempts BIGINT NOT NULL, worker TEXT, lease_until DOUBLE PRECISION
+    attempts BIGINT NOT NULL, worker TEXT, lease_until DOUBLE PRECISION, integrations TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_org ON jobs (org, seq);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS models (
 # Statements that take a store at version N-1 to version N.
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE jobs ADD COLUMN worker TEXT", "ALTER TABLE jobs ADD COLUMN lease_until DOUBLE PRECISION"],
+    3: ["ALTER TABLE jobs ADD COLUMN integrations TEXT"],  # OpenAI's `integrations` (wandb; mlflow, tensorboard)
 }
 
 # Statuses in which some worker looks after a job (its trainer may be running).
@@ -82,7 +83,7 @@ _UNSETTLED = "status IN ('running', 'pausing') OR (status = 'cancelled' AND trai
 # record type -> (table, columns stored as JSON text)
 _TABLES = {
     FileRecord: ("files", frozenset()),
-    JobRecord: ("jobs", frozenset({"method", "hyperparameters", "metadata", "error", "result_files"})),
+    JobRecord: ("jobs", frozenset({"method", "hyperparameters", "metadata", "error", "result_files", "integrations"})),
     EventRecord: ("events", frozenset({"data"})),
     CheckpointRecord: ("checkpoints", frozenset({"metrics"})),
     ModelRecord: ("models", frozenset()),

@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 
+from tunery.config import merge
 from tunery.jobs import events
 from tunery.jobs.run_config import build_run_config
 from tunery.jobs.states import move, sources_of
@@ -140,8 +141,6 @@ def _check_run_config(config: dict, kind: str) -> None:
 def create_job(body: JobCreateRequest, request: Request, org: str = Depends(current_org)) -> FineTuningJob:
     server = server_of(request)
     method = normalise_method(body)
-    if body.integrations:
-        raise APIError(400, "integrations are not supported: tunery runs offline", param="integrations")
     if body.model not in server.settings.models:
         raise APIError(
             400,
@@ -170,9 +169,10 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
         files={"grader": grader} if grader else None,
     )
     with_paths = _with_paths(method, server, org)  # first: one refusal for every value it does not own
+    tracking = tracking_settings(body.integrations or [], job_id=job_id, model=body.model, home=server.home.root)
     # Checked as the caller wrote it, so no error can quote a server path.
-    _check_run_config(config_of(method=method), method["type"])
-    _write_config(server.home.job_config(job_id), config_of(method=with_paths))
+    _check_run_config(merge(config_of(method=method), tracking), method["type"])
+    _write_config(server.home.job_config(job_id), merge(config_of(method=with_paths), tracking))
 
     hyperparameters = dict(method[method["type"]]["hyperparameters"])
     record = JobRecord(
@@ -188,6 +188,7 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
         validation_file=body.validation_file,
         suffix=body.suffix or None,
         metadata=body.metadata,
+        integrations=[i.model_dump(mode="json", exclude_none=True) for i in body.integrations or []] or None,
     )
     with server.store.transaction() as tx:
         tx.add_job(record)
@@ -200,6 +201,41 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
             )
         )
     return FineTuningJob.of(record)
+
+
+def tracking_settings(integrations: list, *, job_id: str, model: str, home: Path) -> dict:
+    """The run config's `report_to` and `tracking` for a job's `integrations` (none: {}).
+
+    W&B's fields map one to one (the run name defaults to the job id and the tags get tunery's own,
+    as OpenAI's do); MLflow logs to the server's MLFLOW_TRACKING_URI, else a SQLite store in
+    TUNERY_HOME; TensorBoard writes into the run directory. No path comes from the caller.
+    """
+    import os
+
+    if not integrations:
+        return {}
+    kinds = [i.type for i in integrations]
+    if len(set(kinds)) != len(kinds):
+        raise APIError(400, f"integrations name a type twice: {kinds}", param="integrations")
+    by_type = {i.type: i for i in integrations}
+    tracking: dict = {"name": job_id}
+    wandb, mlflow = by_type.get("wandb"), by_type.get("mlflow")
+    if wandb and mlflow and wandb.wandb.project != mlflow.mlflow.experiment:
+        raise APIError(
+            400,
+            "wandb.project and mlflow.experiment name one project for the run; give them the same name",
+            param="integrations",
+        )
+    if wandb:
+        settings = wandb.wandb
+        tags = ["tunery/finetune", f"tunery/{model}", f"tunery/{job_id}", *(settings.tags or [])]
+        tracking.update(project=settings.project, wandb_entity=settings.entity, wandb_tags=tags)
+        tracking["name"] = settings.name or job_id
+    if mlflow:
+        tracking["project"] = mlflow.mlflow.experiment
+        tracking["name"] = (mlflow.mlflow.name if not wandb else None) or tracking["name"]
+        tracking["mlflow_uri"] = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+    return {"report_to": kinds, "tracking": {k: v for k, v in tracking.items() if v is not None}}
 
 
 def _with_paths(method: dict, server: Server, org: str) -> dict:

@@ -8,7 +8,7 @@ the request already sets through OpenAI's own fields.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,8 +17,9 @@ from tunery.store import CheckpointRecord, EventRecord, JobRecord
 Auto = Literal["auto"]
 # These come from OpenAI's fields (or from the server); the extension block may not set them.
 RESERVED_RUN_KEYS = frozenset(
-    {"model", "data", "validation", "output", "method", "seed", "n_epochs", "batch_size", "learning_rate_multiplier"}
-)
+    {"model", "data", "validation", "output", "method", "seed", "n_epochs", "batch_size", "learning_rate_multiplier",
+     "report_to", "tracking"}  # trackers come from `integrations`, where the server picks their paths
+)  # fmt: skip
 
 
 class _Request(BaseModel):
@@ -172,6 +173,44 @@ class MethodRequest(_Request):
         return next(t for t in get_args(annotation) if t is not type(None))()
 
 
+class WandbSettings(_Request):
+    """OpenAI's `integrations[].wandb`."""
+
+    project: str = Field(min_length=1)
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] | None = None
+
+
+class WandbIntegration(_Request):
+    """OpenAI's W&B integration. Offline (the run directory holds it, for `wandb sync`) unless the
+    server has a W&B key (WANDB_API_KEY)."""
+
+    type: Literal["wandb"]
+    wandb: WandbSettings
+
+
+class MlflowSettings(_Request):
+    experiment: str = Field("tunery", min_length=1)
+    name: str | None = None
+
+
+class MlflowIntegration(_Request):
+    """tunery extension: a run in the server's MLflow (MLFLOW_TRACKING_URI, else TUNERY_HOME/mlflow.db)."""
+
+    type: Literal["mlflow"]
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+
+
+class TensorboardIntegration(_Request):
+    """tunery extension: TensorBoard event files in the job's run directory."""
+
+    type: Literal["tensorboard"]
+
+
+Integration = Annotated[WandbIntegration | MlflowIntegration | TensorboardIntegration, Field(discriminator="type")]
+
+
 class JobCreateRequest(_Request):
     model: str
     training_file: str
@@ -179,7 +218,7 @@ class JobCreateRequest(_Request):
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = None
-    integrations: list[dict[str, Any]] | None = None
+    integrations: list[Integration] | None = None
     method: MethodRequest | None = None
     hyperparameters: SupervisedHyperparameters | None = Field(None, description="deprecated: use method")
 
@@ -253,6 +292,7 @@ class FineTuningJob(BaseModel):
             training_file=job.training_file,
             validation_file=job.validation_file,
             estimated_finish=job.estimated_finish,
+            integrations=job.integrations,
             metadata=job.metadata,
             method=job.method,
         )

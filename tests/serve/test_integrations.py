@@ -66,6 +66,18 @@ def test_each_tracker_holds_the_job_s_run(server, job):
     assert f"tunery/{job.id}" in config  # W&B tags as OpenAI's: the job id among them
 
 
+def test_the_dashboard_job_details_name_the_tracker_runs(server, job):
+    import httpx
+
+    details = httpx.get(
+        f"{server.base_url}/tunery/jobs/{job.id}/details", headers={"Authorization": "Bearer sk-alpha"}, timeout=60
+    ).json()
+    trackers = {t["type"]: t for t in details["trackers"]}
+    assert set(trackers) == {"wandb", "mlflow", "tensorboard"}
+    assert "offline" in trackers["wandb"]["what"] and trackers["wandb"]["url"] is None  # no key: no online run
+    assert "MLflow run" in trackers["mlflow"]["what"] and str(server.home) not in json.dumps(details["trackers"])
+
+
 @pytest.mark.parametrize(
     ("integrations", "message"),
     [

@@ -40,7 +40,9 @@ class JobDetails(BaseModel):
     run_config: dict | None  # every setting the trainer actually used; None until it has started
     run_status: dict | None  # the trainer's status.json
     log_tail: list[str]  # the trainer's last output lines, for failed jobs only
-    actions: dict[str, list[str]]  # status → the buttons that apply (cancel, pause, resume)
+    trackers: list[
+        dict
+    ]  # the job's tracker runs: type, what (no server path), url when online  # status → the buttons that apply (cancel, pause, resume)
 
 
 class Progress(BaseModel):
@@ -150,4 +152,26 @@ def job_details(job_id: str, request: Request, org: str = Depends(current_org)) 
         run_status=RunDir(home.run_dir(job_id)).read_status(),
         log_tail=tail,
         actions=job_actions(),
+        trackers=tracker_links(home.run_dir(job_id)),
     )
+
+
+def tracker_links(run_dir: Path) -> list[dict]:
+    """Where the run's trackers (trackers.json) put it, said without the server's paths."""
+    from tunery.train.trackers import TRACKERS_FILE
+
+    try:
+        links = json.loads((run_dir / TRACKERS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    what = {
+        "wandb": lambda t: (
+            f"W&B run {t.get('run_id')}"
+            + (" (offline: `wandb sync` the run directory's wandb/ to upload it)" if t.get("mode") == "offline" else "")
+        ),
+        "mlflow": lambda t: f"MLflow run {t.get('run_id')} in experiment {t.get('experiment_id')}",
+        "tensorboard": lambda t: "TensorBoard event files in the run directory's tensorboard/",
+    }
+    return [
+        {"type": t["type"], "what": what[t["type"]](t), "url": t.get("url")} for t in links if t.get("type") in what
+    ]

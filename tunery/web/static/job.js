@@ -182,6 +182,8 @@ function header() {
       fact("Validation file", job.validation_file ? fileLink(job.validation_file) : "–"),
       fact("Fine-tuned model", job.fine_tuned_model ? modelLink(job.fine_tuned_model) : "–"),
       fact("Results CSV", job.result_files?.length ? fileLink(job.result_files[0]) : "–"),
+      state.details.trackers?.length ? fact("Trackers", el("span", { id: "trackers" }, ...state.details.trackers.map((t) =>
+        el("div", {}, t.url ? el("a", { href: t.url, target: "_blank", rel: "noopener" }, t.what) : t.what)))) : null,
       fact("Created", fmt.time(job.created_at)),
     )),
     job.error ? el("div", { class: "notice bad", id: "job-error" }, el("strong", {}, `${job.error.code}: `), job.error.message,

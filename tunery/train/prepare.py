@@ -358,7 +358,7 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
         state = {"step": saved["step"], "elapsed_s": saved.get("elapsed_s", 0.0)}
         if dist.is_main():
             run.truncate_metrics(state["step"])
-    elif not prepared.resume and dist.is_main():
+    elif dist.is_main():  # a new run, or a resume with no complete checkpoint: both start at step 1
         run.metrics_file.unlink(missing_ok=True)
     if not dist.is_main():
         return state

@@ -66,3 +66,20 @@ def test_tools_reach_the_prompt_as_in_training(tiny_model_dir, tmp_path):
     assert [c.token_ids for c in mixed] == [with_tools.token_ids, without.token_ids]
     with pytest.raises(ValueError, match="2 tool lists for 1 conversations"):
         generator.generate([conversation], tools=[tools, None])
+
+
+def test_groups_share_each_prompt_pass_and_answer_as_alone(tiny_model_dir):
+    """n answers per prompt in one batch (each prompt run once, its cache repeated n times, rows of
+    different lengths left-padded): greedy rows equal each prompt's answer alone."""
+    from tunery.inference import generate_tokens
+
+    generator = Generator(tiny_model_dir)
+    tok = generator.tokenizer
+    prompts = [
+        tok.encode(tok.apply_template([SYSTEM, {"role": "user", "content": q}], add_generation_prompt=True))[0]
+        for q in QUESTIONS[:3]
+    ]
+    assert len({len(p) for p in prompts}) > 1  # padding is exercised
+    alone = [generate_tokens(generator.model, tok, [p], max_new_tokens=10)[0] for p in prompts]
+    grouped = generate_tokens(generator.model, tok, prompts, n=2, max_new_tokens=10)
+    assert grouped == [row for row in alone for _ in range(2)]

@@ -62,6 +62,7 @@ def generate_tokens(
     prompts: list[list[int]],
     *,
     max_new_tokens: int,
+    n: int = 1,
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int | None = None,
@@ -70,17 +71,19 @@ def generate_tokens(
 ) -> list[list[int]]:
     """New token ids for each prompt (one batch), up to its stop token or `max_new_tokens`.
 
-    The prompts' shared prefix is run once (for G samples of one prompt: the whole prompt but its
-    last token) and its KV cache is repeated for every row. Greedy when temperature is 0; the
-    sampling draws from torch's global generator, seeded here when `seed` is given. A row's ids
-    are cut after its first stop token, which is kept. With `grammar` (`tunery.constraints`), every
+    With `n` > 1 every prompt is answered n times (rows prompt-major: n rows of the first prompt,
+    then of the second, ...), all in one batch: each prompt is run once, and its KV cache is
+    repeated for its n rows. Otherwise the prompts' shared prefix (a system prompt) is run once
+    and its KV cache repeated for every row. Greedy when temperature is 0; the sampling draws
+    from torch's global generator, seeded here when `seed` is given. A row's ids are cut after
+    its first stop token, which is kept. With `grammar` (`tunery.constraints`), every
     row is constrained to it, as the server constrains a `response_format`.
     """
     import torch
 
     width = max(len(p) for p in prompts)
     pad = tokenizer.pad_id
-    prefix = shared_prefix_length(prompts)
+    prefix = shared_prefix_length(prompts) if n == 1 else 0
     input_ids, attention = prefix_batch(prompts, prefix, pad, device)
     if seed is not None:
         torch.manual_seed(seed)
@@ -95,10 +98,14 @@ def generate_tokens(
         from tunery.constraints import grammar_processor
 
         sampling["logits_processor"] = LogitsProcessorList(
-            [grammar_processor(grammar, tokenizer, len(prompts), input_ids.shape[1])]
+            [grammar_processor(grammar, tokenizer, len(prompts) * n, input_ids.shape[1])]
         )
     with torch.inference_mode():
-        cache = prefill_prefix(model, prompts[0][:prefix], len(prompts), device)
+        if n == 1:
+            cache = prefill_prefix(model, prompts[0][:prefix], len(prompts), device)
+        else:
+            cache = prefill_groups(model, input_ids, attention, n)
+            input_ids, attention = input_ids.repeat_interleave(n, 0), attention.repeat_interleave(n, 0)
         out = model.generate(
             input_ids=input_ids,
             attention_mask=attention,
@@ -113,6 +120,25 @@ def generate_tokens(
         end = next((i + 1 for i, token in enumerate(row) if token in tokenizer.stop_ids), len(row))
         rows.append(row[:end])
     return rows
+
+
+def prefill_groups(model, input_ids, attention, n: int):
+    """The KV cache of every prompt but its last token, run once per prompt and repeated n times.
+
+    `generate` then runs only each row's last prompt token before sampling, so the n samples of
+    one prompt share one prompt pass. Positions come from the attention mask, as `generate`
+    derives them, so a left-padded row sees the positions it would alone.
+    """
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention[:, :-1],
+        position_ids=positions[:, :-1],
+        use_cache=True,
+        logits_to_keep=1,
+    ).cache
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 def adapter_base(adapter_dir: Path) -> str | None:

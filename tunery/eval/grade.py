@@ -16,6 +16,7 @@ from tunery.data.rft import load_rft
 from tunery.eval.graders.grading import Grading, item_fields, pass_threshold
 from tunery.eval.graders.objects import load_grader
 
+PROMPTS_PER_BATCH = 4  # each answered `samples` times in one generation batch
 NEVER_SUCCEEDS = (
     "the model never succeeded on these prompts: reinforcement fine-tuning only reinforces answers the "
     "model already gives sometimes, so it cannot learn this task alone. Teach the format first with "
@@ -83,20 +84,21 @@ def grade_model(
     generator, adapter_name, model_dir, _ = load_generator(model, adapter, device=device)
     tok = generator.tokenizer
     torch.manual_seed(seed)
-    outputs, items = [], []
+    outputs: list[str] = []
+    prompts = [render_prompt(example.prompt(), tok, tools=example.tools) for example in examples]
     with generator.use_adapter(adapter_name):
-        for example in examples:
-            prompt = render_prompt(example.prompt(), tok, tools=example.tools)
+        for start in range(0, len(prompts), PROMPTS_PER_BATCH):
             rows = generate_tokens(
                 generator.model,
                 tok,
-                [prompt] * samples,
+                prompts[start : start + PROMPTS_PER_BATCH],
+                n=samples,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 device=generator.device,
             )
             outputs += [tok.decode([t for t in ids if t not in tok.stop_ids]) for ids in rows]
-            items += [example.item] * samples
+    items = [example.item for example in examples for _ in range(samples)]
     with Grading(grader) as grading:
         grading.check()
         results = grading.grade_many(outputs, items)

@@ -3,8 +3,8 @@ explicit loop.
 
 Per optimizer step:
 1. take `batch_size` prompts and sample `group_size` (G) completions of each from the current
-   policy (the adapter on, temperature 1), G rows per batch, the prompt computed once and its
-   KV cache shared by the G rows (`tunery.inference.generate_tokens`, the server's sampler);
+   policy (the adapter on, temperature 1), all in one batch, each prompt computed once and its
+   KV cache shared by its G rows (`tunery.inference.generate_tokens`, the server's sampler);
 2. grade every completion on a thread pool, so a slow python or model grader never serialises
    the step (`tunery.eval.graders.grading`);
 3. group-relative advantages: reward minus the group's mean (`losses.group_advantages`);
@@ -82,12 +82,18 @@ class Rollout:
     error: str | None = None
 
 
-def sample_group(model, tok, prompt: list[int], n: int, max_new_tokens: int, temperature: float) -> list[Rollout]:
-    """`n` completions of one prompt from the current policy (the prompt computed once)."""
+def sample_groups(
+    model, tok, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float
+) -> list[Rollout]:
+    """`n` completions of each prompt from the current policy, in one batch; each prompt is run
+    once and its KV cache shared by its n rows (`tunery.inference.generate_tokens`)."""
     rows = generate_tokens(
-        model, tok, [prompt] * n, max_new_tokens=max_new_tokens, temperature=temperature, device=str(model.device)
+        model, tok, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, device=str(model.device)
     )
-    return [Rollout(prompt, ids, tok.decode([t for t in ids if t not in tok.stop_ids])) for ids in rows]
+    return [
+        Rollout(prompts[k // n], ids, tok.decode([t for t in ids if t not in tok.stop_ids]))
+        for k, ids in enumerate(rows)
+    ]
 
 
 def rollout_sequences(rollouts: list[Rollout], max_seq_len: int | None) -> list[Rendered]:
@@ -208,11 +214,9 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 t0 = time.monotonic()
                 torch.manual_seed(cfg.seed * 1_000_003 + step)
                 model.eval()
-                rollouts = [
-                    r
-                    for i in chosen
-                    for r in sample_group(model, tok, prompts[i], rft.group_size, rft.max_new_tokens, rft.temperature)
-                ]
+                rollouts = sample_groups(
+                    model, tok, [prompts[i] for i in chosen], rft.group_size, rft.max_new_tokens, rft.temperature
+                )
                 model.train()
                 t_rollout = time.monotonic() - t0
 

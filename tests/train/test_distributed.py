@@ -81,13 +81,11 @@ def test_two_processes_train_the_same_run_as_one(reference_runs):
     assert sorted(p.name for p in RunDir(two).checkpoints.iterdir()) == ["step-000016", "step-000018"]
 
 
-@pytest.fixture(scope="module")
-def killed_run(tiny_model_dir, chat_data, tmp_path_factory) -> tuple[Path, int]:
-    """A 2-process run whose launcher group got SIGKILL at a random step after a checkpoint."""
-    out = tmp_path_factory.mktemp("killed") / "run"
+def kill_at_random_step(out: Path, args: list) -> int:
+    """Start a 2-process run, SIGKILL its launcher group at a random step after a checkpoint."""
     kill_after = random.Random().randint(3, 9)  # the first checkpoint is at step 2
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "tunery", *map(str, train_args(tiny_model_dir, chat_data, out, "--nproc", "2"))],
+        [sys.executable, "-m", "tunery", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -104,7 +102,14 @@ def killed_run(tiny_model_dir, chat_data, tmp_path_factory) -> tuple[Path, int]:
     assert not alive
     assert RunDir(out).read_status()["state"] == "running"  # what a crash leaves behind
     assert not (out / "final").exists()
-    return out, kill_after
+    return kill_after
+
+
+@pytest.fixture(scope="module")
+def killed_run(tiny_model_dir, chat_data, tmp_path_factory) -> tuple[Path, int]:
+    """A 2-process run whose launcher group got SIGKILL at a random step after a checkpoint."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    return out, kill_at_random_step(out, train_args(tiny_model_dir, chat_data, out, "--nproc", "2"))
 
 
 def test_killed_two_process_run_resumes_exactly(reference_runs, killed_run, tmp_path, cli):
@@ -141,3 +146,19 @@ def test_nproc_is_refused_where_it_would_not_be_data_parallel(tiny_model_dir, pr
     result = cli(*args, "--nproc", "0")
     assert result.returncode == 2 and "--nproc must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "dpo").exists()
+
+
+def test_killed_two_process_run_with_lora_dropout_resumes_exactly(tiny_model_dir, chat_data, tmp_path, cli):
+    """Dropout draws from each rank's own RNG, which goes its own way (each rank's examples differ
+    in length): every rank must get its own state back, not rank 0's."""
+    dropout = ("lora.dropout=0.1", "n_epochs=2", "eval_every=6", "--nproc", "2")
+    reference = tmp_path / "reference"
+    result = cli(*train_args(tiny_model_dir, chat_data, reference, *dropout), env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "killed"
+    kill_after = kill_at_random_step(out, train_args(tiny_model_dir, chat_data, out, *dropout))
+    result = cli("train", "--resume", out, "--nproc", "2", env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_losses(out) == run_losses(reference), f"killed after step {kill_after}"
+    for name, weight in adapter(reference).items():
+        assert torch.equal(adapter(out)[name], weight), f"{name} differs (killed after step {kill_after})"

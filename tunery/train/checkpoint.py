@@ -39,6 +39,12 @@ def rng_state() -> dict:
     return state
 
 
+def saved_rng_state(saved: dict, rank: int) -> dict:
+    """Rank `rank`'s RNG state in a checkpoint's trainer state (rank 0's for a rank it did not have)."""
+    per_rank = saved.get("rng_per_rank") or [saved["rng"]]
+    return per_rank[rank] if rank < len(per_rank) else saved["rng"]
+
+
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -98,6 +104,7 @@ def save_checkpoint(
     manifest: dict,
     keep: int,
     weights: dict | None = None,
+    rng_states: list[dict] | None = None,
 ) -> Path:
     """Write checkpoint `step-NNNNNN` atomically and keep only the newest `keep` of them."""
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -106,7 +113,9 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model_files(model, model_dir, tmp, weights)
-    torch.save({**trainer_state, "rng": rng_state()}, tmp / "trainer_state.pt")
+    # Each rank's RNG goes its own way (dropout masks sized by its own examples): keep them all.
+    rng_states = rng_states or [rng_state()]
+    torch.save({**trainer_state, "rng": rng_states[0], "rng_per_rank": rng_states}, tmp / "trainer_state.pt")
     atomic_write(tmp / "tunery.json", json.dumps({"step": step, **manifest}, indent=2, default=str))
     publish(tmp, final)
     for old in list_checkpoints(checkpoints)[:-keep]:

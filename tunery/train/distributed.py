@@ -112,6 +112,19 @@ def all_sum(*values: float) -> tuple[float, ...]:
     return tuple(tensor.tolist())
 
 
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    if world_size() == 1:
+        return [obj]
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank when it is true on any: ranks must agree, e.g. to stop after a signal."""
     if world_size() == 1:

@@ -158,13 +158,21 @@ class Prepared:
         """Rank 0 writes checkpoint `step`; every rank returns once it is complete."""
         path = self.run.checkpoints / f"step-{step:06d}"
         weights, optimizer_state = dist.full_state(model, optimizer)  # gathered on rank 0 if sharded (FSDP)
+        rng_states = dist.gather_objects(ckpt.rng_state())
         if dist.is_main():
-            path = self._write_checkpoint(step, model, weights, optimizer_state, scheduler, elapsed_s)
+            path = self._write_checkpoint(step, model, weights, optimizer_state, scheduler, elapsed_s, rng_states)
         dist.barrier()
         return path
 
     def _write_checkpoint(
-        self, step: int, model, weights: dict | None, optimizer_state: dict, scheduler, elapsed_s: float
+        self,
+        step: int,
+        model,
+        weights: dict | None,
+        optimizer_state: dict,
+        scheduler,
+        elapsed_s: float,
+        rng_states: list[dict],
     ) -> Path:
         metrics = _latest_metrics(self.run)
         return ckpt.save_checkpoint(
@@ -181,6 +189,7 @@ class Prepared:
             },
             manifest={**self.manifest(metrics), "total_steps": self.plan.total_steps},
             keep=self.plan.config.keep_checkpoints,
+            rng_states=rng_states,
         )
 
 
@@ -354,7 +363,7 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
             ckpt.load_weights(model, latest)
             optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        ckpt.set_rng_state(saved["rng"])
+        ckpt.set_rng_state(ckpt.saved_rng_state(saved, dist.rank()))
         state = {"step": saved["step"], "elapsed_s": saved.get("elapsed_s", 0.0)}
         if dist.is_main():
             run.truncate_metrics(state["step"])

@@ -157,6 +157,8 @@ def held_out_pass_rate(model, tok, examples: list[RftExample], grading, plan: Pl
         "valid_pass_rate": sum(r >= threshold for r in rewards) / len(rewards),
         "valid_grader_errors": sum(not r.ok for r in results),
         "valid_samples": len(rewards),
+        # per prompt, in file order: a paired bootstrap of the margin over the base needs them
+        "valid_passed": [int(r >= threshold) for r in rewards],
     }
 
 

@@ -103,7 +103,7 @@ def real_length(rendered) -> int:
 
 
 def tunery_config(spec: dict, side: str):
-    from tunery.config import DpoConfig, LoraConfig, RunConfig
+    from tunery.train.config import DpoConfig, LoraConfig, RunConfig
 
     total = spec["warmup"] + spec["steps"]
     return RunConfig(

@@ -148,7 +148,7 @@ def tunery_run(model: Path, data: Path, out: Path, *, steps: int, device: str, p
     """Train through tunery's own entry point; return the step records and the wall time per step."""
     import torch
 
-    from tunery.config import RunConfig
+    from tunery.train.config import RunConfig
     from tunery.train.rundir import RunDir
 
     method = overrides.pop("method", "sft")

@@ -230,7 +230,7 @@ def matmul_rate(seconds: float = 0.6) -> float:
 
 
 def tunery_config(spec: dict):
-    from tunery.config import LoraConfig, RunConfig, merge
+    from tunery.train.config import LoraConfig, RunConfig, merge
 
     total = spec["warmup"] + spec["steps"]
     config = RunConfig(
@@ -622,9 +622,9 @@ def main(argv: list[str] | None = None) -> int:
         print_report(json.loads(args.report.read_text()))
         return 0
 
-    from tunery.config import parse_overrides
     from tunery.hardware import physical_cores
     from tunery.models import resolve_model
+    from tunery.train.config import parse_overrides
 
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = sorted(set(sides) - set(ALL_SIDES))

@@ -18,12 +18,12 @@ from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from tunery.config import RunConfig
     from tunery.data.validate import ValidationReport
     from tunery.eval.compare import CompareReport
     from tunery.eval.report import EvalReport
     from tunery.export import Exported
     from tunery.run import Run
+    from tunery.train.config import RunConfig
     from tunery.train.dry_run import DryRun
     from tunery.train.estimate import Estimate
 
@@ -68,8 +68,15 @@ def validate(
             max_seq_len = describe_model(model, model_dir).context_length
     elif max_seq_len is not None:
         raise TuneryError("max_seq_len needs a model (a tokenizer)", hint="pass model='smollm2-135m-instruct'")
+    from tunery.train.plan import auto_epochs
+
     return validate_file(
-        path, validation=validation, tokenizer=tokenizer, max_seq_len=max_seq_len, special_tokens=special_tokens
+        path,
+        validation=validation,
+        tokenizer=tokenizer,
+        max_seq_len=max_seq_len,
+        special_tokens=special_tokens,
+        epochs=auto_epochs,
     )
 
 
@@ -124,7 +131,7 @@ def run_config(config: RunConfig | str | Path | dict | None = None, /, **setting
     Raises:
         TuneryError: unknown keys or bad values, each named.
     """
-    from tunery.config import RunConfig, load_config, merge
+    from tunery.train.config import RunConfig, load_config, merge
 
     dotted = {k: v for k, v in settings.items() if "." in k}
     overrides = {k: v for k, v in settings.items() if "." not in k}
@@ -235,6 +242,9 @@ def train(
             raise error from None
         run = Run(path)
         if main and run.succeeded:
+            from tunery.lineage.hooks import register_finished_run
+
+            register_finished_run(run.path)  # lineage, datasets, model card: warns, never fails a finished run
             _final_eval(run)
     if tracking is not None:
         tracking.finish(

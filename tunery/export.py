@@ -1,8 +1,8 @@
 """Export a finished run as a standalone model, or in the layout vLLM serves.
 
-`merge` writes base + adapter merged into one model directory that loads with plain
-`AutoModelForCausalLM.from_pretrained`, needs neither peft nor tunery, and carries the tokenizer,
-chat template and the run's manifest.
+`merge` (in tunery/models.py, beside `load_model`) writes base + adapter merged into one model
+directory that loads with plain `AutoModelForCausalLM.from_pretrained`, needs neither peft nor
+tunery, and carries the tokenizer, chat template and the run's manifest.
 
 `export_vllm` writes what `vllm serve` loads: either a merged model directory, or a base model
 directory plus a LoRA adapter directory (served with `--enable-lora --lora-modules NAME=PATH`),
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from tunery.errors import TuneryError
+from tunery.models import base_model_dir, final_dir, merge, run_manifest
 
 # vLLM accepts only these for `--max-lora-rank` (vllm.config.lora.MaxLoRARanks).
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -34,70 +35,6 @@ VLLM_LORA_MODULES = frozenset(
 WEIGHT_FILES = ("*.safetensors", "model.safetensors.index.json")
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "chat_template.jinja", "special_tokens_map.json")  # fmt: skip
-
-
-def final_dir(run: str | Path) -> Path:
-    """Accept a run directory (uses its final/) or a model/adapter directory itself."""
-    run = Path(run)
-    if (run / "final" / "tunery.json").is_file():
-        return run / "final"
-    if (run / "tunery.json").is_file() or (run / "adapter_config.json").is_file():
-        return run
-    raise TuneryError(
-        f"{run} is not a finished tunery run (no final/tunery.json)",
-        hint="pass the run directory given to `tunery train --output`, after the run succeeded",
-    )
-
-
-def _manifest(source: Path) -> dict:
-    return json.loads((source / "tunery.json").read_text()) if (source / "tunery.json").is_file() else {}
-
-
-def _base_dir(source: Path, manifest: dict) -> Path:
-    """The base model an adapter was trained on: the manifest's path first (fast), then its
-    reference, then what peft recorded."""
-    from tunery.models import resolve_model
-
-    base_dir = Path(manifest.get("base_model_path", ""))
-    if (base_dir / "config.json").is_file():
-        return base_dir
-    base_ref = (
-        manifest.get("base_model")
-        or json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
-    )
-    return resolve_model(base_ref)
-
-
-def merge(run: str | Path, output: str | Path) -> Path:
-    """Write base + adapter merged into `output` (atomically). Full fine-tunes are copied as they are."""
-    import torch
-    from peft import PeftModel
-
-    from tunery.fsio import publish
-    from tunery.models import load_model
-    from tunery.train.checkpoint import TOKENIZER_FILES
-
-    source = final_dir(run)
-    manifest = _manifest(source)
-    output = Path(output)
-    tmp = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if (source / "adapter_config.json").is_file():
-        base_dir = _base_dir(source, manifest)
-        model = PeftModel.from_pretrained(load_model(base_dir, dtype=torch.float32), str(source))
-        merged = model.merge_and_unload()
-        merged.save_pretrained(tmp, safe_serialization=True)
-        for name in (*TOKENIZER_FILES, "generation_config.json"):  # the run's own, else the base's
-            for origin in (source, base_dir):
-                if (origin / name).is_file():
-                    shutil.copy2(origin / name, tmp / name)
-                    break
-    else:
-        shutil.copytree(source, tmp)
-    (tmp / "tunery.json").write_text(json.dumps({**manifest, "merged_from": str(source)}, indent=2))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    publish(tmp, output)
-    return output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +230,7 @@ def _write_adapter_layout(source: Path, staging: Path, output: Path, name: str, 
             hint=f"export it merged into the base weights instead: tunery export {run} --format vllm "
             f"--merge --output {output}",
         )
-    base_src = _base_dir(source, _manifest(source))
+    base_src = base_model_dir(source, run_manifest(source))
     base, adapter = staging / "base", staging / "adapter"
     base.mkdir(parents=True)
     adapter.mkdir()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunery.errors import TuneryError
-from tunery.fsio import files_sha256
+from tunery.fsio import files_sha256, publish
 from tunery.home import models_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -91,8 +91,6 @@ def _merged_adapter(adapter_dir: Path) -> Path:
     """A LoRA run's output as a plain model (base + adapter merged), cached: so a DPO run, an
     eval or a further fine-tune can start from an earlier run's result."""
     from filelock import FileLock
-
-    from tunery.export import merge
 
     digest = hashlib.sha256()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -300,6 +298,10 @@ def _safetensors_numel(path: Path) -> int:
     return total
 
 
+# The files that make up a model's tokenizer and chat template, copied with every checkpoint and export.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+
+
 def read_chat_template(path: Path) -> str | None:
     """The model's chat template: `chat_template.jinja` (transformers ≥ 4.50) or tokenizer_config."""
     jinja = path / "chat_template.jinja"
@@ -339,3 +341,65 @@ def load_model(path: Path, *, dtype=None, device: str = "cpu"):
     logging.disable_progress_bar()  # a bar per load tells a user nothing
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, attn_implementation="sdpa")
     return model.to(device)
+
+
+# A finished run as a plain model: `tunery export`, and runs used as models (`_merged_adapter`).
+
+
+def final_dir(run: str | Path) -> Path:
+    """Accept a run directory (uses its final/) or a model/adapter directory itself."""
+    run = Path(run)
+    if (run / "final" / "tunery.json").is_file():
+        return run / "final"
+    if (run / "tunery.json").is_file() or (run / "adapter_config.json").is_file():
+        return run
+    raise TuneryError(
+        f"{run} is not a finished tunery run (no final/tunery.json)",
+        hint="pass the run directory given to `tunery train --output`, after the run succeeded",
+    )
+
+
+def run_manifest(source: Path) -> dict:
+    """A finished run's (or model directory's) tunery.json; {} when it has none."""
+    return json.loads((source / "tunery.json").read_text()) if (source / "tunery.json").is_file() else {}
+
+
+def base_model_dir(source: Path, manifest: dict) -> Path:
+    """The base model an adapter was trained on: the manifest's path first (fast), then its
+    reference, then what peft recorded."""
+    base_dir = Path(manifest.get("base_model_path", ""))
+    if (base_dir / "config.json").is_file():
+        return base_dir
+    base_ref = (
+        manifest.get("base_model")
+        or json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
+    )
+    return resolve_model(base_ref)
+
+
+def merge(run: str | Path, output: str | Path) -> Path:
+    """Write base + adapter merged into `output` (atomically). Full fine-tunes are copied as they are."""
+    import torch
+    from peft import PeftModel
+
+    source = final_dir(run)
+    manifest = run_manifest(source)
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if (source / "adapter_config.json").is_file():
+        base_dir = base_model_dir(source, manifest)
+        model = PeftModel.from_pretrained(load_model(base_dir, dtype=torch.float32), str(source))
+        merged = model.merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
+        for name in (*TOKENIZER_FILES, "generation_config.json"):  # the run's own, else the base's
+            for origin in (source, base_dir):
+                if (origin / name).is_file():
+                    shutil.copy2(origin / name, tmp / name)
+                    break
+    else:
+        shutil.copytree(source, tmp)
+    (tmp / "tunery.json").write_text(json.dumps({**manifest, "merged_from": str(source)}, indent=2))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    publish(tmp, output)
+    return output

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from tunery.errors import TuneryError
 
 if TYPE_CHECKING:
-    from tunery.config import RunConfig
     from tunery.inference import Generator
+    from tunery.train.config import RunConfig
 
 
 class Run:
@@ -44,7 +44,7 @@ class Run:
     @cached_property
     def config(self) -> RunConfig:
         """The resolved config the run trained with (every "auto" replaced by its value)."""
-        from tunery.config import load_config
+        from tunery.train.config import load_config
 
         return load_config(self.path / "config.yaml")
 

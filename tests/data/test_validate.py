@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tunery.data.validate import CODES, MAX_LINE_BYTES, auto_epochs, summarize, validate_file
+from tunery.data.validate import CODES, MAX_LINE_BYTES, summarize, validate_file
+from tunery.train.plan import auto_epochs
 
 REPO = Path(__file__).resolve().parents[2]
 

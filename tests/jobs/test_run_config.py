@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunery.config import RunConfig
 from tunery.jobs.run_config import build_run_config
+from tunery.train.config import RunConfig
 
 
 def test_supervised_auto_values_pass_through_and_numbers_map_by_name():

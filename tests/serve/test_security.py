@@ -20,9 +20,9 @@ import pytest
 import yaml
 from serving import wait_for_status
 
-from tunery.config import RunConfig, naming_settings
 from tunery.serve.types.fine_tuning import RESERVED_RUN_KEYS
 from tunery.store import ModelRecord, open_store
+from tunery.train.config import RunConfig, naming_settings
 
 # Settings whose values are strings but name nothing on disk, each with why.
 FREE_TEXT = {
@@ -91,7 +91,7 @@ def test_every_setting_that_takes_free_text_is_a_reference_or_known_to_name_noth
     """A new string- or path-valued run setting must say whether it names something on disk."""
     free = {key for key, annotation in _leaves(RunConfig) if _free_form(annotation)}
     unclassified = free - set(naming_settings()) - set(FREE_TEXT)
-    assert not unclassified, f"mark these with tunery.config.names(...) or add them to FREE_TEXT: {unclassified}"
+    assert not unclassified, f"mark these with tunery.train.config.names(...) or add them to FREE_TEXT: {unclassified}"
     assert "dpo.reference" in EXTENSION_SETTINGS
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tunery.config import RunConfig, load_config, parse_overrides
 from tunery.errors import TuneryError
+from tunery.train.config import RunConfig, load_config, parse_overrides
 from tunery.train.plan import auto_batch_size, resolve
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))

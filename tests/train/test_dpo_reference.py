@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tunery.config import RunConfig
 from tunery.data.formats import PreferenceExample
 from tunery.data.pack import SHARED_PREFIX
 from tunery.data.render import ChatTokenizer
+from tunery.train.config import RunConfig
 from tunery.train.dpo import Reference, pair_batches, reference_model, render_pairs
 from tunery.train.modeling import build_model
 from tunery.train.plan import resolve

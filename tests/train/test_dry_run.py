@@ -6,7 +6,7 @@ import pytest
 from builders import run_cli
 
 import tunery
-from tunery.config import load_config
+from tunery.train.config import load_config
 from tunery.train.dry_run import FP32, training_memory
 from tunery.train.estimate import model_shape
 from tunery.train.plan import resolve

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tunery.data.validate import auto_epochs
 from tunery.train.estimate import (
     EpochTokens,
     ModelShape,
@@ -21,6 +20,7 @@ from tunery.train.estimate import (
     training_flops,
 )
 from tunery.train.methods import METHODS
+from tunery.train.plan import auto_epochs
 
 TICKETS = [
     ("My invoice shows the wrong amount.", "billing"),

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tunery.config import RunConfig
 from tunery.data.formats import ChatExample
 from tunery.data.pack import SHARED_PREFIX, pack_rows, split_shared_prefix
 from tunery.data.render import ChatTokenizer, render_chat
 from tunery.train.attention import use_segment_attention, uses_segment_attention
+from tunery.train.config import RunConfig
 from tunery.train.losses import select_targets
 from tunery.train.modeling import build_model, hidden_states, prefix_cache_batches, step_batches, tensor_batches
 from tunery.train.plan import resolve

@@ -10,7 +10,7 @@ import pytest
 import torch
 from builders import build_tiny_model, write_chat_dataset
 
-from tunery.config import RunConfig
+from tunery.train.config import RunConfig
 from tunery.train.modeling import build_model
 from tunery.train.prepare import prepare
 

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 import tunery
-from tunery.config import load_config
+from tunery.train.config import load_config
 from tunery.train.modeling import build_model
 from tunery.train.plan import resolve
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tunery.config import RunConfig, flatten, merge, nested
 from tunery.data.formats import FORMATS
 from tunery.serve.types.fine_tuning import MethodRequest
+from tunery.train.config import RunConfig, flatten, merge, nested
 from tunery.train.methods import ADAPTERS, BY_OPENAI_TYPE, METHODS, Method
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tunery"
@@ -96,7 +96,7 @@ def test_the_recipe_takes_the_base_rate_from_the_table(name, adapter):
 
 def test_the_table_and_the_cli_need_no_torch():
     code = (
-        "import sys; import tunery.train.methods, tunery.config; from tunery.cli import main\n"
+        "import sys; import tunery.train.methods, tunery.train.config; from tunery.cli import main\n"
         "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )

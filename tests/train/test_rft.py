@@ -14,7 +14,7 @@ import torch
 from builders import wait_for_step
 from safetensors.torch import load_file
 
-from tunery.config import load_config
+from tunery.train.config import load_config
 from tunery.train.losses import group_advantages, grpo_token_losses
 from tunery.train.rundir import RunDir
 

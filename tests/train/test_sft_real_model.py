@@ -9,9 +9,9 @@ import pytest
 import torch
 from builders import EXAMPLES
 
-from tunery.config import RunConfig
 from tunery.data.formats import load_examples
 from tunery.data.render import ChatTokenizer, render_chat
+from tunery.train.config import RunConfig
 from tunery.train.modeling import build_model
 from tunery.train.plan import resolve
 from tunery.train.rundir import RunDir

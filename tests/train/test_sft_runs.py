@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tunery.config import load_config
+from tunery.train.config import load_config
 from tunery.train.rundir import RunDir
 
 TINY = ["n_epochs=2", "batch_size=8", "eval_every=3", "save_every=2", "keep_checkpoints=2", "lora.r=4", "seed=3"]

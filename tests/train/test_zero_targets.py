@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-from tunery.config import RunConfig
 from tunery.data.formats import ChatExample
 from tunery.data.render import ChatTokenizer, render_chat
+from tunery.train.config import RunConfig
 from tunery.train.modeling import build_model
 from tunery.train.plan import resolve
 from tunery.train.sft import validation_loss

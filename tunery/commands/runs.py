@@ -117,8 +117,8 @@ def _show(registry, home, args) -> int:
     from rich.console import Console
     from rich.table import Column, Table
 
-    from tunery.config import flatten
     from tunery.lineage.diff import comparable_metrics
+    from tunery.train.config import flatten
 
     console = Console()
     facts = Table("field", "value", title=f"run {r.id}", title_justify="left", show_header=False)

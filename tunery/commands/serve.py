@@ -98,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tunery.serve.app import create_app
+    from tunery.web import install_dashboard
 
     app = create_app(settings)
+    install_dashboard(app)  # the web pages at / and their read-only /v1/tunery endpoints
     print(
         f"tunery serve: http://{args.host}:{args.port}/v1  home {settings.home}  "
         f"models {', '.join(settings.models)}  job slots {args.workers}  "

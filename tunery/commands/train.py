@@ -61,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def method_name(text: str) -> str:
     """`--method`'s value; `lora` (what other tools call it) gets told where LoRA goes."""
-    from tunery.config import ADAPTERS_NOT_METHODS, METHOD_IS_NOT_AN_ADAPTER
+    from tunery.train.config import ADAPTERS_NOT_METHODS, METHOD_IS_NOT_AN_ADAPTER
 
     if text.lower() in ADAPTERS_NOT_METHODS:
         raise argparse.ArgumentTypeError(METHOD_IS_NOT_AN_ADAPTER)
@@ -69,8 +69,8 @@ def method_name(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunery.config import load_config, merge, nested, parse_overrides
     from tunery.errors import TuneryError
+    from tunery.train.config import load_config, merge, nested, parse_overrides
 
     if args.nproc is not None and args.nproc < 1:
         raise TuneryError(f"--nproc must be at least 1, got {args.nproc}")

@@ -24,7 +24,7 @@ import os
 import re
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
@@ -128,26 +128,6 @@ RULES: dict[str, Rule] = {
 CODES: dict[str, Severity] = {code: rule.severity for code, rule in RULES.items()}
 
 
-def auto_epochs(n_examples: int) -> int:
-    """Epochs under OpenAI's `n_epochs="auto"`: 3, moved so examples × epochs lands near [100, 25000].
-
-    This is the rule of OpenAI's data-preparation cookbook, floor division included: when
-    n × 3 is below 100 it takes `100 // n` epochs (at most 25), above 25,000 `25000 // n` (at
-    least 1). So 30 examples give 3 epochs (90 < 100), exactly as OpenAI would pick.
-
-    Raises:
-        ValueError: n_examples < 1 (there is nothing to train on).
-    """
-    if n_examples < 1:
-        raise ValueError(f"auto_epochs needs at least one example, got {n_examples}")
-    target, low, high = 3, 100, 25_000
-    if n_examples * target < low:
-        return min(25, low // n_examples)
-    if n_examples * target > high:
-        return max(1, high // n_examples)
-    return target
-
-
 class Issue(BaseModel):
     """One problem, at one line of one file."""
 
@@ -200,7 +180,7 @@ class Stats(BaseModel):
     trained_tokens: int | None = None
     max_seq_len: int | None = None
     truncated_examples: int | None = None
-    estimated_epochs: int | None = None  # OpenAI's `auto` rule, see auto_epochs
+    estimated_epochs: int | None = None  # the recipe's `auto` epochs (tunery.train.plan.auto_epochs)
     estimated_trained_tokens: int | None = None  # trained_tokens × estimated_epochs
 
 
@@ -879,6 +859,7 @@ def validate_file(
     max_issues_per_code: int = MAX_ISSUES_PER_CODE,
     name: str | None = None,
     special_tokens: Literal["warn", "refuse"] = "warn",
+    epochs: Callable[[int], int] | None = None,
 ) -> ValidationReport:
     """Check a training file (and optionally its validation file) in one streaming pass each.
 
@@ -892,6 +873,8 @@ def validate_file(
             upload's own filename, never its temporary path); default the path.
         special_tokens: a chat template's special token in message text (`<|im_end|>`) can forge
             a turn: "warn" reports `special_tokens_in_content` as a warning, "refuse" as an error.
+        epochs: the recipe's rule for `n_epochs="auto"` (`tunery.train.plan.auto_epochs`), for
+            the report's estimated epochs and trained tokens; None leaves them out.
 
     Returns:
         The report; `report.ok` is False when any error was found.
@@ -933,7 +916,7 @@ def validate_file(
         examples=train.examples,
         validation_examples=valid.examples if valid else None,
         messages_per_example=summarize(train.message_counts),
-        estimated_epochs=auto_epochs(train.examples) if train.examples else None,
+        estimated_epochs=epochs(train.examples) if epochs and train.examples else None,
     )
     if tokens is not None:
         order = {role: i for i, role in enumerate(ROLES)}

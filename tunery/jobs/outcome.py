@@ -14,7 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from tunery.config import flatten
 from tunery.jobs import events
 from tunery.jobs.follow import checkpoint_metrics
 from tunery.jobs.layout import Home
@@ -23,6 +22,7 @@ from tunery.jobs.progress import model_kind
 from tunery.jobs.states import move
 from tunery.store import CheckpointRecord, FileRecord, JobRecord, ModelRecord, Store
 from tunery.store.ids import new_id
+from tunery.train.config import flatten
 from tunery.train.methods import BY_OPENAI_TYPE, METHODS
 
 logger = logging.getLogger("tunery.jobs")

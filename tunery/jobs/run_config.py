@@ -1,4 +1,4 @@
-"""OpenAI's job fields → a `tunery train` run config (the keys of `tunery.config.RunConfig`).
+"""OpenAI's job fields → a `tunery train` run config (the keys of `tunery.train.config.RunConfig`).
 
     method.type (supervised | dpo | reinforcement) → method (sft | dpo | rft): `openai_type` in tunery/train/methods.py
     reinforcement.grader                    → rft.grader (the grader JSON the server wrote; `files`)
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunery.config import merge, nested
 from tunery.jobs.progress import KEEP_CHECKPOINTS
+from tunery.train.config import merge, nested
 from tunery.train.methods import BY_OPENAI_TYPE
 
 

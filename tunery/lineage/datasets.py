@@ -98,13 +98,14 @@ def register_dataset(registry: Registry, path: str | Path, home: Path) -> tuple[
         TuneryError: unreadable file or a line that is not JSON.
     """
     from tunery.data.validate import validate_file
+    from tunery.train.plan import auto_epochs
 
     path = Path(path).expanduser().resolve()
     canonical = _store_canonical(path, home)
     if registry.has_dataset(canonical.id):
         registry.add_dataset_path(canonical.id, str(path))
         return registry.get_dataset(canonical.id), False
-    report = validate_file(path)
+    report = validate_file(path, epochs=auto_epochs)
     stats = report.stats.model_dump(mode="json")
     record = DatasetRecord(
         id=canonical.id,

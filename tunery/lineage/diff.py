@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunery.config import flatten
 from tunery.store.registry import RunRecord
+from tunery.train.config import flatten
 
 SECTIONS = ("base", "data", "config", "metrics", "versions")
 # Measured, not computed: they differ between two runs of the same recipe on the same machine.

@@ -99,8 +99,8 @@ def reproduce(registry: Registry, original: RunRecord, output: Path, home: Path)
         NotReproducible: the base model or a dataset no longer matches the lineage.
         TuneryError: `output` already holds a run; training failed.
     """
-    from tunery.config import RunConfig
     from tunery.hardware import physical_cores
+    from tunery.train.config import RunConfig
     from tunery.train.methods import METHODS
     from tunery.train.prepare import TrainingFailed, fail_run
 

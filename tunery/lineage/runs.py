@@ -47,7 +47,7 @@ def run_dir_of(path: str | Path) -> Path:
 
 
 # What a run's numbers depend on: the rest of tunery (serving, eval, monitoring) cannot change them.
-TRAINING_CODE = ("__init__.py", "config.py", "models.py", "data", "train")
+TRAINING_CODE = ("__init__.py", "models.py", "data", "train")
 
 
 def training_code_digest() -> str:

@@ -1,43 +1,31 @@
-"""The FastAPI application: wiring of settings, store, catalog, engine and the `/v1` routes."""
+"""The FastAPI application: wiring of settings, store, catalog, engine and the `/v1` routes.
+
+The dashboard (tunery/web/) sits above the API and is installed by whoever assembles the whole
+server (`tunery serve`, tunery/commands/serve.py), so this package never imports it.
+"""
 
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from tunery.jobs.layout import Home
 from tunery.serve.catalog import Catalog
+from tunery.serve.deps import Server
 from tunery.serve.engine import ChatEngine
 from tunery.serve.errors import install_error_handlers
 from tunery.serve.settings import ServerSettings
 from tunery.serve.upload import sweep_partial_uploads
-from tunery.store import Store, open_store
+from tunery.store import open_store
 
 log = logging.getLogger("tunery.serve")
-
-
-@dataclass
-class Server:
-    """What every route needs; one per app, at `app.state.server`."""
-
-    settings: ServerSettings
-    home: Home
-    store: Store
-    catalog: Catalog
-    engine: ChatEngine
-
-
-def server_of(request: Request) -> Server:
-    return request.app.state.server
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
     from tunery import __version__
     from tunery.serve.routes import chat_completions, files, fine_tuning_jobs, graders, models
-    from tunery.web import install_dashboard
 
     home = Home.at(settings.home)
     for partial in sweep_partial_uploads(home.root / "files"):
@@ -70,7 +58,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     install_error_handlers(app)
     for module in (files, fine_tuning_jobs, graders, models, chat_completions):
         app.include_router(module.router, prefix="/v1")
-    install_dashboard(app)  # the web pages at / and their read-only /v1/tunery endpoints
 
     # Async, so it is answered on the event loop: a sync route would queue for the same thread pool
     # as every other request, and a flood of them would make the health check time out.

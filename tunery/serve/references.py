@@ -1,6 +1,6 @@
 """What a job's `tunery` extension block may name: only references its caller owns.
 
-A run config setting that names a model, a file or a run directory (`tunery.config.names`) is
+A run config setting that names a model, a file or a run directory (`tunery.train.config.names`) is
 read by the trainer from the server's filesystem. Through the API its value is therefore never a
 path: it is a model id the caller's `GET /v1/models` lists (a base model, or one of their own
 fine-tuned models and checkpoints) or one of their own file ids, and the server puts its own
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunery.serve.app import Server
+from tunery.serve.deps import Server
 from tunery.serve.errors import APIError
 
 WHAT = {"model": "a model id from GET /v1/models", "file": "the id of a file of yours", "run": None}

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from tunery.fsio import OLD_PREFIX, atomic_write, publish
+from tunery.models import TOKENIZER_FILES
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 # What a save writes before it is complete (`save_checkpoint`, `finish_run`), and what `publish`
 # moves aside while it replaces a directory.
 TEMPORARY = re.compile(r"^\.tmp-step-\d+-\d+$|^\.final\.tmp$")
 OLD = re.compile(rf"^{re.escape(OLD_PREFIX)}(.+)-\d+$")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
 def rng_state() -> dict:

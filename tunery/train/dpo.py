@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from tunery.config import RunConfig
 from tunery.data.formats import PreferenceExample
 from tunery.data.render import ChatTokenizer, Rendered, render_chat
 from tunery.home import tunery_home
 from tunery.models import weights_hash
+from tunery.train.config import RunConfig
 from tunery.train.losses import (
     chosen_nll,
     dpo_sigmoid_loss,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from tunery.config import RunConfig
 from tunery.data.formats import FORMATS
 from tunery.hardware import cpu_native_bf16
 from tunery.models import decoder_linear_layers, describe_model, resolve_model
+from tunery.train.config import RunConfig
 from tunery.train.estimate import Estimate, EstimateSettings, ModelShape, estimate, model_shape
 from tunery.train.methods import METHODS
 from tunery.train.plan import Plan, resolve

@@ -441,9 +441,8 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         InvalidDataError: the file holds invalid data (exit 1).
         TuneryError: the file or model cannot be read, or a setting does not fit the model (exit 2).
     """
-    from tunery.data.validate import auto_epochs
     from tunery.models import describe_model, resolve_model
-    from tunery.train.plan import auto_batch_size
+    from tunery.train.plan import auto_batch_size, auto_epochs
 
     settings = settings or EstimateSettings()
     path = Path(path)

@@ -6,7 +6,7 @@ Adding a method is one loop file plus one entry here:
    -> Path`: an explicit loop that calls `prepare`, `start_or_resume` and `finish_run`
    (tunery/train/prepare.py), as sft.py, dpo.py and rft.py do.
 2. Add a `Method` to `METHODS` below. If the method has settings of its own, add their block to
-   `RunConfig` (tunery/config.py) and name it in `config_section` (its `auto` values resolve in the
+   `RunConfig` (tunery/train/config.py) and name it in `config_section` (its `auto` values resolve in the
    function `recipe` names); if it trains on a new kind of example, add the format to
    tunery/data/formats.py and its rules to the data rules.
 

@@ -24,9 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tunery.config import RunConfig
-from tunery.data.validate import auto_epochs
 from tunery.hardware import cpu_threads
+from tunery.train.config import RunConfig
 from tunery.train.methods import METHODS
 
 RFT_GROUP_SIZE = 8
@@ -34,6 +33,26 @@ RFT_MAX_NEW_TOKENS = 128
 RFT_EVAL_SAMPLES = 64
 # Llama's linear layers: the auto targets when the caller does not pass the model's own.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def auto_epochs(n_examples: int) -> int:
+    """Epochs under OpenAI's `n_epochs="auto"`: 3, moved so examples × epochs lands near [100, 25000].
+
+    This is the rule of OpenAI's data-preparation cookbook, floor division included: when
+    n × 3 is below 100 it takes `100 // n` epochs (at most 25), above 25,000 `25000 // n` (at
+    least 1). So 30 examples give 3 epochs (90 < 100), exactly as OpenAI would pick.
+
+    Raises:
+        ValueError: n_examples < 1 (there is nothing to train on).
+    """
+    if n_examples < 1:
+        raise ValueError(f"auto_epochs needs at least one example, got {n_examples}")
+    target, low, high = 3, 100, 25_000
+    if n_examples * target < low:
+        return min(25, low // n_examples)
+    if n_examples * target > high:
+        return max(1, high // n_examples)
+    return target
 
 
 def auto_batch_size(n_examples: int) -> int:

@@ -24,16 +24,15 @@ from typing import TypeVar
 import torch
 
 from tunery import __version__
-from tunery.config import RunConfig, dump_config, flatten, load_config
 from tunery.data.formats import FORMATS, Example, load_examples
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
 from tunery.fsio import atomic_write, file_sha256, publish
 from tunery.hardware import cpu_native_bf16, cpu_threads, threads_reason
-from tunery.lineage.hooks import register_finished_run
 from tunery.models import decoder_linear_layers, describe_model, resolve_model, weights_hash
 from tunery.train import checkpoint as ckpt
 from tunery.train import distributed as dist
+from tunery.train.config import RunConfig, dump_config, flatten, load_config
 from tunery.train.methods import METHODS, Method
 from tunery.train.modeling import adapted_modules, count_parameters
 from tunery.train.plan import Plan, resolve
@@ -411,7 +410,6 @@ def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Pa
     publish(tmp, run.final)
     run.write_results_csv()
     run.write_status("succeeded", plan.total_steps, plan.total_steps)
-    register_finished_run(run.path)  # lineage, datasets, model card: warns, never fails a finished run
     dist.barrier()
     return run.path
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from tunery.config import flatten
+from tunery.train.config import flatten
 from tunery.train.plan import Plan
 
 

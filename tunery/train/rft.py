@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 
-from tunery.config import RunConfig
 from tunery.data.render import Rendered, render_prompt
 from tunery.data.rft import RftExample, load_rft
 from tunery.inference import generate_tokens
+from tunery.train.config import RunConfig
 from tunery.train.losses import group_advantages, grpo_token_losses, select_targets
 from tunery.train.modeling import (
     StopRequest,

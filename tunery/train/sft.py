@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from tunery.config import RunConfig
 from tunery.data.render import Rendered, render_chat
 from tunery.train import distributed as dist
+from tunery.train.config import RunConfig
 from tunery.train.modeling import (
     StopRequest,
     TokenLoss,

@@ -23,8 +23,8 @@ from tunery.data.render import render_prompt
 from tunery.data.tool_format import ToolCallStream
 from tunery.errors import TuneryError
 from tunery.monitor.prompt_log import log_if_enabled
-from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import Server, server_of
 from tunery.serve.engine import ChatJob, Controls, Sampling
 from tunery.serve.errors import APIError
 from tunery.serve.forwarding import Upstream, forward_chat_completion

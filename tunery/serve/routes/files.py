@@ -12,8 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunery.errors import TuneryError
-from tunery.serve.app import server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import server_of
 from tunery.serve.errors import APIError, not_found
 from tunery.serve.pagination import cursor_page
 from tunery.serve.types.files import FileDeleted, FileObject, FilePurpose
@@ -32,9 +32,10 @@ def check_fine_tune_file(path: Path, filename: str) -> tuple[str, str | None, st
     """(status, status_details, format, examples) for an uploaded training file; the details call
     it by the user's `filename`, never by the server's temporary path."""
     from tunery.data.validate import validate_file
+    from tunery.train.plan import auto_epochs
 
     try:
-        report = validate_file(path, max_issues_per_code=DETAILS_ISSUES, name=filename)
+        report = validate_file(path, max_issues_per_code=DETAILS_ISSUES, name=filename, epochs=auto_epochs)
     except TuneryError as exc:
         return "error", str(exc), None, None
     if report.ok:

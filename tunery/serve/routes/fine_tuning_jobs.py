@@ -19,8 +19,8 @@ from tunery.config import merge
 from tunery.jobs import events
 from tunery.jobs.run_config import build_run_config
 from tunery.jobs.states import move, sources_of
-from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import Server, server_of
 from tunery.serve.errors import APIError, not_found
 from tunery.serve.pagination import cursor_page
 from tunery.serve.references import resolve_references
@@ -125,7 +125,7 @@ def _prompts_file(server: Server, file_id: str, org: str, param: str, *, grader:
 
 
 def _check_run_config(config: dict, kind: str) -> None:
-    from tunery.config import RunConfig, describe_errors
+    from tunery.train.config import RunConfig, describe_errors
 
     try:
         RunConfig.model_validate(config)
@@ -241,7 +241,7 @@ def tracking_settings(integrations: list, *, job_id: str, model: str, home: Path
 def _with_paths(method: dict, server: Server, org: str) -> dict:
     """`method` with each model or file its extension block names replaced by the server's path
     (the job record keeps the caller's ids; only the run config holds paths)."""
-    from tunery.config import naming_settings
+    from tunery.train.config import naming_settings
 
     kind = method["type"]
     block = method[kind].get("tunery") or {}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 
-from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import Server, server_of
 from tunery.serve.errors import APIError, not_found
 from tunery.serve.types.models import Model, ModelDeleted, ModelList
 

@@ -21,8 +21,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import Server, server_of
 from tunery.serve.errors import not_found
 from tunery.store import JobRecord
 from tunery.web.runs import job_runs, org_jobs, registry_if_any

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 
 from tunery.data.render import ChatTokenizer
 from tunery.errors import TuneryError
-from tunery.serve.app import Server, server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import Server, server_of
 from tunery.serve.errors import APIError, not_found
 from tunery.store import FileRecord
 from tunery.web.histogram import Bin, histogram
@@ -114,8 +114,11 @@ def _validate(path: str, tok: ChatTokenizer, max_seq_len: int) -> tuple[dict, li
     from tunery.data.formats import to_example
     from tunery.data.render import render_chat
     from tunery.data.validate import first_valid_examples, validate_file
+    from tunery.train.plan import auto_epochs
 
-    report = validate_file(path, tokenizer=tok, max_seq_len=max_seq_len, max_issues_per_code=REPORT_ISSUES_PER_CODE)
+    report = validate_file(
+        path, tokenizer=tok, max_seq_len=max_seq_len, max_issues_per_code=REPORT_ISSUES_PER_CODE, epochs=auto_epochs
+    )
     lengths = []
     for line, obj in first_valid_examples(path, HISTOGRAM_EXAMPLES):
         example = to_example(obj, line)

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from tunery.jobs.states import TRANSITIONS
-from tunery.serve.app import server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import server_of
 from tunery.serve.errors import not_found
 from tunery.store import JobRecord
 from tunery.train.rundir import RunDir

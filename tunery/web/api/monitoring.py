@@ -20,8 +20,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from tunery.serve.app import server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import server_of
 from tunery.web.runs import job_runs, org_jobs, registry_if_any
 
 if TYPE_CHECKING:

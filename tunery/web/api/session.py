@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from tunery.serve.app import server_of
 from tunery.serve.auth import current_org
+from tunery.serve.deps import server_of
 
 router = APIRouter(prefix="/session", tags=["dashboard"])
 

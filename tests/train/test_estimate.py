@@ -12,7 +12,6 @@ import pytest
 from tunery.train.estimate import (
     EpochTokens,
     ModelShape,
-    auto_max_seq_len,
     forward_flops,
     hours,
     model_shape,
@@ -20,7 +19,7 @@ from tunery.train.estimate import (
     training_flops,
 )
 from tunery.train.methods import METHODS
-from tunery.train.plan import auto_epochs
+from tunery.train.plan import auto_epochs, auto_max_seq_len
 
 TICKETS = [
     ("My invoice shows the wrong amount.", "billing"),
@@ -139,7 +138,7 @@ def test_model_shape_matches_the_real_tiny_model_and_peft(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from tunery.models import describe_model
-    from tunery.train.estimate import LORA_TARGETS
+    from tunery.train.plan import LORA_TARGETS
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
     shape = model_shape(describe_model("tiny", tiny_model_dir).parameters, config, lora_rank=4)

@@ -64,7 +64,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"share of each device's peak FLOP/s that training reaches, MFU (default: {DEFAULT_UTILISATION})",
     )
     parser.add_argument(
-        "--lora-rank", type=int, metavar="R", help="LoRA rank for the adapter's FLOPs (default: 16, as in training)"
+        "--lora-rank",
+        type=int,
+        metavar="R",
+        help="LoRA rank for the adapter's FLOPs (default: lora.r=auto, as in training)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -121,8 +124,8 @@ def print_estimate(e) -> None:
         f"[bold]{e.file}[/]: {e.examples:,} {e.format} examples"
         + (f" ({e.sequences:,} sequences)" if e.sequences != e.examples else "")
         + f" · model [bold]{e.model}[/] ({e.parameters / 1e6:.1f}M parameters)"
-        + f" · method [bold]{e.method}[/] ({e.adapter}) · {e.epochs} epochs ({e.epochs_rule})"
-        + f" · max_seq_len {e.max_seq_len}"
+        + f" · method [bold]{e.method}[/] ({e.adapter}{f' r={e.lora_rank}' if e.lora_rank else ''})"
+        + f" · {e.epochs} epochs ({e.epochs_rule}) · batch_size {e.batch_size} · max_seq_len {e.max_seq_len}"
     )
     if e.truncated_sequences:
         console.print(

@@ -123,7 +123,7 @@ def plan_run(config: RunConfig) -> DryRun:
         bf16_supported=torch.cuda.is_bf16_supported() if cuda else cpu_native_bf16(),
         linear_layers=decoder_linear_layers(model_dir),
     )
-    shape = model_shape(info.parameters, model_config, plan.config.lora.r if plan.config.adapter == "lora" else 16)
+    shape = model_shape(info.parameters, model_config, plan.config.lora.r if plan.config.adapter == "lora" else 0)
     trained = shape.adapter_params if plan.config.adapter == "lora" else shape.parameters
     share = plan.total_steps / max(1, plan.steps_per_epoch * sized.epochs)  # max_steps cuts the run short
     rows = {row["name"]: row["hours"] * share for row in sized.hardware}

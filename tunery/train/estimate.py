@@ -39,7 +39,7 @@ Refinements over "k · params · tokens" (what this module chooses):
   (1 − padding fraction with packing).
 * **A shared prompt prefix** (typically one system prompt in every example) is computed once per
   packed row, not once per example, when that is cheaper, as the trainer does (`share_prefix`,
-  tunery/train/modeling.py `step_batches`). Each optimizer step (the auto batch size) packs its
+  tunery/train/modeling.py `step_batches`). Each optimizer step (the plan's batch size) packs its
   own sequences into rows of max(max_seq_len, 1024) tokens, the CPU trainer's layout; each row
   holds the prefix once. For the bundled support tickets (a 121-token system prompt, ~36 tokens
   after it) this computes about a third of the tokens. Attention then counts the prefix once per
@@ -67,27 +67,23 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from tunery.data import prices
 from tunery.data.formats import FORMATS, Example, PreferenceExample, iter_jsonl, to_example
 from tunery.data.pack import PrefixTracker, best_fit_decreasing, padding_fraction
 from tunery.data.render import ChatTokenizer, TemplateError, render_chat
 from tunery.errors import TuneryError
+from tunery.train.config import RunConfig, describe_errors
 from tunery.train.methods import ADAPTERS, METHODS, Method, method_for_format
+from tunery.train.plan import Plan, resolve
 
 MethodName = Literal[tuple(METHODS)]
 AdapterName = Literal[ADAPTERS]
 
-DEFAULT_LORA_RANK = 16  # tunery's auto recipe: rank 16 on every attention and MLP projection
-# The projections `model_shape` sizes adapters for (Llama-style names; the auto recipe's targets).
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Rows per micro-batch assumed for the padding statistics; rows are sorted by length before
 # batching, so the number matters little.
 ROWS_PER_MICRO_BATCH = 8
-SEQ_LEN_MULTIPLE = 64  # auto max_seq_len rounds the longest example up to this
-# The CPU trainer's auto micro-batch: its packed rows are at least this long (tunery/train/plan.py).
-CPU_MICRO_BATCH_TOKENS = 1024
 
 
 class InvalidDataError(TuneryError):
@@ -97,7 +93,11 @@ class InvalidDataError(TuneryError):
 
 
 class EstimateSettings(BaseModel):
-    """What to estimate for. Bad values are rejected, never adjusted."""
+    """What to estimate for. Bad values are rejected, never adjusted.
+
+    Every "auto" resolves as `tunery train` resolves it on this CPU: `estimate` builds the run
+    config and calls the recipe (`tunery.train.plan.resolve`), then reads the `Plan`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -109,7 +109,7 @@ class EstimateSettings(BaseModel):
     )
     gpu_hour_price: float = Field(prices.DEFAULT_GPU_HOUR_PRICE, ge=0, description="USD per GPU-hour")
     utilisation: float = Field(prices.DEFAULT_UTILISATION, gt=0, le=1, description="share of peak FLOP/s reached")
-    lora_rank: PositiveInt = DEFAULT_LORA_RANK
+    lora_rank: PositiveInt | None = Field(None, description="None: the recipe's rank (lora.r=auto)")
     calibration_seconds: float = Field(1.0, gt=0, le=30, description="length of the CPU matmul calibration")
 
 
@@ -130,7 +130,7 @@ class ModelShape:
     context_length: int | None
 
 
-def model_shape(parameters: int, config: dict, lora_rank: int = DEFAULT_LORA_RANK) -> ModelShape:
+def model_shape(parameters: int, config: dict, lora_rank: int) -> ModelShape:
     """Split `parameters` into body and head and size the adapter from a Hugging Face config.
 
     Assumes a decoder with the usual keys (Llama, Mistral, Qwen, SmolLM…). When a key is missing,
@@ -247,12 +247,6 @@ def training_flops(
 def hours(flops: float, peak_flops_per_s: float, utilisation: float) -> float:
     """Wall-clock hours to do `flops` at `utilisation` of a device's peak rate."""
     return flops / (peak_flops_per_s * utilisation) / 3600
-
-
-def auto_max_seq_len(longest: int, context_length: int | None) -> int:
-    """The longest example rounded up to a multiple of 64, at most the model's context."""
-    rounded = max(SEQ_LEN_MULTIPLE, math.ceil(longest / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE)
-    return min(rounded, context_length) if context_length else rounded
 
 
 def measure_cpu_gflops(seconds: float = 1.0, size: int = 1024) -> float:
@@ -411,6 +405,9 @@ class Estimate:
     epochs: int
     epochs_rule: str
     max_seq_len: int
+    batch_size: int  # examples per optimizer step, as the run's plan resolves it
+    lora_rank: int | None  # None: full fine-tuning
+    micro_batch_tokens: int  # the packed rows' length
     longest: int  # tokens in the longest rendered sequence (at most the context)
     truncated_sequences: int
     truncated_tokens: int
@@ -434,6 +431,29 @@ class Estimate:
         return json.dumps(asdict(self), indent=2)
 
 
+def resolve_plan(
+    path: Path, model_ref: str, method: Method, settings: EstimateSettings, *, n_examples: int, longest: int, context
+) -> Plan:
+    """The plan `tunery train` would resolve for these settings on this CPU (torch is not imported
+    to look for a GPU; the GPU rows of the estimate use the same plan)."""
+    values: dict = {"data": path, "model": model_ref, "method": method.name, "adapter": settings.adapter}
+    values |= {"n_epochs": settings.epochs, "max_seq_len": settings.max_seq_len}
+    if settings.lora_rank is not None:
+        values["lora"] = {"r": settings.lora_rank}
+    try:
+        config = RunConfig.model_validate(values)
+    except ValidationError as exc:
+        raise TuneryError(describe_errors(exc, "estimate")) from None
+    return resolve(
+        config,
+        n_examples=n_examples,
+        longest=longest,
+        context_length=context,
+        cuda_available=False,
+        bf16_supported=False,
+    )
+
+
 def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None = None) -> Estimate:
     """Count tokens, FLOPs, time and cost for training `model_ref` on the JSONL file at `path`.
 
@@ -442,7 +462,6 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         TuneryError: the file or model cannot be read, or a setting does not fit the model (exit 2).
     """
     from tunery.models import describe_model, resolve_model
-    from tunery.train.plan import auto_batch_size, auto_epochs
 
     settings = settings or EstimateSettings()
     path = Path(path)
@@ -455,8 +474,7 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
             hint="save the model with save_pretrained(..., safe_serialization=True), or use a .gguf or hub id",
         )
     config = json.loads((model_dir / "config.json").read_text())
-    shape = model_shape(info.parameters, config, settings.lora_rank)
-    context = shape.context_length
+    context = config.get("max_position_embeddings")
 
     if settings.max_seq_len != "auto" and context and settings.max_seq_len > context:
         raise TuneryError(
@@ -478,8 +496,11 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         )
     adapter = settings.adapter
     lengths = [s.length for s in seqs]
-    capacity = auto_max_seq_len(max(lengths), context) if settings.max_seq_len == "auto" else settings.max_seq_len
-    epochs = auto_epochs(n_examples) if settings.epochs == "auto" else settings.epochs
+    plan = resolve_plan(path, model_ref, method, settings, n_examples=n_examples, longest=max(lengths), context=context)
+    run = plan.config
+    capacity, epochs = run.max_seq_len, run.n_epochs
+    lora_rank = run.lora.r if adapter == "lora" else None
+    shape = model_shape(info.parameters, config, lora_rank or 0)
 
     tokens = sum(lengths)
     trained = sum(s.trained for s in seqs)
@@ -493,9 +514,8 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
     packed_computed = epoch.computed
     layout = "packed"
     if prefix:
-        per_step = auto_batch_size(n_examples) * FORMATS[kind].sequences
-        row_capacity = max(capacity, CPU_MICRO_BATCH_TOKENS)
-        computed, attention = shared_prefix_layout(lengths, prefix, per_step, row_capacity)
+        per_step = run.batch_size * FORMATS[kind].sequences
+        computed, attention = shared_prefix_layout(lengths, prefix, per_step, run.micro_batch_tokens)
         if computed < epoch.computed:  # the trainer, too, takes the layout that computes less
             epoch = EpochTokens(computed=computed, trained=trained, sum_squared_lengths=attention)
             layout = "shared prefix"
@@ -515,6 +535,9 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         epochs=epochs,
         epochs_rule="auto" if settings.epochs == "auto" else "fixed",
         max_seq_len=capacity,
+        batch_size=run.batch_size,
+        lora_rank=lora_rank,
+        micro_batch_tokens=run.micro_batch_tokens,
         longest=max(lengths),
         truncated_sequences=sum(1 for s in seqs if s.truncated),
         truncated_tokens=sum(s.truncated for s in seqs),
@@ -548,13 +571,13 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         gpu_hour_price=settings.gpu_hour_price,
         hosted=hosted_costs(tokens * epochs, model_ref),
         assumptions=assumptions(
-            method, adapter, shape, settings, shared_prefix=prefix if layout == "shared prefix" else 0
+            method, adapter, shape, settings, plan, shared_prefix=prefix if layout == "shared prefix" else 0
         ),
     )
 
 
 def assumptions(
-    method: Method, adapter: str, shape: ModelShape, settings: EstimateSettings, shared_prefix: int = 0
+    method: Method, adapter: str, shape: ModelShape, settings: EstimateSettings, plan: Plan, shared_prefix: int = 0
 ) -> list[str]:
     """The choices behind the numbers, in words, printed with every estimate."""
     if adapter == "full":
@@ -562,7 +585,7 @@ def assumptions(
     else:
         weights = (
             "4 FLOPs per frozen weight per token (forward and input gradient), 6 per adapter weight "
-            f"(rank {settings.lora_rank}: {shape.adapter_params:,} weights)"
+            f"(rank {plan.config.lora.r}: {shape.adapter_params:,} weights)"
         )
     notes = [
         f"utilisation (MFU) {settings.utilisation:.0%} of each device's peak; small models reach less on GPUs",
@@ -573,7 +596,8 @@ def assumptions(
     if shared_prefix:
         notes.append(
             f"the {shared_prefix}-token prompt every example starts with is computed once per packed row of each "
-            "optimizer step (auto batch size, rows of max(max_seq_len, 1024) tokens), as training does"
+            f"optimizer step ({plan.config.batch_size} examples, rows of {plan.config.micro_batch_tokens} tokens), "
+            "as training does"
         )
     extra = ["two sequences per pair"] if FORMATS[method.data_format].sequences == 2 else []
     if method.reference_flops_per_token:

@@ -55,6 +55,14 @@ def auto_epochs(n_examples: int) -> int:
     return target
 
 
+DEFAULT_CONTEXT = 2048  # what max_seq_len=auto caps at when the model states no context length
+
+
+def auto_max_seq_len(longest: int, context_length: int | None) -> int:
+    """The longest example rounded up to a multiple of 64 (at least 64), at most the model's context."""
+    return min(context_length or DEFAULT_CONTEXT, max(64, math.ceil(longest / 64) * 64))
+
+
 def auto_batch_size(n_examples: int) -> int:
     return int(min(32, max(4, 2 ** round(math.log2(max(n_examples, 1) / 40)))))
 
@@ -109,8 +117,8 @@ def resolve(
 
     max_seq_len = config.max_seq_len
     if max_seq_len == "auto":
-        cap = context_length or 2048
-        max_seq_len = min(cap, max(64, math.ceil(longest / 64) * 64))
+        cap = context_length or DEFAULT_CONTEXT
+        max_seq_len = auto_max_seq_len(longest, context_length)
         pick(
             "max_seq_len",
             max_seq_len,

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tunery.config import RunConfig, dump_config
+from tunery.train.config import RunConfig, dump_config
 from tunery.train.prepare import prepare
 
 # Kill the process when `publish` moves a temporary directory into place.

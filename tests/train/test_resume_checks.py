@@ -13,10 +13,10 @@ import shutil
 import pytest
 from builders import build_tiny_model, write_chat_dataset
 
-from tunery.config import RunConfig
 from tunery.errors import TuneryError
 from tunery.fsio import file_sha256
 from tunery.models import weights_hash
+from tunery.train.config import RunConfig
 from tunery.train.prepare import prepare
 
 

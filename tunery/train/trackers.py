@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tunery.config import RunConfig, flatten
 from tunery.errors import TuneryError
+from tunery.train.config import RunConfig, flatten
 from tunery.train.rundir import atomic_write
 
 POLL_S = 2.0

@@ -15,7 +15,6 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 
-from tunery.config import merge
 from tunery.jobs import events
 from tunery.jobs.run_config import build_run_config
 from tunery.jobs.states import move, sources_of
@@ -35,6 +34,7 @@ from tunery.serve.types.fine_tuning import (
 from tunery.serve.types.shared import CursorPage
 from tunery.store import JobRecord
 from tunery.store.ids import new_id
+from tunery.train.config import merge
 from tunery.train.methods import BY_OPENAI_TYPE
 from tunery.train.rundir import atomic_write
 

@@ -74,18 +74,24 @@ class FormatInfo:
     shape: str  # what one line holds, for messages that ask for this format
     noun: str  # what the examples are, in words: "worked examples"
     sequences: int  # sequences a line trains on: a preference pair's two answers
+    unit: str  # what one line is called in counts: "12 examples", "12 pairs"
 
 
 FORMATS: dict[str, FormatInfo] = {
-    "chat": FormatInfo(ChatExample, "{'messages': [...]} per line", "worked examples", sequences=1),
+    "chat": FormatInfo(ChatExample, "{'messages': [...]} per line", "worked examples", sequences=1, unit="examples"),
     "preference": FormatInfo(
         PreferenceExample,
         "{'input', 'preferred_output', 'non_preferred_output'} per line",
         "preference pairs",
         sequences=2,
+        unit="pairs",
     ),
     "rft": FormatInfo(
-        RftExample, "{'messages': [... ending on the user turn], <fields the grader reads>} per line", "prompts", 1
+        RftExample,
+        "{'messages': [... ending on the user turn], <fields the grader reads>} per line",
+        "prompts",
+        1,
+        "prompts",
     ),
 }
 

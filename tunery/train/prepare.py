@@ -294,7 +294,7 @@ def drop_untrained(prepared: Prepared, train: list[T], valid: list[T], trains: C
     `prepared.train` / `.validation` follow, so the plan counts only what trains.
     Returns whether any training example was dropped (the plan must then be made again).
     """
-    unit = "pairs" if prepared.config.method == "dpo" else "examples"
+    unit = FORMATS[METHODS[prepared.config.method].data_format].unit  # "examples", "pairs"
     dropped_train = False
     for role, rendered, examples in (("training", train, prepared.train), ("validation", valid, prepared.validation)):
         keep = [i for i, r in enumerate(rendered) if trains(r)]

@@ -37,7 +37,7 @@ ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 
 
 def run_tunery(spec: dict, side: str) -> dict:
-    from tunery.config import load_config
+    from tunery.train.config import load_config
     from tunery.train.rft import train
 
     workdir = Path(spec["workdir"])

@@ -321,6 +321,9 @@ def drop_untrained(prepared: Prepared, train: list[T], valid: list[T], trains: C
     return dropped_train
 
 
+ROLES = {"train": "training", "validation": "validation"}
+
+
 def _check_unchanged(run: RunDir, config: RunConfig, model_dir: Path, hashes: dict[str, str]) -> None:
     """Refuse to resume on other data or another base model than the newest checkpoint's.
 
@@ -334,7 +337,7 @@ def _check_unchanged(run: RunDir, config: RunConfig, model_dir: Path, hashes: di
     saved = json.loads(manifest_file.read_text())
     files = {"train": config.data, "validation": config.validation}
     changed = [
-        (f"{files.get(role) or role} ({role} data)", before, hashes.get(role, "none"))
+        (f"{files.get(role) or role} ({ROLES.get(role, role)} data)", before, hashes.get(role, "none"))
         for role, before in saved.get("data", {}).items()
         if hashes.get(role) != before
     ]

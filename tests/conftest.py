@@ -83,3 +83,16 @@ def webhook():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tuned_run(tiny_model_dir, chat_data, tmp_path_factory):
+    """One finished tiny LoRA run named `labeller`, through `tunery.train`: 6 steps, checkpoints at 3
+    and 6, graded on the validation file at the end. Shared, so tests only read it."""
+    import tunery
+
+    out = tmp_path_factory.mktemp("tuned") / "labeller"
+    return tunery.train(
+        model=str(tiny_model_dir), data=chat_data[0], validation=chat_data[1], output=out,
+        n_epochs=1, batch_size=8, save_every=3, lora={"r": 4}, seed=3,
+    )  # fmt: skip

@@ -14,13 +14,10 @@ from tunery.data.validate import ValidationReport
 from tunery.errors import TuneryError
 from tunery.eval.report import EvalReport
 
-TINY = {"n_epochs": 1, "batch_size": 8, "save_every": 3, "lora": {"r": 4}, "seed": 3}
-
 
 @pytest.fixture(scope="module")
-def run(tiny_model_dir, chat_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("api") / "first"
-    return tunery.train(model=str(tiny_model_dir), data=chat_data[0], validation=chat_data[1], output=out, **TINY)
+def run(tuned_run):
+    return tuned_run  # conftest: tunery.train(..., n_epochs=1, batch_size=8, save_every=3, lora={"r": 4})
 
 
 def test_import_is_light_and_validate_needs_no_torch(chat_data):

@@ -24,12 +24,8 @@ BOUNDS = {"f16": 0.001, "q8_0": 0.01, "q4_1": 0.1}
 
 
 @pytest.fixture(scope="module")
-def finished_run(tiny_model_dir, chat_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gguf") / "labeller"
-    return tunery.train(
-        model=str(tiny_model_dir), data=chat_data[0], output=out, n_epochs=1, batch_size=8, lora={"r": 4},
-        final_eval=False, seed=3,
-    )  # fmt: skip
+def finished_run(tuned_run):
+    return tuned_run  # conftest: a finished tiny LoRA run named labeller
 
 
 @pytest.fixture(scope="module")

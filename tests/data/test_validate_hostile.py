@@ -176,3 +176,17 @@ def test_special_tokens_inside_message_text_warn_by_default_and_refuse_on_reques
     refused = cli("validate", path, "--special-tokens", "refuse")
     assert refused.returncode == 1 and "special_tokens_in_content" in refused.stdout, refused.stdout
     assert cli("validate", write_lines(tmp_path / "clean.jsonl", GOOD)).returncode == 0
+
+
+def test_a_line_far_longer_than_max_seq_len_is_reported_without_being_tokenised(tmp_path, tokenizer):
+    import resource
+
+    bomb = {"messages": [{"role": "user", "content": "word " * 1_000_000}, {"role": "assistant", "content": "ok"}]}
+    path = write_lines(tmp_path / "bomb.jsonl", GOOD + [bomb])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = validate_file(path, tokenizer=tokenizer, max_seq_len=64)
+    (issue,) = [i for i in report.issues if i.code == "example_too_long"]
+    assert issue.line == 12 and "5,000,002 characters" in issue.message and "not tokenised" in issue.message
+    assert report.stats.truncated_examples == 1 and report.stats.examples == 12
+    # Tokenising 5 MB of text holds hundreds of MB; reading the line holds a few times its size.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 Severity = Literal["error", "warning"]
 
 MAX_LINE_BYTES = 10 * 1024 * 1024  # one example bigger than this is a mistake, not data
+TOKENISE_CHARS = 100_000  # text always tokenised (about 0.5 s); longer only if max_seq_len could hold it
 MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
 MAX_ISSUES_PER_CODE = 100_000  # kept in the report; counts beyond this stay exact
 _SKIP_CHUNK = 1024 * 1024
@@ -686,6 +687,12 @@ class _TokenCounter:
         self.trained = 0
         self.truncated_examples = 0
         self.no_eos: dict[str, list[int]] = {}  # file → [first line, count]
+        # No token is longer than the vocabulary's longest entry, so text longer than max_seq_len of
+        # them cannot fit: such an example is reported without tokenising it (a 5 MB line took 25 s
+        # and 1.5 GB to tokenise, for tokens that training would cut off). Below TOKENISE_CHARS it is
+        # tokenised all the same, so the rules that need its tokens (an answer cut away) still see them.
+        longest = max(map(len, tok.tokenizer.get_vocab()))
+        self.max_chars = max(max_seq_len * longest, TOKENISE_CHARS) if max_seq_len else None
 
     def add(self, file: str, line: int, obj: dict, fmt: Format, collect_stats: bool) -> None:
         from tunery.data.render import render_chat
@@ -696,6 +703,15 @@ class _TokenCounter:
             shown = [*example.prompt, example.chosen]
         else:
             chats, shown = [example], example.messages
+        chars = max(sum(len(m.get("content") or "") for m in chat.messages) for chat in chats)
+        if self.max_chars is not None and chars > self.max_chars:
+            self.truncated_examples += 1
+            what = (
+                f"{chars:,} characters of text, more than max_seq_len {self.max_seq_len} tokens can hold: "
+                "not tokenised, and training would cut most of it off"
+            )
+            self.sink.add(file, line, "example_too_long", what)
+            return
         try:
             rendered = [render_chat(chat, self.tok) for chat in chats]
         except Exception as exc:  # noqa: BLE001 - the template is third-party code; any failure is a data issue

@@ -306,3 +306,31 @@ def test_a_server_killed_mid_upload_leaves_a_partial_file_that_the_next_start_re
     server.start()  # the same home
     assert not list(files.glob(".upload-*"))
     assert "removed a partial upload" in server.log.read_text()
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_the_dashboards_file_report_tokenises_in_a_child_process_not_the_api(server, alpha, tmp_path):
+    text = "tell me about the weather today " * 3000  # ~100k characters: tokenised, not capped
+    rows = [
+        {"messages": [{"role": "user", "content": f"{i} {text}"}, {"role": "assistant", "content": "ok"}]}
+        for i in range(40)
+    ]
+    path = tmp_path / "heavy.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    uploaded = alpha.files.create(file=path.open("rb"), purpose="fine-tune")
+    before = _peak_rss_kib(server.proc.pid)
+    response = httpx.get(
+        f"{server.base_url}/tunery/files/{uploaded.id}/report",
+        headers={"Authorization": "Bearer sk-alpha"},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["report"]["stats"]["truncated_examples"] == 40
+    grown = _peak_rss_kib(server.proc.pid) - before
+    assert grown < 30_000, f"the API process grew by {grown} KiB while the report was computed"

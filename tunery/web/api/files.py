@@ -91,15 +91,21 @@ def _fine_tune_file(request: Request, file_id: str, org: str) -> FileRecord:
     return record
 
 
-def _tokenizer(server: Server, org: str, model: str | None) -> tuple[TokenizerChoice, ChatTokenizer]:
-    """The chat tokenizer of a configured base model (the first one when `model` is None)."""
+def _model_dir(server: Server, org: str, model: str | None) -> tuple[TokenizerChoice, Path]:
+    """The directory of a configured base model (the first one when `model` is None)."""
     name = model or next(iter(server.settings.models))
     if name not in server.settings.models:
         raise APIError(
             400, f"model must be one of the base models {sorted(server.settings.models)}, got {name!r}", param="model"
         )
     served = server.catalog.lookup(name, org)
-    return TokenizerChoice(model=name, max_seq_len=served.context_length), server.catalog.tokenizer(served.base_dir)
+    return TokenizerChoice(model=name, max_seq_len=served.context_length), served.base_dir
+
+
+def _tokenizer(server: Server, org: str, model: str | None) -> tuple[TokenizerChoice, ChatTokenizer]:
+    """The chat tokenizer of a configured base model (the first one when `model` is None)."""
+    choice, model_dir = _model_dir(server, org, model)
+    return choice, server.catalog.tokenizer(model_dir)
 
 
 def _is_pair(example) -> bool:
@@ -109,11 +115,23 @@ def _is_pair(example) -> bool:
 
 
 @lru_cache(maxsize=16)
-def _validate(path: str, tok: ChatTokenizer, max_seq_len: int) -> tuple[dict, list[int]]:
+def _validate_elsewhere(path: str, model_dir: str, max_seq_len: int) -> tuple[dict, list[int]]:
+    """`_validate` in a child process that exits when done: tokenising an upload can take seconds
+    and hundreds of MB, which the API process would otherwise hold (or keep) while it serves."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_validate, path, model_dir, max_seq_len).result()
+
+
+def _validate(path: str, model_dir: str, max_seq_len: int) -> tuple[dict, list[int]]:
     """(report dict, rendered tokens per example for the histogram)."""
     from tunery.data.formats import to_example
     from tunery.data.render import render_chat
     from tunery.data.validate import first_valid_examples, validate_file
+
+    tok = ChatTokenizer.from_dir(model_dir)
     from tunery.train.plan import auto_epochs
 
     report = validate_file(
@@ -140,9 +158,9 @@ async def file_report(
 
     server = server_of(request)
     record = _fine_tune_file(request, file_id, org)
-    choice, tok = await run_in_threadpool(_tokenizer, server, org, model)
+    choice, model_dir = await run_in_threadpool(_model_dir, server, org, model)
     try:
-        report, lengths = await run_in_threadpool(_validate, record.path, tok, choice.max_seq_len)
+        report, lengths = await run_in_threadpool(_validate_elsewhere, record.path, str(model_dir), choice.max_seq_len)
     except TuneryError as exc:
         raise APIError(500, f"cannot read file {file_id}: {exc}", type="server_error") from None
     # The server's path to the bytes is not the client's business; its filename is what it knows.

@@ -87,6 +87,13 @@ class DpoConfig(_Strict):
         0.0, ge=0.0, description="weight of the chosen answer's per-token NLL added to the loss (RPO); 0 = off"
     )
 
+    @model_validator(mode="after")
+    def _reference_fits_the_loss(self):
+        # Checked here, before any work: the run would otherwise fail after loading the model.
+        if self.loss in ("sigmoid", "ipo") and self.reference == "none":
+            raise ValueError(f"dpo.loss={self.loss} needs a reference model; use dpo.loss=simpo or leave dpo.reference")
+        return self
+
 
 class RftConfig(_Strict):
     """Reinforcement fine-tuning as GRPO (Shao et al. 2024), scored by an OpenAI grader object."""

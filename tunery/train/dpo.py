@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import time
 from pathlib import Path
@@ -46,16 +45,15 @@ from tunery.train.modeling import (
     build_model,
     build_optimizer,
     build_scheduler,
-    epoch_order,
     hidden_states,
     seed_everything,
     step_batches,
 )
 from tunery.train.plan import Plan
-from tunery.train.prepare import TrainingFailed, drop_untrained, finish_run, prepare, start_or_resume
+from tunery.train.prepare import drop_untrained, finish_run, prepare, start_or_resume
 from tunery.train.report import Progress
+from tunery.train.steps import VALID_SUBSET, clip_and_check, optimizer_step, save_or_stop, step_examples, train_record
 
-VALID_SUBSET = 64
 Pair = tuple[Rendered, Rendered]
 
 
@@ -260,9 +258,6 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     longest = max(max(len(c.input_ids), len(r.input_ids)) for c, r in unbounded)
     plan = prepared.make_plan(longest=longest)
     cfg = plan.config
-    if cfg.dpo.loss == "ipo" or cfg.dpo.loss == "sigmoid":
-        if cfg.dpo.reference == "none":
-            raise TrainingFailed("config", f"dpo.loss={cfg.dpo.loss} needs a reference model; use dpo.loss=simpo")
     train_pairs = render_pairs(prepared.train, tok, cfg.max_seq_len)
     valid_pairs = render_pairs(prepared.validation, tok, cfg.max_seq_len)
     if drop_untrained(
@@ -291,46 +286,28 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     state = start_or_resume(prepared, plan, model, optimizer, scheduler, facts_model=model)
     step, started, elapsed_before = state["step"], time.monotonic(), state.get("elapsed_s", 0.0)
     model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
 
     progress = Progress(plan.total_steps, step)
     with StopRequest() as stop:
         while step < plan.total_steps:
-            epoch, index = divmod(step, plan.steps_per_epoch)
-            order = epoch_order(len(train_pairs), cfg.seed, epoch)
-            chosen = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+            epoch, index, chosen = step_examples(step, plan, len(train_pairs))
             groups = pair_groups(chosen, train_pairs, cfg.micro_batch_tokens)
 
             metrics = preference_step(model, groups, train_pairs, reference, plan, tok.pad_id, backward=True)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm or float("inf")
-            ).item()
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)):
-                raise TrainingFailed(
-                    "nan_loss",
-                    f"step {step + 1}: the loss or gradient norm is not finite (loss={metrics['loss']}, "
-                    f"grad_norm={grad_norm}); the last good checkpoint is kept. Lower the learning rate.",
-                    step=step,
-                )
-            learning_rate = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = clip_and_check(trainable, metrics["loss"], plan, step)
+            learning_rate = optimizer_step(optimizer, scheduler)
             step += 1
 
-            elapsed = elapsed_before + time.monotonic() - started
-            record = {
-                "type": "train",
-                "step": step,
-                "total_steps": plan.total_steps,
-                "epoch": epoch + (index + 1) / plan.steps_per_epoch,
+            logged = {
                 "train_loss": metrics["loss"],
                 "train_mean_token_accuracy": metrics["reward_accuracy"],
                 **metrics,
                 "learning_rate": learning_rate,
                 "grad_norm": grad_norm,
-                "elapsed_s": elapsed,
-                "eta_s": elapsed / (step - state["step"]) * (plan.total_steps - step),
             }
+            elapsed = elapsed_before + time.monotonic() - started
+            record = train_record(step, plan, epoch, index, elapsed, state["step"], logged)
             run.log(record)
             progress.update(
                 step,
@@ -351,11 +328,9 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 progress.message(
                     f"step {step}: validation loss {v['loss']:.4f}, preference accuracy {v['reward_accuracy']:.2f}"
                 )
-            if step % cfg.save_every == 0 or stop.signal or step == plan.total_steps:
-                prepared.save(step, model, optimizer, scheduler, elapsed)
-            if stop.signal and step < plan.total_steps:
-                progress.close()
-                return prepared.interrupted(step, stop.signal)
+            stopped = save_or_stop(prepared, plan, step, stop, model, optimizer, scheduler, elapsed, progress)
+            if stopped is not None:
+                return stopped
     progress.close()
 
     final = {}

@@ -31,15 +31,13 @@ from tunery.train.modeling import (
     build_model,
     build_optimizer,
     build_scheduler,
-    epoch_order,
     seed_everything,
     step_batches,
 )
 from tunery.train.plan import Plan
-from tunery.train.prepare import Prepared, TrainingFailed, drop_untrained, finish_run, prepare, start_or_resume
+from tunery.train.prepare import Prepared, drop_untrained, finish_run, prepare, start_or_resume
 from tunery.train.report import Progress
-
-VALID_SUBSET = 64  # examples in the periodic validation pass; the full set runs at the end
+from tunery.train.steps import VALID_SUBSET, clip_and_check, optimizer_step, save_or_stop, step_examples, train_record
 
 
 def count_targets(batches: list[dict[str, torch.Tensor]]) -> int:
@@ -146,9 +144,8 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     progress = Progress(plan.total_steps, step) if main else None
     with StopRequest() as stop:
         while step < plan.total_steps:
-            epoch, index = divmod(step, plan.steps_per_epoch)
-            order = epoch_order(len(train_set), cfg.seed, epoch)
-            chosen = [train_set[i] for i in order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
+            epoch, index, indices = step_examples(step, plan, len(train_set))
+            chosen = [train_set[i] for i in indices]
             mine = dist.shard(chosen)  # this rank's share of the step; all of it with one process
             batches = step_batches(mine, plan, tok.pad_id)
             if sharded:
@@ -161,36 +158,20 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 dist.sum_gradients(trainable)
             real_tokens = sum(len(e.input_ids) for e in mine)  # the examples' tokens, no padding
             loss, accuracy, real_tokens = dist.all_sum(loss, accuracy, real_tokens)
-            grad_norm = dist.clip_gradients(trainable, cfg.max_grad_norm)
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                raise TrainingFailed(
-                    "nan_loss",
-                    f"step {step + 1}: the {'loss' if not math.isfinite(loss) else 'gradient norm'} is not finite "
-                    f"(loss={loss}, grad_norm={grad_norm}); the last good checkpoint is kept. "
-                    "Lower the learning rate or check the data.",
-                    step=step,
-                )
-            learning_rate = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = clip_and_check(trainable, loss, plan, step)
+            learning_rate = optimizer_step(optimizer, scheduler)
             step += 1
 
-            elapsed = elapsed_before + time.monotonic() - started
-            record = {
-                "type": "train",
-                "step": step,
-                "total_steps": plan.total_steps,
-                "epoch": epoch + (index + 1) / plan.steps_per_epoch,
+            logged = {
                 "train_loss": loss,
                 "train_mean_token_accuracy": accuracy,
                 "learning_rate": learning_rate,
                 "grad_norm": grad_norm,
                 "trained_tokens": int(n_targets),
                 "tokens_per_second": real_tokens / max(time.monotonic() - t0, 1e-9),
-                "elapsed_s": elapsed,
-                "eta_s": elapsed / (step - state["step"]) * (plan.total_steps - step) if step > state["step"] else None,
             }
+            elapsed = elapsed_before + time.monotonic() - started
+            record = train_record(step, plan, epoch, index, elapsed, state["step"], logged)
             if main:
                 run.log(record)
                 progress.update(step, f"loss {loss:.4f} acc {accuracy:.3f} {record['tokens_per_second']:.0f} tok/s")
@@ -200,13 +181,9 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 if main and not math.isnan(v_loss):
                     run.log({"type": "valid", "step": step, "valid_loss": v_loss, "valid_mean_token_accuracy": v_acc})
                     progress.message(f"step {step}: validation loss {v_loss:.4f}, token accuracy {v_acc:.3f}")
-            stopping = dist.any_rank(stop.signal is not None)  # a signal may reach the ranks at different steps
-            if step % cfg.save_every == 0 or stopping or step == plan.total_steps:
-                prepared.save(step, model, optimizer, scheduler, elapsed)
-            if stopping and step < plan.total_steps:
-                if main:
-                    progress.close()
-                return prepared.interrupted(step, stop.signal or "a signal to another rank")
+            stopped = save_or_stop(prepared, plan, step, stop, model, optimizer, scheduler, elapsed, progress)
+            if stopped is not None:
+                return stopped
     if main:
         progress.close()
 

@@ -20,8 +20,6 @@ from pathlib import Path
 from tunery.data.pack import MIN_SHARED_PREFIX, shared_prefix_length  # noqa: F401  (re-exported)
 from tunery.data.render import ChatTokenizer, render_prompt
 
-# Below this many shared tokens, a separate prefill pass costs more than it saves.
-
 
 @dataclass(frozen=True)
 class Completion:

@@ -1,7 +1,7 @@
-"""Graders score one answer against one reference; this registry names them and picks them.
+"""Graders score one answer against one reference; this table names them and picks them.
 
 Each grader is a small pure function `(output, reference) -> float` in its own module; the
-registry wraps them all into one batch shape, `(prompts, outputs, references) -> scores`, because
+table wraps them all into one batch shape, `(prompts, outputs, references) -> scores`, because
 two of them need more than one pair at a time (the embedding model encodes in batches, the judge
 reads the conversation).
 

@@ -47,7 +47,7 @@ def regex_match(output: str, reference: str) -> float:
     """1.0 when the reference's pattern is found in the output.
 
     Raises:
-        ValueError: the reference is not a `/PATTERN/FLAGS` pattern (the registry checks first).
+        ValueError: the reference is not a `/PATTERN/FLAGS` pattern (the graders table checks first).
 
     >>> regex_match("The answer is 12.", r"/\\b12\\b/"), regex_match("112", r"/\\b12\\b/")
     (1.0, 0.0)

@@ -216,6 +216,9 @@ def _chat(**fields) -> dict:
         json.dumps(_chat(temperature=float("nan"))),
         json.dumps(_chat(top_p=float("inf"))),
         json.dumps(_chat(temperature=1)).replace('"temperature": 1', '"temperature": 1e999'),
+        json.dumps(_chat(logit_bias={"\u00b2": 1})),  # a digit to str.isdigit, not to int()
+        json.dumps(_chat(logit_bias={"5": 10**30})),
+        json.dumps(_chat(top_logprobs=10**30, logprobs=True)),
     ],
 )
 def test_chat_numbers_out_of_range_are_a_400_naming_the_field(server, body):

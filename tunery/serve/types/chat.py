@@ -172,7 +172,7 @@ class ChatCompletionRequest(_Request):
     @classmethod
     def _bias_range(cls, value):
         for token, bias in (value or {}).items():
-            if not token.isdigit():
+            if not (token.isascii() and token.isdigit()):  # "²" is a digit to str.isdigit, not to int()
                 raise ValueError(f"keys are token ids, and {token!r} is not one")
             if not -100 <= bias <= 100:
                 raise ValueError(f"the bias of token {token} is {bias}; biases lie between -100 and 100")

@@ -66,3 +66,16 @@ def test_eval_takes_a_grader_object(cli, tiny_model_dir, tuned_run, ticket_files
     result = cli("eval", "--adapter", tuned_run, "--data", prompts, "--grader", grader, "--json", "--output", out)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["metrics"]["label"]["mean"] == report["metrics"]["exact"]["mean"]
+
+
+def test_compare_takes_a_grader_object(cli, tuned_run, ticket_files, tmp_path):
+    grader = tmp_path / "same.json"
+    grader.write_text(json.dumps({"type": "string_check", "name": "same_as_line", "operation": "eq",
+                                  "input": "{{sample.output_text}}", "reference": "{{item.messages.2.content}}"}))  # fmt: skip
+    out = tmp_path / "compare.json"
+    result = cli("compare", "--tuned", tuned_run, "--train", ticket_files["train"], "--data", ticket_files["heldout"],
+                 "--shots", "2", "--grader", grader, "--json", "--output", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["primary"] == "same_as_line" and "on same_as_line" in report["verdict"]
+    assert report["systems"]["tuned"]["metrics"]["same_as_line"]["mean"] >= 0.75

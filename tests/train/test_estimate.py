@@ -280,6 +280,10 @@ def test_cli_options_change_the_estimate(cli, chat_file, tiny_model_dir):
     assert (lora["epochs"], lora["epochs_rule"]) == (2, "fixed")
     assert full["flops"]["weights_flops_per_param_token"] == 6 and full["flops"]["adapter_params"] == 0
     assert full["max_seq_len"] == 16 and full["truncated_sequences"] > 0
+    # No answer token survives 16 tokens of system prompt and question: training drops them.
+    assert full["untrained_sequences"] == full["sequences"] and lora["untrained_sequences"] == 0
+    table = cli("estimate", chat_file, "--model", tiny_model_dir, "--max-seq-len", "16")
+    assert "no_trained_token" in table.stdout and "dropped" in table.stdout
     assert full["tokens_per_epoch"] < lora["tokens_per_epoch"]
     a100 = next(h for h in full["hardware"] if h["name"] == "A100")
     assert a100["utilisation"] == 0.25

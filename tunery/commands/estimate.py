@@ -132,6 +132,11 @@ def print_estimate(e) -> None:
             f"[yellow]{e.truncated_sequences} sequences exceed max_seq_len; "
             f"{e.truncated_tokens:,} tokens will be cut off[/]"
         )
+    if e.untrained_sequences:
+        console.print(
+            f"[yellow]no_trained_token: {e.untrained_sequences} sequences keep no trained token under max_seq_len "
+            "and will be dropped from training; `tunery validate FILE --model M --max-seq-len N` names them[/]"
+        )
 
     tokens = Table("tokens", "per epoch", "total", title="Tokens", title_justify="left")
     tokens.add_row("in the data", f"{e.tokens_per_epoch:,}", f"{e.tokens_total:,}")

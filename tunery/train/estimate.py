@@ -411,6 +411,7 @@ class Estimate:
     longest: int  # tokens in the longest rendered sequence (at most the context)
     truncated_sequences: int
     truncated_tokens: int
+    untrained_sequences: int  # max_seq_len cut every trained token away: training drops them
     tokens_per_epoch: int
     trained_tokens_per_epoch: int
     tokens_total: int
@@ -541,6 +542,7 @@ def estimate(path: str | Path, model_ref: str, settings: EstimateSettings | None
         longest=max(lengths),
         truncated_sequences=sum(1 for s in seqs if s.truncated),
         truncated_tokens=sum(s.truncated for s in seqs),
+        untrained_sequences=sum(1 for s in seqs if s.truncated and not s.trained),
         tokens_per_epoch=tokens,
         trained_tokens_per_epoch=trained,
         tokens_total=tokens * epochs,

@@ -72,10 +72,32 @@ def test_the_dashboard_job_details_name_the_tracker_runs(server, job):
     details = httpx.get(
         f"{server.base_url}/tunery/jobs/{job.id}/details", headers={"Authorization": "Bearer sk-alpha"}, timeout=60
     ).json()
+    assert "cancel" in details["actions"]["running"]  # the job page's buttons read these
     trackers = {t["type"]: t for t in details["trackers"]}
     assert set(trackers) == {"wandb", "mlflow", "tensorboard"}
     assert "offline" in trackers["wandb"]["what"] and trackers["wandb"]["url"] is None  # no key: no online run
     assert "MLflow run" in trackers["mlflow"]["what"] and str(server.home) not in json.dumps(details["trackers"])
+
+
+def test_the_job_page_shows_the_trackers_in_a_browser(server, job):
+    from playwright.sync_api import expect, sync_playwright
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        context = browser.new_context(base_url=server.base_url.removesuffix("/v1"))
+        context.add_init_script("localStorage.setItem('tunery.apiKey', 'sk-alpha')")
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+        page.goto(f"/jobs/{job.id}")
+        trackers = page.locator("#trackers")
+        expect(trackers).to_contain_text("MLflow run", timeout=60_000)
+        expect(trackers).to_contain_text("offline")
+        expect(trackers).to_contain_text("TensorBoard event files")
+        browser.close()
+    assert not errors, errors
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,8 @@ class JobDetails(BaseModel):
     run_config: dict | None  # every setting the trainer actually used; None until it has started
     run_status: dict | None  # the trainer's status.json
     log_tail: list[str]  # the trainer's last output lines, for failed jobs only
-    trackers: list[
-        dict
-    ]  # the job's tracker runs: type, what (no server path), url when online  # status → the buttons that apply (cancel, pause, resume)
+    actions: dict[str, list[str]]  # status → the buttons that apply (cancel, pause, resume)
+    trackers: list[dict]  # the job's tracker runs: type, what (no server path), url when online
 
 
 class Progress(BaseModel):

@@ -242,6 +242,7 @@ async function poll() {
   } catch (error) {
     if (!state.job) return failed(root, error, start);
     // A hiccup while watching: keep what is shown and try again.
+    console.error(error);
   }
   if (state.job && LIVE.has(state.job.status)) timer = setTimeout(poll, POLL_MS);
 }

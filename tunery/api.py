@@ -182,7 +182,7 @@ def train(
     """
     import os
 
-    from tunery.data.validate import check_data_file
+    from tunery.data.jsonl import check_data_file
 
     if resume is None:
         cfg = run_config(config, **settings)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tunery.data.validate import CODES, MAX_LINE_BYTES, summarize, validate_file
+from tunery.data.jsonl import MAX_LINE_BYTES
+from tunery.data.rules import CODES
+from tunery.data.validate import summarize, validate_file
 from tunery.train.plan import auto_epochs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunery.data.formats import MESSAGE_KEYS, ROLES
-from tunery.data.validate import check_example, validate_file
+from tunery.data.rules import check_example
+from tunery.data.validate import validate_file
 
 GOOD = [
     {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}

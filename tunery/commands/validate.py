@@ -301,7 +301,7 @@ def _print_report(console: Console, report: ValidationReport) -> None:
 
 
 def _severity(code: str) -> str:
-    from tunery.data.validate import CODES
+    from tunery.data.rules import CODES
 
     return CODES[code]
 

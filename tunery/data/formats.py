@@ -14,7 +14,6 @@ Messages stay plain dicts: they go straight into the model's chat template. Chec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,22 +120,24 @@ def to_example(obj: dict, line: int = 0) -> Example:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (1-based line, object) for each non-empty line. Raises TuneryError on bad JSON."""
+    """Yield (1-based line, object) for each non-empty line, read as the validator reads it
+    (tunery/data/jsonl.py). Raises TuneryError on a line that is not JSON."""
+    from tunery.data.jsonl import parse_line, read_lines
+
     try:
         fh = path.open("rb")
     except OSError as exc:
         raise TuneryError(f"cannot read {path}: {exc.strerror}") from None
     with fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
+        for number, raw in read_lines(fh):
+            if raw is not None and not raw.strip():
                 continue
-            try:
-                yield number, json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            obj, problem = parse_line(raw, number) if raw is not None else (None, ("", "the line is too long", None))
+            if problem is not None:
                 raise TuneryError(
-                    f"{path}:{number}: not valid JSON ({exc})",
-                    hint=f"run `tunery validate {path}` for a full report",
-                ) from None
+                    f"{path}:{number}: {problem[1]}", hint=f"run `tunery validate {path}` for a full report"
+                )
+            yield number, obj
 
 
 def load_examples(path: str | Path) -> list[Example]:

@@ -292,7 +292,8 @@ def require_valid(path: Path) -> None:
         InvalidDataError: the file has errors; the message names the first few and the codes.
         TuneryError: the file is missing, a directory or unreadable.
     """
-    from tunery.data.validate import CODES, validate_file
+    from tunery.data.rules import CODES
+    from tunery.data.validate import validate_file
 
     report = validate_file(path, max_issues_per_code=3)
     if report.ok:

@@ -58,7 +58,8 @@ def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
 
     Any error stops the run before the model loads, naming the file, the line and the fix.
     """
-    from tunery.data.validate import check_data_file, validate_file
+    from tunery.data.jsonl import check_data_file
+    from tunery.data.validate import validate_file
 
     for path in (config.data, config.validation):
         if path is not None:

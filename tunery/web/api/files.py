@@ -154,7 +154,7 @@ async def file_report(
     file_id: str, request: Request, org: str = Depends(current_org), model: str | None = None
 ) -> FileReport:
     """Every issue (up to 200 per code, exact counts), the statistics, and a token-length histogram."""
-    from tunery.data.validate import RULES
+    from tunery.data.rules import RULES
 
     server = server_of(request)
     record = _fine_tune_file(request, file_id, org)

@@ -245,7 +245,7 @@ def _with_paths(method: dict, server: Server, org: str) -> dict:
 
     kind = method["type"]
     block = method[kind].get("tunery") or {}
-    settings = {key: spec for key, spec in naming_settings().items() if key not in RESERVED_RUN_KEYS}
+    settings = {key: spec for key, spec in naming_settings().items() if key.split(".")[0] not in RESERVED_RUN_KEYS}
     resolved = resolve_references(block, f"method.{kind}.tunery", server, org, settings)
     return {**method, kind: {**method[kind], "tunery": resolved}}
 

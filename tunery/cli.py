@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tunery {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    parser.set_defaults(_parser=parser)
     for verb, module_name in VERBS.items():
         module = importlib.import_module(f"tunery.commands.{module_name}")
         sub = verbs.add_parser(
@@ -65,13 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the verb's own parser, so the usage shown is the verb's
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -17,7 +17,9 @@ EXAMPLES = """\
   tunery train --config run.yaml --nproc 4     # data-parallel in 4 local processes (GPUs or CPU)
   tunery train --config run.yaml --adapter full distributed.strategy=fsdp --nproc 4   # sharded (FSDP2)
 
-  Any config key can be overridden as key=value (nested: lora.r=8). Keys: see configs/*.yaml.
+  tunery train --keys                          # every config key: type, default, what it does
+
+  Any config key can be given as key=value (nested: lora.r=8); `tunery train --keys` lists them.
   Ctrl-C / SIGTERM finish the current step, save a checkpoint and exit 0.
 """
 
@@ -41,6 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grader", help="rft: grader JSON (an OpenAI grader object) that scores each answer")
     parser.add_argument("--adapter", choices=list(ADAPTERS), help="lora (default) or full fine-tuning")
     parser.add_argument("--output", help="run directory (default runs/<method>-<time>)")
+    parser.add_argument("--epochs", metavar="auto|N", help="passes over the data (the config key n_epochs)")
+    parser.add_argument(
+        "--keys", action="store_true", help="list every config key with its type, default and meaning, and exit"
+    )
     parser.add_argument(
         "--nproc",
         type=int,
@@ -72,15 +78,19 @@ def run(args: argparse.Namespace) -> int:
     from tunery.errors import TuneryError
     from tunery.train.config import load_config, merge, nested, parse_overrides
 
+    if args.keys:
+        return _print_keys()
     if args.nproc is not None and args.nproc < 1:
         raise TuneryError(f"--nproc must be at least 1, got {args.nproc}")
     if args.resume is not None:
-        if args.config or args.overrides or args.data or args.model:
+        if args.config or args.overrides or args.data or args.model or args.epochs:
             raise TuneryError("--resume continues a run with its saved config; it takes no other settings")
         config = None
     else:
         flags = {k: getattr(args, k) for k in FLAGS}
         overrides = {k: v for k, v in flags.items() if v is not None}
+        if args.epochs is not None:
+            overrides["n_epochs"] = parse_overrides([f"n_epochs={args.epochs}"])["n_epochs"]
         overrides = merge(overrides, parse_overrides(args.overrides))
         if args.grader is not None:
             overrides = merge(overrides, nested("rft.grader", args.grader))
@@ -89,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         if args.config is None and "data" not in overrides:
             raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
         config = load_config(args.config, overrides, source=str(args.config or "command line"))
+        for role, path in (("training", config.data), ("validation", config.validation)):
+            if path is not None and not path.is_file():  # an I/O error (exit 2), found before torch loads
+                raise TuneryError(f"{role} file {path} does not exist", hint="check the path; `ls` shows what is there")
     if args.dry_run:
         if config is None:
             raise TuneryError("--dry-run plans a new run", hint="leave out --resume")
@@ -120,6 +133,21 @@ def _dry_run(config) -> int:
 FLAGS = ("model", "data", "validation", "method", "adapter", "output")
 
 
+def _print_keys() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunery.config import config_keys
+
+    table = Table(title="tunery train config keys (YAML, or key=value on the command line)", title_justify="left")
+    for column in ("key", "type", "default", "what it does"):
+        table.add_column(column, overflow="fold")
+    for row in config_keys():
+        table.add_row(*row)
+    Console().print(table)
+    return 0
+
+
 def _launch(args: argparse.Namespace, config) -> int:
     """Start `--nproc` processes that each run this command without `--nproc` (torchrun's launcher)."""
     from tunery.errors import TuneryError
@@ -146,6 +174,8 @@ def _launch(args: argparse.Namespace, config) -> int:
         for name in ("config", *FLAGS):
             if name != "output" and getattr(args, name) is not None:
                 argv += [f"--{name}", str(getattr(args, name))]
+        if args.epochs is not None:
+            argv += ["--epochs", args.epochs]
         argv += args.overrides
     return distributed.launch(args.nproc, argv, Path(run_dir))
 

@@ -178,7 +178,7 @@ class RunConfig(_Strict):
     )
 
     method: MethodName = Field("sft", description="training method: a name in tunery/train/methods.py")
-    adapter: AdapterName = "lora"
+    adapter: AdapterName = Field("lora", description="train LoRA adapters, or every weight")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     rft: RftConfig = Field(default_factory=RftConfig)
@@ -196,16 +196,18 @@ class RunConfig(_Strict):
     learning_rate_multiplier: float | None = Field(
         None, gt=0.0, description="OpenAI's field: multiplies the per-method base learning rate"
     )
-    lr_scheduler: Literal["linear", "cosine", "constant"] = "cosine"
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "cosine", description="learning-rate decay after warmup"
+    )
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="share of steps spent warming up")
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW's decoupled weight decay")
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null = off")
     max_seq_len: int | Auto = Field("auto", description="longer examples are truncated")
     packing: bool = Field(True, description="pack examples into rows with per-example attention")
     share_prefix: bool = Field(
         True, description="when a step's examples share a long prompt prefix (a system prompt), compute it once"
     )
-    seed: int = 0
+    seed: int = Field(0, description="seeds the data order, the initialisation and dropout")
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps (smoke runs)")
 
     eval_every: int | Auto = Field("auto", description="steps between validation passes")
@@ -215,10 +217,14 @@ class RunConfig(_Strict):
         True, description="after training, generate answers for the validation set and grade them (RUN_DIR/eval/)"
     )
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    gradient_checkpointing: bool | Auto = "auto"
-    compile: bool | Auto = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when there is one")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere"
+    )
+    gradient_checkpointing: bool | Auto = Field(
+        "auto", description="recompute activations in backward to save memory; auto = on CUDA from 2048 tokens"
+    )
+    compile: bool | Auto = Field("auto", description="torch.compile the model; auto = off on short runs")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -363,12 +369,61 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, *
         raise TuneryError(describe_errors(exc, source or "config")) from None
 
 
+def config_keys(model: type[BaseModel] = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Every config key as (key, type, default, help), read from the schema: `tunery train --keys`."""
+    model = model or RunConfig
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            rows.extend(config_keys(field.annotation, f"{key}."))
+            continue
+        default = "required" if field.is_required() else _shown(field.get_default(call_default_factory=True))
+        rows.append((key, _type_name(field.annotation), default, field.description or ""))
+    return rows
+
+
+def _type_name(annotation) -> str:
+    """`int | Literal["auto"]` → "int | auto"; `Literal["a", "b"]` → "a|b"; `Path | None` → "path | null"."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) is Literal:
+        return "|".join(str(v) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) is list:
+        return f"list of {_type_name(typing.get_args(annotation)[0])}"
+    return {Path: "path"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _shown(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def closest_key(key: str) -> str | None:
+    """The config key most like a mistyped one, e.g. `n_epoch` → `n_epochs`, `lora.rank` → `lora.r`."""
+    import difflib
+
+    keys = [row[0] for row in config_keys()]
+    leaves = {k.rsplit(".", 1)[-1]: k for k in keys}
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if not match:  # a nested key given without its section, or the other way round
+        leaf = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(leaves), n=1, cutoff=0.75)
+        match = [leaves[leaf[0]]] if leaf else []
+    return match[0] if match else None
+
+
 def describe_errors(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid run config"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("int", "float", "literal", "list")))
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (see `tunery train --help` for the keys)")
+            guess = closest_key(key)
+            hint = f"did you mean {guess}? " if guess else ""
+            lines.append(f"  {key}: unknown key ({hint}`tunery train --keys` lists every key)")
         elif err["type"] == "missing":
             lines.append(f"  {key}: required")
         else:

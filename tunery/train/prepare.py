@@ -215,11 +215,16 @@ def refuse_existing_run(run: RunDir) -> None:
     """A new run never writes into a directory that holds a finished or checkpointed one.
 
     Raises:
-        TuneryError: naming the directory and how to resume it.
+        TuneryError: naming the directory, and how to resume it when it can be.
     """
-    if (run.final / "tunery.json").is_file() or ckpt.latest_checkpoint(run.checkpoints):
+    if (run.final / "tunery.json").is_file():  # finished: there is nothing to resume
         raise TuneryError(
-            f"{run.path} already holds a run",
+            f"{run.path} already holds a finished run",
+            hint="choose another --output (or delete that directory to train it again)",
+        )
+    if ckpt.latest_checkpoint(run.checkpoints):
+        raise TuneryError(
+            f"{run.path} already holds an unfinished run",
             hint=f"resume it with `tunery train --resume {run.path}`, or choose another --output",
         )
 

@@ -180,12 +180,36 @@ def test_job_creation_validates_the_request(alpha, training_file):
             },
             "not both",
         ),
-        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "n_epochs"),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
+            "n_epochs must be 'auto' or a whole number from 1 to 50, got 0",
+        ),
+        ({"hyperparameters": {"batch_size": 1000}}, "batch_size must be 'auto' or a whole number from 1 to 256"),
+        ({"validation_file": training_file.id}, r"validation_file is the training file \(train.jsonl\)"),
     ]
     for extra, message in cases:
         with pytest.raises(openai.BadRequestError, match=message) as err:
             jobs.create(**{"model": "tiny", "training_file": training_file.id, **extra})
         assert err.value.body["message"]
+
+
+def test_a_validation_file_sharing_examples_with_the_training_file_is_refused(
+    alpha, training_file, chat_data, tmp_path
+):
+    lines = chat_data[0].read_text().splitlines()
+    overlapping = tmp_path / "valid.jsonl"
+    overlapping.write_text("\n".join([*chat_data[1].read_text().splitlines(), lines[4]]) + "\n")
+    valid = alpha.files.create(file=overlapping.open("rb"), purpose="fine-tune")
+    assert valid.status == "processed"
+    with pytest.raises(openai.BadRequestError) as err:
+        alpha.fine_tuning.jobs.create(model="tiny", training_file=training_file.id, validation_file=valid.id)
+    assert err.value.body["code"] == "train_validation_overlap" and err.value.body["param"] == "validation_file"
+    assert (
+        "valid.jsonl shares 1 example(s) with training_file train.jsonl (first: train.jsonl line 5"
+        in err.value.body["message"]
+    )
+    assert str(tmp_path) not in err.value.body["message"]
+    assert not [j for j in alpha.fine_tuning.jobs.list() if j.validation_file == valid.id]
 
 
 def test_job_states_pagination_and_metadata_filter(alpha, training_file):

@@ -60,7 +60,8 @@ def install_error_handlers(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         # Union branches add their type names to the location; the first field name is the param.
         param = ".".join(p for p in loc if not p.startswith(("literal[", "int", "float", "str", "function-")))
-        message = f"{param}: {first['msg']}" if param else first["msg"]
+        detail = first["msg"].removeprefix("Value error, ")  # a validator's own message, said plainly
+        message = f"{param}: {detail}" if param else detail
         return error_response(APIError(400, message, param=param or None, code="invalid_value"))
 
     @app.exception_handler(StarletteHTTPException)

@@ -124,6 +124,40 @@ def _prompts_file(server: Server, file_id: str, org: str, param: str, *, grader:
     return Path(record.path)
 
 
+# Files this big are checked for overlap by the trainer, after the job is created, rather than
+# here: the request would wait several seconds for the scan.
+OVERLAP_CHECK_MAX_BYTES = 64 << 20
+
+
+def _refuse_overlap(server: Server, body: JobCreateRequest, org: str, data: Path, validation: Path) -> None:
+    """A validation file that shares examples with the training file measures nothing unseen."""
+    from tunery.data.validate import validate_file
+
+    train_name = server.store.get_file(body.training_file, org).filename
+    if body.validation_file == body.training_file:
+        raise APIError(
+            400,
+            f"validation_file is the training file ({train_name}): validation would measure examples the "
+            "model trains on; upload a separate validation file of held-out examples, or leave it out",
+            param="validation_file",
+            code="train_validation_overlap",
+        )
+    if data.stat().st_size + validation.stat().st_size > OVERLAP_CHECK_MAX_BYTES:
+        return
+    shared = [i for i in validate_file(data, validation=validation).errors if i.code == "train_validation_overlap"]
+    if shared:
+        valid_name = server.store.get_file(body.validation_file, org).filename
+        first = shared[0]
+        raise APIError(
+            400,
+            f"validation_file {valid_name} shares {len(shared)} example(s) with training_file {train_name} "
+            f"(first: {train_name} line {first.line}, {first.message}); remove them from one of the two files, "
+            "so validation measures unseen data",
+            param="validation_file",
+            code="train_validation_overlap",
+        )
+
+
 def _check_run_config(config: dict, kind: str) -> None:
     from tunery.train.config import RunConfig, describe_errors
 
@@ -151,6 +185,8 @@ def create_job(body: JobCreateRequest, request: Request, org: str = Depends(curr
     usable = _usable_file if method["type"] != "reinforcement" else partial(_prompts_file, grader=method)
     data = usable(server, body.training_file, org, "training_file")
     validation = usable(server, body.validation_file, org, "validation_file") if body.validation_file else None
+    if validation is not None and method["type"] != "reinforcement":  # RFT's held-out prompts have no answers
+        _refuse_overlap(server, body, org, data, validation)
 
     job_id = new_id("ftjob-")
     grader = None

@@ -21,7 +21,8 @@ def train(step, loss, total=3):
         "total_steps": total,
         "train_loss": loss,
         "train_mean_token_accuracy": 0.5,
-        "trained_tokens": 10,
+        "tokens": 30,
+        "loss_tokens": 10,
         "eta_s": 2.0,
     }
 

@@ -53,6 +53,33 @@ def copy_checkpoint(source: Path, target: Path) -> bool:
     return True
 
 
+def phase_message(phase: dict) -> str:
+    """ "Evaluating: 40/100 validation answers, ETA 12s" for the phase status.json records."""
+    from tunery.eval.progress import format_eta
+
+    done, total = phase.get("done", 0), phase.get("total", 0)
+    eta = f", {format_eta(phase['eta_s'])}" if phase.get("eta_s") is not None and done < total else ""
+    return f"Evaluating: {done}/{total} validation answers{eta}"
+
+
+def _phase_event(store: Store, job: JobRecord, run_dir: Path):
+    """An event when the trainer's current phase (the final evaluation) moved on, else None."""
+    from tunery.train.rundir import RunDir
+
+    try:
+        phase = (RunDir(run_dir).read_status() or {}).get("phase")
+    except (OSError, ValueError):  # replaced while read: the next tick sees it
+        return None
+    if not phase or phase.get("name") != "evaluating":
+        return None
+    text = phase_message(phase)
+    newest = store.list_events(job.id, limit=1).items
+    # One event per batch of answers: the ETA alone changing is no news.
+    if newest and newest[0].message.split(", ETA")[0] == text.split(", ETA")[0]:
+        return None
+    return events.message(job.id, text)
+
+
 def ingest(store: Store, home: Home, job: JobRecord, *, final: bool = False) -> None:
     """Turn what the trainer wrote since the last call into events, checkpoints and models."""
     run_dir = home.run_dir(job.id)
@@ -104,16 +131,18 @@ def ingest(store: Store, home: Home, job: JobRecord, *, final: bool = False) -> 
     changes: dict = {"metrics_offset": update.offset}
     if new_steps:
         changes["metrics_step"] = new_steps[-1].step
-        # The trainer logs the tokens trained in each step; the job reports the running total.
-        changes["trained_tokens"] = (job.trained_tokens or 0) + sum(
-            int(s.values.get("trained_tokens") or 0) for s in new_steps
-        )
+        # OpenAI's trained_tokens is what it bills: every token of the examples, once per epoch. The
+        # trainer logs each step's ("tokens"; the loss-token count is "loss_tokens"); the job sums them.
+        changes["trained_tokens"] = (job.trained_tokens or 0) + sum(int(s.values.get("tokens") or 0) for s in new_steps)
     if update.latest_train:
         eta = update.latest_train.get("eta_s")
         changes["estimated_finish"] = int(time.time() + eta) if eta is not None else None
+    phase_event = _phase_event(store, job, run_dir)
     with store.transaction() as tx:
         for step in new_steps:
             tx.add_event(events.metrics(job.id, step))
+        if phase_event is not None:
+            tx.add_event(phase_event)
         for checkpoint, model in added:
             if tx.add_checkpoint(checkpoint):
                 tx.add_model(model)

@@ -36,6 +36,7 @@ HYPERPARAMETERS = (
 METRICS = (
     "step",
     "trained_tokens",
+    "loss_tokens",
     "train_loss",
     "train_mean_token_accuracy",
     "full_valid_loss",

@@ -288,7 +288,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-    progress = Progress(plan.total_steps, step)
+    progress = Progress(plan.total_steps, step, run=run)
     with StopRequest() as stop:
         while step < plan.total_steps:
             epoch, index, chosen = step_examples(step, plan, len(train_pairs))
@@ -305,6 +305,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 **metrics,
                 "learning_rate": learning_rate,
                 "grad_norm": grad_norm,
+                "tokens": sum(len(train_pairs[i][0].input_ids) + len(train_pairs[i][1].input_ids) for i in chosen),
             }
             elapsed = elapsed_before + time.monotonic() - started
             record = train_record(step, plan, epoch, index, elapsed, state["step"], logged)

@@ -201,10 +201,21 @@ def _library_versions() -> dict:
 
 
 def _latest_metrics(run: RunDir) -> dict:
+    """The last value of every metric, and the run's token totals: `trained_tokens` as OpenAI counts
+    it (every token of the examples, once per epoch) and `loss_tokens` (those the loss is taken on)."""
     latest: dict = {}
+    steps: dict[int, tuple[int, int]] = {}  # by step: a step repeated after a resume counts once
     for record in run.read_metrics():
         latest.update({k: v for k, v in record.items() if k != "type"})
-    return latest
+        if record.get("type") == "train":
+            steps[record["step"]] = (int(record.get("tokens") or 0), int(record.get("loss_tokens") or 0))
+    latest.pop("tokens", None)
+    latest.pop("loss_tokens", None)
+    return {
+        **latest,
+        "trained_tokens": sum(t for t, _ in steps.values()),
+        "loss_tokens": sum(loss for _, loss in steps.values()),
+    }
 
 
 def default_output(method: str) -> Path:

@@ -141,7 +141,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
         dist.broadcast_parameters(trainable)  # every rank starts from rank 0's weights
     main = dist.is_main()  # only rank 0 writes metrics and prints progress
 
-    progress = Progress(plan.total_steps, step) if main else None
+    progress = Progress(plan.total_steps, step, run=run) if main else None
     with StopRequest() as stop:
         while step < plan.total_steps:
             epoch, index, indices = step_examples(step, plan, len(train_set))
@@ -167,7 +167,10 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 "train_mean_token_accuracy": accuracy,
                 "learning_rate": learning_rate,
                 "grad_norm": grad_norm,
-                "trained_tokens": int(n_targets),
+                # What hosted fine-tuning bills (OpenAI's trained_tokens): every token of the step's
+                # examples, prompt included; the loss is taken on the loss_tokens among them.
+                "tokens": int(real_tokens),
+                "loss_tokens": int(n_targets),
                 "tokens_per_second": real_tokens / max(time.monotonic() - t0, 1e-9),
             }
             elapsed = elapsed_before + time.monotonic() - started

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from tunery.train.estimate import Estimate
 
 Log = Callable[[str], None]
+# progress(what, done, total): `done` of `total` answers generated for `what` (a system, the probe).
+ProgressFn = Callable[[str, int, int], None]
 
 
 def validate(
@@ -276,10 +278,23 @@ def _final_eval(run: Run) -> None:
     config = run.config
     if not (config.validation and config.final_eval and METHODS[config.method].final_eval):
         return
+    from tunery.eval.progress import AnswerProgress
     from tunery.eval.report import examples_path
+    from tunery.train.rundir import RunDir
+
+    status = RunDir(run.path)
+
+    def keep_status_current(what: str, done: int, total: int, eta: float | None) -> None:
+        # The job's events and page read this: the run has trained and now answers the validation set.
+        status.write_phase({"name": "evaluating", "done": done, "total": total, "eta_s": eta})
 
     output = run.path / "eval" / "report.json"
-    report = evaluate(config.validation, adapter=run.path, device=config.device, output=output)
+    progress = AnswerProgress("[final eval]", on_update=keep_status_current)
+    try:
+        report = evaluate(config.validation, adapter=run.path, device=config.device, output=output, progress=progress)
+    except BaseException:
+        status.write_phase(None)  # no evaluation is going on; a finished one stays recorded (done = total)
+        raise
     written = (output, examples_path(output))
     show_report(report.to_dict(), written, as_json=False, print_table=lambda: print_eval_report(report))
 
@@ -311,6 +326,7 @@ def evaluate(
     output: str | Path | None = None,
     log: Log | None = None,
     response_format: str | Path | None = None,
+    progress: ProgressFn | None = None,
 ) -> EvalReport:
     """Score a model, or a fine-tuned run, on held-out examples (the last assistant turn is the
     reference).
@@ -344,6 +360,7 @@ def evaluate(
         device=device,
         log=log,
         response_format=response_format,
+        progress=progress,
     )
     if output is not None:
         written = write_eval_report(report, output)
@@ -369,6 +386,7 @@ def compare(
     output: str | Path | None = None,
     log: Log | None = None,
     response_format: str | Path | None = None,
+    progress: ProgressFn | None = None,
 ) -> CompareReport:
     """Was fine-tuning worth it? Zero-shot and few-shot prompting of the base vs the tuned model
     on `data`, with a verdict and the forgetting probe.
@@ -405,6 +423,7 @@ def compare(
         device=device,
         log=log,
         response_format=response_format,
+        progress=progress,
     )
     if output is not None:
         written = write_compare_report(report, output)

@@ -14,6 +14,7 @@ evaluation with long system prompts several times faster.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,7 @@ class Generator:
         batch_size: int | None = None,
         tools: list[list[dict] | None] | None = None,
         grammar: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> list[Completion]:
         """Complete each conversation with one assistant turn. Greedy when temperature is 0.
 
@@ -194,7 +196,8 @@ class Generator:
         length so that little compute goes to padding; results keep the input order. `tools`, one
         entry per conversation, reach the chat template as the example's tool definitions, so a
         prompt reads as it did in training. `grammar` (`tunery.constraints.json_grammar`) constrains
-        every answer, as a served `response_format` does.
+        every answer, as a served `response_format` does. `on_progress(done, total)` is called after
+        each batch.
         """
         if tools is not None and len(tools) != len(conversations):
             raise ValueError(f"{len(tools)} tool lists for {len(conversations)} conversations")
@@ -212,6 +215,8 @@ class Generator:
             done = self._generate_batch(batch, adapter, max_new_tokens, temperature, top_p, seed, stop, grammar)
             for i, completion in zip(chunk, done, strict=True):
                 results[i] = completion
+            if on_progress is not None:
+                on_progress(min(start + size, len(order)), len(order))
         return results  # type: ignore[return-value]
 
     def _generate_batch(

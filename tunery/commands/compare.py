@@ -47,6 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunery.api import compare
     from tunery.eval import print_compare_report
+    from tunery.eval.progress import AnswerProgress
     from tunery.eval.report import examples_path, show_report
 
     quiet_loading()
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         log=progress,
         response_format=args.response_format,
+        progress=AnswerProgress(),
     )
     written = (Path(args.output), examples_path(args.output))
     show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_compare_report(report))

@@ -101,6 +101,7 @@ def progress(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunery.api import evaluate
     from tunery.eval import print_eval_report
+    from tunery.eval.progress import AnswerProgress
     from tunery.eval.report import examples_path, show_report
 
     quiet_loading()
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         log=progress,
         response_format=args.response_format,
+        progress=AnswerProgress(),
     )
     written = (Path(args.output), examples_path(args.output))
     show_report(report.to_dict(), written, as_json=args.json, print_table=lambda: print_eval_report(report))

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from tunery.data.formats import load_examples
 from tunery.errors import TuneryError
-from tunery.eval.evaluate import DEFAULT_BATCH_SIZE, Log, evaluate_items, reference_budget, resolve_device
+from tunery.eval.evaluate import DEFAULT_BATCH_SIZE, Log, ProgressFn, evaluate_items, reference_budget, resolve_device
 from tunery.eval.fewshot import pick_shots, with_shots
 from tunery.eval.forgetting import ForgettingReport, run_probe
 from tunery.eval.graders import auto_grader_names, is_object_spec, resolve_graders
@@ -95,6 +95,7 @@ def compare(
     device: str = "auto",
     log: Log | None = None,
     response_format: str | Path | None = None,
+    progress: ProgressFn | None = None,
 ) -> CompareReport:
     """Evaluate zero-shot, few-shot (k = `shots`, from `train`) and the tuned model on `data`.
 
@@ -163,6 +164,7 @@ def compare(
             with_loss=with_loss and formats[name] is None,
             log=log,
             response_format=formats[name],
+            progress=progress,
         )
         for name, (generator, adapter, system_items) in runs.items()
     }
@@ -175,7 +177,11 @@ def compare(
     )
     verdict = decision.verdict + (f", every system constrained to {fmt.path}" if fmt else "")
     prompt_tokens = {name: systems[name].prompt_tokens_per_request for name in runs if not name.endswith(FORMATTED)}
-    probe = run_probe((base_generator, None), (tuned_generator, tuned_adapter), log=log) if forgetting else None
+    probe = (
+        run_probe((base_generator, None), (tuned_generator, tuned_adapter), log=log, progress=progress)
+        if forgetting
+        else None
+    )
     return CompareReport(
         base=str(base or base_dir),
         tuned=str(tuned_model.path),

@@ -21,6 +21,8 @@ from tunery.eval.stats import bootstrap_ci
 from tunery.eval.target import TUNED, attach_tuned, base_model_dir, find_tuned
 
 Log = Callable[[str], None]
+# progress(what, done, total): `what` answers of `total` generated so far ("tuned: 40/100").
+ProgressFn = Callable[[str, int, int], None]
 # Prompts in a batch share their prefix (see tunery.inference), and decoding costs about the same
 # per step for 16 rows as for 8 on a CPU, so bigger batches are faster until memory says stop.
 DEFAULT_BATCH_SIZE = 16
@@ -56,6 +58,7 @@ def evaluate_items(
     with_loss: bool = True,
     log: Log | None = None,
     response_format: ResponseFormat | None = None,
+    progress: ProgressFn | None = None,
 ) -> EvalReport:
     """Generate, grade and score one system on `items` (whose prompts are already final).
 
@@ -75,6 +78,8 @@ def evaluate_items(
         f"{system}: generating {len(items)} answers (max {max_new_tokens} new tokens, batches of {batch_size}"
         f"{constrained})"
     )
+    if progress is not None:
+        progress(system, 0, len(items))
     completions = generator.generate(
         [item.prompt for item in items],
         adapter=adapter,
@@ -82,6 +87,7 @@ def evaluate_items(
         batch_size=batch_size,
         tools=[item.tools for item in items],
         grammar=response_format.grammar if response_format else None,
+        on_progress=(lambda done, total: progress(system, done, total)) if progress else None,
     )
     outputs = [c.text.strip() for c in completions]
     prompts = [item.prompt for item in items]
@@ -199,6 +205,7 @@ def evaluate(
     device: str = "auto",
     log: Log | None = None,
     response_format: str | Path | None = None,
+    progress: ProgressFn | None = None,
 ) -> EvalReport:
     """Evaluate a model, or a model plus a fine-tuned adapter, on held-out examples.
 
@@ -232,6 +239,7 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         log=log,
+        progress=progress,
     )
     report = evaluate_items(generator, items, chosen, with_loss=with_loss, **common)
     if fmt is None:

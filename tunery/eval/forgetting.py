@@ -74,7 +74,7 @@ def forgetting_verdict(base: float, tuned: float, drop) -> str:
     return f"no measurable forgetting: {scores}, a drop within noise (CI {drop.low:.2f}..{drop.high:.2f})"
 
 
-def run_probe(base, tuned, *, log=None) -> ForgettingReport:
+def run_probe(base, tuned, *, log=None, progress=None) -> ForgettingReport:
     """Answer the probe with both systems and report the drop.
 
     All 30 items go in one batch: their prompts are a sentence each, so memory is never the limit,
@@ -82,6 +82,7 @@ def run_probe(base, tuned, *, log=None) -> ForgettingReport:
 
     Args:
         base, tuned: (generator, adapter name or None) pairs; both may share one generator.
+        progress: called as progress("probe base", done, total) while answers come in.
     """
     import time
 
@@ -91,8 +92,13 @@ def run_probe(base, tuned, *, log=None) -> ForgettingReport:
     for name, (generator, adapter) in (("base", base), ("tuned", tuned)):
         if log:
             log(f"forgetting probe: {name} answers {len(items)} general-skill questions")
+        if progress:
+            progress(f"probe {name}", 0, len(items))
         completions = generator.generate(
-            [item.messages for item in items], adapter=adapter, max_new_tokens=MAX_NEW_TOKENS
+            [item.messages for item in items],
+            adapter=adapter,
+            max_new_tokens=MAX_NEW_TOKENS,
+            on_progress=(lambda done, total, name=name: progress(f"probe {name}", done, total)) if progress else None,
         )
         outputs[name] = [c.text.strip() for c in completions]
         scores[name] = grade_probe(items, outputs[name])

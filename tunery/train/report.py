@@ -35,8 +35,13 @@ def print_plan(plan: Plan, facts: dict) -> None:
 class Progress:
     """Live bar on a TTY, plain periodic lines elsewhere."""
 
-    def __init__(self, total_steps: int, start_step: int):
+    STATUS_EVERY_S = 1.0  # status.json is rewritten at most this often (an fsync each time)
+
+    def __init__(self, total_steps: int, start_step: int, run=None):
+        """`run` (a RunDir): keep its status.json at the current step, for anyone watching the run."""
         self.total = total_steps
+        self.run = run
+        self._status_at = 0.0
         self.tty = sys.stderr.isatty()
         self.every = max(1, total_steps // 20)
         self.started = time.monotonic()
@@ -56,6 +61,9 @@ class Progress:
             self._bar.start()
 
     def update(self, step: int, text: str) -> None:
+        if self.run is not None and (time.monotonic() - self._status_at >= self.STATUS_EVERY_S or step == self.total):
+            self.run.write_status("running", step, self.total)
+            self._status_at = time.monotonic()
         if self._bar is not None:
             self._bar.update(self._task, completed=step, text=text)
         elif step % self.every == 0 or step == self.total:

@@ -85,7 +85,15 @@ def test_the_job_succeeds_with_openai_fields(server, alpha, finished_job):
     resolved = yaml.safe_load((server.home / "jobs" / job.id / "run" / "config.yaml").read_text())
     assert resolved["seed"] == 3 and resolved["validation"].endswith(f"/files/{job.validation_file}")
     assert job.fine_tuned_model == f"ft:tiny:org-alpha:wf:{job.id.removeprefix('ftjob-')}"
-    assert job.trained_tokens > 0 and job.finished_at >= job.created_at and job.error is None
+    assert job.finished_at >= job.created_at and job.error is None
+    # trained_tokens as OpenAI bills them: every token of the steps' examples, prompts included;
+    # the loss-token count is the run's loss_tokens.
+    records = [json.loads(line) for line in (server.home / "jobs" / job.id / "run" / "metrics.jsonl").open()]
+    steps = [r for r in records if r["type"] == "train"]
+    assert job.trained_tokens == sum(r["tokens"] for r in steps) > sum(r["loss_tokens"] for r in steps) > 0
+    manifest = json.loads((server.home / "jobs" / job.id / "run" / "final" / "tunery.json").read_text())
+    assert manifest["metrics"]["trained_tokens"] == job.trained_tokens
+    assert manifest["metrics"]["loss_tokens"] == sum(r["loss_tokens"] for r in steps)
     assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 4 and job.seed == 3
     assert job.hyperparameters.learning_rate_multiplier == 30
     [result] = job.result_files
@@ -128,8 +136,12 @@ def test_events_carry_one_metrics_record_per_step(alpha, finished_job):
         "Fine-tuning job started",
         "New fine-tuned model created",
         "The job has successfully completed",
+        "Evaluating: 12/12 validation answers",  # the final evaluation's progress, after the last step
     ):
         assert any(expected in m for m in messages), expected
+    evaluating = [m for m in reversed(messages) if m.startswith("Evaluating:")]
+    assert evaluating[-1] == "Evaluating: 12/12 validation answers"
+    assert messages.index(evaluating[-1]) > messages.index(metrics[-1].message)  # newest first: after step 6
     # Paging through events with after/limit yields the same list.
     paged = list(alpha.fine_tuning.jobs.list_events(job.id, limit=3))
     assert [e.id for e in paged] == [e.id for e in events]

@@ -144,15 +144,15 @@ def browser():
 
 @pytest.fixture
 def open_page(browser, dashboard):
-    """open_page(key="sk-alpha") → a fresh browser page whose localStorage holds that API key.
+    """open_page(key="sk-alpha", width=1360) → a fresh browser page whose localStorage holds that API key.
 
     The test fails if any page threw a JavaScript error or logged one.
     """
     contexts = []
     errors: list[str] = []
 
-    def open_with(key: str | None = "sk-alpha"):
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=dashboard.url)
+    def open_with(key: str | None = "sk-alpha", width: int = 1360):
+        context = browser.new_context(viewport={"width": width, "height": 900}, base_url=dashboard.url)
         if key:
             context.add_init_script(f"localStorage.setItem('tunery.apiKey', {key!r})")
         contexts.append(context)

@@ -14,7 +14,7 @@ import re
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx
-from browsing import screenshot
+from browsing import screenshot, sideways_overflow
 from builders import write_chat_dataset
 from playwright.sync_api import expect
 
@@ -276,10 +276,12 @@ def _is_page(path: str) -> bool:
 
 def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboard):
     """Follow every link, stylesheet, script and image from / outwards: each page opens without an
-    error state, and everything else it refers to answers 200."""
+    error state, and everything else it refers to answers 200. In a 1,280 px window no page
+    scrolls sideways and no card is wider than itself (the playground's two panes included)."""
     dashboard.evaluated.result(timeout=600)
-    page = open_page()
+    page = open_page(width=1280)
     queue, seen, other = ["/"], {"/"}, set()
+    overflow: dict[str, list[str]] = {}
     visited = 0
     while queue:
         target = queue.pop(0)
@@ -300,6 +302,11 @@ def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboa
         if parsed.path == "/playground" and (model := parse_qs(parsed.query).get("model")):
             expect(page.locator("select[name=model-B], select[name=model-A]").first).to_be_attached()
             assert page.locator(f'[data-pane] option[value="{model[0]}"]').count() > 0, target
+        if parsed.path == "/playground":
+            page.get_by_label("side by side").check()
+            expect(page.locator("[data-pane=B]")).to_be_visible()
+        if found := sideways_overflow(page):
+            overflow[target] = found
         refs = page.eval_on_selector_all(
             "a[href], link[href], script[src], img[src]", "nodes => nodes.map(n => n.href || n.src)"
         )
@@ -313,6 +320,7 @@ def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboa
                     queue.append(local)
             else:
                 other.add(local)
+    assert not overflow, f"too wide at 1,280 px: {overflow}"
     assert {"/files", "/eval", "/playground", "/monitoring", "/api"} <= seen
     assert any(p.startswith("/jobs/") for p in seen) and any(p.startswith("/files/") for p in seen)
     assert any(p.startswith("/playground?model=ft") for p in seen)  # ft:..., URL-encoded

@@ -53,12 +53,19 @@ def job_error(code: str, message: str, param: str | None = None) -> dict:
     return {"code": code, "message": _ABSOLUTE_PATH.sub(r"\1", message), "param": param}
 
 
-def error_from_status(status: dict | None, exit_code: int | None, log: Path) -> dict:
-    """The job error for a trainer that failed, from its status.json or, failing that, its exit."""
+def error_from_status(
+    status: dict | None, exit_code: int | None, log: Path, files: dict[str, str] | None = None
+) -> dict:
+    """The job error for a trainer that failed, from its status.json or, failing that, its exit.
+
+    Args:
+        files: uploaded file id → the name it was uploaded under, so the message speaks of
+            `train.jsonl`, never of the server's path for it.
+    """
     reported = (status or {}).get("error")
     if reported:
         code, param = TRAINER_ERRORS.get(reported.get("code"), ("internal_error", None))
-        return job_error(code, reported.get("message") or "training failed", param)
+        return job_error(code, in_user_terms(reported.get("message") or "training failed", files or {}), param)
     if exit_code is not None and exit_code < 0 and -exit_code == 9:
         return job_error(
             "out_of_memory",
@@ -70,6 +77,34 @@ def error_from_status(status: dict | None, exit_code: int | None, log: Path) -> 
         "internal_error",
         f"The trainer exited with code {exit_code} without reporting an outcome; the server's log has the details.",
     )
+
+
+_SERVER_FILE = re.compile(r"(?:[^\s:'\"`]*/)?\b(file-[A-Za-z0-9]+)\b")
+_CLI_ONLY = re.compile(r"\s*Run `tunery validate [^`]*` for the full report\.?")
+
+
+def in_user_terms(message: str, files: dict[str, str]) -> str:
+    """A trainer's message as an API user reads it: uploaded files by the names they were given
+    (the server's paths mean nothing to them), and no CLI command they cannot run on the server.
+
+    >>> in_user_terms("/srv/h/files/file-ab1 has 1 error(s): file-ab1:3: bad. Run `tunery validate /srv/h/files/file-ab1` for the full report.", {"file-ab1": "train.jsonl"})
+    "train.jsonl has 1 error(s): train.jsonl:3: bad. The file's page in the dashboard (/files/file-ab1) lists every issue."
+    """
+    pages = [f"/files/{m}" for m in dict.fromkeys(_SERVER_FILE.findall(message))]
+    replaced = _SERVER_FILE.sub(lambda m: files.get(m[1], m[1]), _CLI_ONLY.sub("", message))
+    if _CLI_ONLY.search(message) and pages:
+        replaced += f" The file's page in the dashboard ({', '.join(pages)}) lists every issue."
+    return replaced
+
+
+def uploaded_names(store: Store, job: JobRecord) -> dict[str, str]:
+    """The job's files: id → the name they were uploaded under."""
+    names = {}
+    for file_id in (job.training_file, job.validation_file):
+        record = store.get_file(file_id, job.org) if file_id else None
+        if record is not None:
+            names[file_id] = record.filename
+    return names
 
 
 def _tail(path: Path, lines: int = 8) -> str:

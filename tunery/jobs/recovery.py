@@ -85,7 +85,8 @@ def recover_job(store: Store, home: Home, job: JobRecord, wait_s: float) -> None
     if state == "succeeded":
         outcome.succeed(store, home, job, status)
     elif state == "failed":
-        outcome.fail(store, job, outcome.error_from_status(status, None, home.train_log(job.id)))
+        names = outcome.uploaded_names(store, job)
+        outcome.fail(store, job, outcome.error_from_status(status, None, home.train_log(job.id), names))
     elif job.status == "pausing":
         outcome.pause(store, job, step)
     else:

@@ -243,4 +243,6 @@ class Worker:
         elif self.stopping and state not in ("succeeded", "failed"):
             pass  # killed during shutdown: stays `running`, and another worker's recovery decides
         else:
-            outcome.fail(self.store, job, outcome.error_from_status(status, exit_code, self.home.train_log(job.id)))
+            names = outcome.uploaded_names(self.store, job)
+            error = outcome.error_from_status(status, exit_code, self.home.train_log(job.id), names)
+            outcome.fail(self.store, job, error)

@@ -149,6 +149,26 @@ def _validate(path: str, model_dir: str, max_seq_len: int) -> tuple[dict, list[i
     return report.to_dict(), lengths
 
 
+class FileSummary(BaseModel):
+    id: str
+    filename: str
+    created_at: int
+    format: str | None  # "chat" or "preference"
+    examples: int | None
+
+
+@router.get("", response_model=list[FileSummary])
+def usable_files(request: Request, org: str = Depends(current_org)) -> list[FileSummary]:
+    """The organisation's validated fine-tuning files, newest first, with their format and
+    example counts: what the New-job form offers."""
+    page = server_of(request).store.list_files(org, purpose="fine-tune")
+    return [
+        FileSummary(id=f.id, filename=f.filename, created_at=f.created_at, format=f.format, examples=f.examples)
+        for f in page.items
+        if f.status == "processed"
+    ]
+
+
 @router.get("/{file_id}/report", response_model=FileReport)
 async def file_report(
     file_id: str, request: Request, org: str = Depends(current_org), model: str | None = None

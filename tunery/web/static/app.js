@@ -165,8 +165,17 @@ export function progressBar(done, total) {
   );
 }
 
-export function modelLink(model) {
+/** A model name linking to the playground; with `served` (the ids of /v1/models), a deleted model
+ * keeps its name, as OpenAI's job object does, but says it is deleted and links nowhere. */
+export function modelLink(model, served = null) {
+  if (served && !served.has(model)) return el("span", { class: "mono muted", title: "deleted: it can no longer be used" }, `${model} (deleted)`);
   return el("a", { href: `/playground?model=${encodeURIComponent(model)}`, class: "mono" }, model);
+}
+
+/** The ids of the models this key can use now (/v1/models). */
+export async function servedModels() {
+  const page = await api("/v1/models");
+  return new Set(page.data.map((m) => m.id));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ async function tokenView(slot, note, model, n) {
     const view = await api(`/v1/tunery/files/${fileId}/tokens?model=${encodeURIComponent(model)}&n=${n}${cut ? `&max_seq_len=${encodeURIComponent(cut)}` : ""}`);
     note.textContent = cut
       ? `Cut at ${view.max_seq_len} tokens, the max_seq_len of the job that linked here.`
-      : `Cut at ${view.max_seq_len} tokens, ${model}'s context: what a job with max_seq_len auto (the default) trains.`;
+      : `Whole examples, up to ${model}'s context of ${view.max_seq_len} tokens: a job with max_seq_len auto (the default) cuts nothing, and one with a smaller max_seq_len cuts where it says (open the file from that job's page to see its cut).`;
     if (!view.examples.length) return empty(slot, "No valid example to show", el("p", {}, "Fix the errors above; the token view shows the first examples that pass validation."));
     slot.replaceChildren(...view.examples.map((x) => el("div", { class: "token-example", "data-trained": String(x.trained), "data-line": String(x.line) },
       el("h3", {}, el("a", { href: `#line-${x.line}` }, `line ${x.line}`), x.answer ? ` · ${x.answer} answer` : "",

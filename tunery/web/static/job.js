@@ -1,6 +1,6 @@
 // One job: its settings, live curves from the run's metrics.jsonl (the file `tunery plot` and
 // the results CSV are made from), events as they arrive, checkpoints, and cancel/pause/resume.
-import { api, badge, card, el, failed, fill, fmt, loading, modelLink, progressBar, startPage, table } from "./app.js";
+import { api, badge, card, el, failed, fill, fmt, loading, modelLink, progressBar, servedModels, startPage, table } from "./app.js";
 import { lineChart } from "./chart.js";
 
 const POLL_MS = 1500;
@@ -121,7 +121,10 @@ function configCard() {
   if (d.run_config) {
     body = table(["setting", "used", "requested"], flatten(d.run_config).filter(([k]) => !unused(k)).map(([k, v]) => [k, cell(k, v), k in requested ? cell(k, requested[k]) : el("span", { class: "muted" }, "auto / default")]), { id: "config" });
   } else {
-    body = [el("p", { class: "muted" }, "The trainer has not started yet: these are the settings requested. The resolved values appear once it starts."),
+    const note = LIVE.has(state.job.status)
+      ? "The trainer has not started yet: these are the settings requested. The resolved values appear once it starts."
+      : "The trainer never started: these are the settings requested.";
+    body = [el("p", { class: "muted" }, note),
       table(["setting", "requested"], Object.entries(requested).map(([k, v]) => [k, cell(k, v)]), { id: "config" })];
   }
   return card("Configuration and hyperparameters", el("div", { class: "scroll" }, body));
@@ -160,6 +163,7 @@ function header() {
   const total = last?.total_steps || 0;
   const done = job.status === "succeeded" ? total : last?.step || 0;
   const hp = job.hyperparameters || {};
+  const phase = state.details.run_status?.phase;
   const used = state.details.run_config;
   const type = job.method?.type || "supervised";
   const fileLink = (id) => el("a", { href: `/files/${id}`, class: "mono" }, id);
@@ -170,24 +174,31 @@ function header() {
       el("div", { class: "actions" }, button("pause", "Pause", "secondary"), button("resume", "Resume", "secondary"), button("cancel", "Cancel", "danger"))),
     card(null, el("dl", { class: "facts" },
       fact("Progress", progressBar(done, total)),
-      fact(job.finished_at ? "Finished" : "ETA", job.finished_at ? fmt.time(job.finished_at) : job.status === "running" ? fmt.until(job.estimated_finish) : "–"),
+      // After the last step, a job with a validation file answers it (the final evaluation).
+      phase && !job.finished_at
+        ? fact("Final evaluation", el("span", { id: "phase" }, progressBar(phase.done, phase.total), ` answers · ${phase.eta_s == null ? "ETA –" : `ETA ${fmt.until(Date.now() / 1000 + phase.eta_s)}`}`))
+        : fact(job.finished_at ? "Finished" : "ETA", job.finished_at ? fmt.time(job.finished_at) : job.status === "running" ? fmt.until(job.estimated_finish) : "–"),
       fact("Base model", job.model),
       fact("Method", `${type} · ${state.details.run_config?.adapter || job.method?.[type]?.tunery?.adapter || "lora"}`),
       // What the trainer used once it has started (auto resolved), what was requested before.
       used ? fact("Epochs / batch / learning rate", `${show(used.n_epochs)} / ${show(used.batch_size)} / ${show(used.learning_rate)}`)
         : fact("Epochs / batch / LR ×", `${show(hp.n_epochs)} / ${show(hp.batch_size)} / ${show(hp.learning_rate_multiplier)}`),
       fact("Seed", String(job.seed)),
-      fact("Trained tokens", fmt.num(job.trained_tokens)),
+      // OpenAI's trained_tokens: every token of the examples, once per epoch (what hosted services bill).
+      fact("Trained tokens (billed)", fmt.num(job.trained_tokens)),
+      fact("Loss tokens", state.series.train.length ? fmt.num(state.series.train.reduce((n, r) => n + (r.loss_tokens || 0), 0)) : "–"),
       fact("Training file", fileLink(job.training_file)),
       fact("Validation file", job.validation_file ? fileLink(job.validation_file) : "–"),
-      fact("Fine-tuned model", job.fine_tuned_model ? modelLink(job.fine_tuned_model) : "–"),
+      fact("Fine-tuned model", job.fine_tuned_model ? modelLink(job.fine_tuned_model, state.served) : "–"),
       fact("Results CSV", job.result_files?.length ? fileLink(job.result_files[0]) : "–"),
       state.details.trackers?.length ? fact("Trackers", el("span", { id: "trackers" }, ...state.details.trackers.map((t) =>
         el("div", {}, t.url ? el("a", { href: t.url, target: "_blank", rel: "noopener" }, t.what) : t.what)))) : null,
       fact("Created", fmt.time(job.created_at)),
     )),
+    // The error once, as the API gives it; the trainer's log only where it is the one clue (a crash).
     job.error ? el("div", { class: "notice bad", id: "job-error" }, el("strong", {}, `${job.error.code}: `), job.error.message,
-      state.details.log_tail.length ? el("pre", {}, state.details.log_tail.join("\n")) : null) : null,
+      job.error.code === "internal_error" && state.details.log_tail.length
+        ? el("details", {}, el("summary", {}, "the trainer's last output"), el("pre", {}, state.details.log_tail.join("\n"))) : null) : null,
   ];
 }
 
@@ -196,7 +207,8 @@ function render() {
   fill(root,
     header(),
     tiles(),
-    el("div", { class: "charts", id: "charts" }, charts()),
+    // A job that ended before its first step has nothing to plot.
+    state.series.train.length || LIVE.has(state.job.status) ? el("div", { class: "charts", id: "charts" }, charts()) : null,
     el("div", { class: "grid2" },
       card("Events", el("div", { class: "row" }, hide), eventsList()),
       card("Checkpoints", checkpointsTable())),
@@ -205,12 +217,14 @@ function render() {
 }
 
 async function fetchNew() {
-  const [job, metrics, events, checkpoints] = await Promise.all([
+  const [job, metrics, events, checkpoints, served] = await Promise.all([
     api(`/v1/fine_tuning/jobs/${jobId}`),
     api(`/v1/tunery/jobs/${jobId}/metrics?offset=${state.offset}`),
     api(`/v1/fine_tuning/jobs/${jobId}/events?limit=${state.events.length ? 100 : 1000}`),
     api(`/v1/fine_tuning/jobs/${jobId}/checkpoints?limit=100`),
+    servedModels(),
   ]);
+  state.served = served;
   if (metrics.reset) state.series = { train: [], valid: [], full_valid: [] };
   addRecords(metrics.records);
   state.offset = metrics.offset;
@@ -226,7 +240,10 @@ async function fetchNew() {
   state.job = job;
   // The resolved run config appears once the trainer has started; the log tail when it fails.
   const waitingForConfig = state.details && !state.details.run_config && job.status === "running";
-  if (!state.details || statusChanged || waitingForConfig) state.details = await api(`/v1/tunery/jobs/${jobId}/details`);
+  // After the last step the trainer evaluates; its progress is in the run's status.
+  const last = state.series.train[state.series.train.length - 1];
+  const evaluating = job.status === "running" && last && last.step === last.total_steps;
+  if (!state.details || statusChanged || waitingForConfig || evaluating) state.details = await api(`/v1/tunery/jobs/${jobId}/details`);
 }
 
 let timer = null;

@@ -1,6 +1,6 @@
 // Jobs page: every fine-tuning job of the organisation with status, progress and ETA, and a
 // form that starts a new one (POST /v1/fine_tuning/jobs, exactly what the openai client sends).
-import { api, badge, card, el, empty, failed, fmt, listAll, loading, modelLink, progressBar, startPage, table } from "./app.js";
+import { api, badge, card, el, empty, failed, fmt, loading, modelLink, progressBar, servedModels, startPage, table } from "./app.js";
 
 const ACTIVE = new Set(["validating_files", "queued", "running", "pausing"]);
 const POLL_MS = 2000;
@@ -18,7 +18,7 @@ function whenCell(job) {
   return el("span", { class: "muted" }, job.status === "queued" ? "waiting for a slot" : "–");
 }
 
-function jobsTable(jobs, progress) {
+function jobsTable(jobs, progress, served) {
   return el(
     "div",
     { class: "scroll" },
@@ -34,7 +34,7 @@ function jobsTable(jobs, progress) {
           methodOf(job),
           progressBar(done, p?.total_steps || 0),
           whenCell(job),
-          job.fine_tuned_model ? modelLink(job.fine_tuned_model) : el("span", { class: "muted" }, "–"),
+          job.fine_tuned_model ? modelLink(job.fine_tuned_model, served) : el("span", { class: "muted" }, "–"),
           el("span", { title: fmt.time(job.created_at) }, fmt.ago(job.created_at)),
         ];
       }),
@@ -52,16 +52,18 @@ function numberOrAuto(value, integer) {
 }
 
 async function newJobForm(onCreated) {
-  const [session, files] = await Promise.all([api("/v1/tunery/session"), listAll("/v1/files?purpose=fine-tune")]);
-  const usable = files.filter((f) => f.status === "processed");
+  const [session, usable] = await Promise.all([api("/v1/tunery/session"), api("/v1/tunery/files")]);
   if (!usable.length) {
     return card("Start a fine-tuning job", el("p", { class: "muted" }, "No validated training file yet. ", el("a", { href: "/files" }, "Upload one on the Files page"), " first."));
   }
-  const option = (f) => el("option", { value: f.id }, `${f.filename} · ${f.id}`);
+  const count = (f) => (f.examples == null ? "" : ` · ${f.examples.toLocaleString("en")} ${f.format === "preference" ? "pairs" : "examples"}`);
+  const option = (f) => el("option", { value: f.id }, `${f.filename}${count(f)} · ${fmt.ago(f.created_at)} · ${f.id}`);
+  // No file is picked for the user: the newest upload is as likely the validation file.
+  const placeholder = (text) => el("option", { value: "", disabled: true, selected: true }, text);
   const field = (name, text, input) => el("label", {}, text, Object.assign(input, { name }));
   const model = el("select", {}, session.base_models.map((m) => el("option", { value: m }, m)));
   const method = el("select", {}, el("option", { value: "supervised" }, "supervised (SFT)"), el("option", { value: "dpo" }, "preference (DPO)"));
-  const train = el("select", {}, usable.map(option));
+  const train = el("select", {}, placeholder("choose the training file…"), usable.map(option));
   const valid = el("select", {}, el("option", { value: "" }, "none"), usable.map(option));
   const epochs = el("input", { value: "auto", size: "6" });
   const batch = el("input", { value: "auto", size: "6" });
@@ -76,6 +78,8 @@ async function newJobForm(onCreated) {
     message.replaceChildren();
     let body;
     try {
+      if (!train.value) throw new Error("choose the training file");
+      if (valid.value && valid.value === train.value) throw new Error("the validation file must not be the training file: validation would measure examples the model trains on");
       const tunery = extension.value.trim() ? JSON.parse(extension.value) : {};
       const hyperparameters = { n_epochs: numberOrAuto(epochs.value, true), batch_size: numberOrAuto(batch.value, true), learning_rate_multiplier: numberOrAuto(lr.value, false) };
       body = { model: model.value, training_file: train.value, method: { type: method.value, [method.value]: { hyperparameters, tunery } } };
@@ -142,11 +146,11 @@ async function render() {
   async function refresh(first) {
     if (first) loading(list, "Loading jobs…");
     try {
-      const [jobs, progress] = await Promise.all([api("/v1/fine_tuning/jobs?limit=100"), api("/v1/tunery/jobs/progress")]);
+      const [jobs, progress, served] = await Promise.all([api("/v1/fine_tuning/jobs?limit=100"), api("/v1/tunery/jobs/progress"), servedModels()]);
       if (!jobs.data.length) {
         empty(list, "No fine-tuning jobs yet", el("p", {}, "Upload a training file on the ", el("a", { href: "/files" }, "Files"), " page, then press New job."));
       } else {
-        list.replaceChildren(card(null, jobsTable(jobs.data, progress.data), jobs.has_more ? el("p", { class: "muted small" }, "Showing the newest 100 jobs.") : null));
+        list.replaceChildren(card(null, jobsTable(jobs.data, progress.data, served), jobs.has_more ? el("p", { class: "muted small" }, "Showing the newest 100 jobs.") : null));
       }
       if (jobs.data.some((job) => ACTIVE.has(job.status))) timer = setTimeout(refresh, POLL_MS);
     } catch (error) {

@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from tunery.train.estimate import Estimate
 
 Log = Callable[[str], None]
+
+
+def _quiet_library_deprecations() -> None:
+    # peft calls a transformers API deprecated in v6 whenever it loads an adapter (training,
+    # eval, compare); the warning is theirs, not the user's.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 # progress(what, done, total): `done` of `total` answers generated for `what` (a system, the probe).
 ProgressFn = Callable[[str, int, int], None]
 
@@ -194,8 +202,7 @@ def train(
 
     import torch
 
-    # peft calls a transformers API deprecated in v6; the warning is theirs, not the user's.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    _quiet_library_deprecations()
 
     from tunery.run import Run
     from tunery.train import distributed
@@ -349,6 +356,7 @@ def evaluate(
 
     if model is None and adapter is None:
         raise TuneryError("nothing to evaluate", hint="give a model, an adapter (run directory), or both")
+    _quiet_library_deprecations()
     report = run_evaluate(
         data,
         model=model,
@@ -407,6 +415,7 @@ def compare(
     from tunery.eval import write_compare_report
     from tunery.lineage.hooks import record_report
 
+    _quiet_library_deprecations()
     report = run_compare(
         base,
         tuned,

@@ -67,14 +67,24 @@ def test_the_card_carries_lineage_verdict_and_forgetting(registry):
     card = render_card(registry, record)
     assert card.startswith("---\nbase_model: smollm2-135m-instruct\nlibrary_name: peft\n")
     assert "LoRA (r=16, alpha=32, dropout=0.0)" in card
-    assert f"| train | `{record.datasets[0].dataset_id[:12]}` | 48 | ok | /data/train.jsonl |" in card
-    assert "The system prompt of the training data:\n\n~~~text\nLabel the ticket.\n~~~\n" in card
+    assert f"| train | `{record.datasets[0].dataset_id[:12]}` | 48 | ok | train.jsonl |" in card
+    # Statistics, not the data: a card is shared, and training text can hold people's details.
+    assert "| messages per example | 3.0 |" in card and "| examples with a system prompt | 100% (1 distinct) |" in card
+    assert "Label the ticket." not in card and "please help" not in card and "set `card_examples: N`" in card
     assert "| learning_rate | 0.001 |" in card and "| n_epochs | 3 |" in card
     assert "| full_valid_loss | 0.7 |" in card and "tokens_per_second" not in card
     assert f"**Verdict:** {COMPARE['verdict']}" in card
     assert "| tuned | 0.820 (0.70..0.90) | 150 |" in card
     assert COMPARE["forgetting"]["verdict"] in card and "| arithmetic | 0.6 | 0.5 |" in card
     assert "tunery reproduce aaa111" in card
+
+
+def test_the_card_quotes_training_text_only_when_asked(registry):
+    record = registry.get_run("aaa111")
+    asked = run("ccc333", record.datasets[0].dataset_id, config={**record.config, "card_examples": 2})
+    card = render_card(registry, asked)
+    assert "The system prompt of the training data:\n\n~~~text\nLabel the ticket.\n~~~\n" in card
+    assert card.count("Training example ") == 2 and "please help" in card and "card_examples: N" not in card
 
 
 def test_diff_shows_what_differs_and_all_metrics(registry):

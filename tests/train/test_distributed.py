@@ -66,7 +66,10 @@ def test_two_processes_train_the_same_run_as_one(reference_runs):
     assert [(r["type"], r["step"]) for r in records_two] == [(r["type"], r["step"]) for r in records_one]
     assert [r["step"] for r in records_two if r["type"] == "train"] == list(range(1, 19))
     # The same examples in every step: the trained tokens, summed over both ranks, are equal.
-    tokens = [[(r["tokens"], r["loss_tokens"]) for r in records if r["type"] == "train"] for records in (records_one, records_two)]
+    tokens = [
+        [(r["tokens"], r["loss_tokens"]) for r in records if r["type"] == "train"]
+        for records in (records_one, records_two)
+    ]
     assert tokens[0] == tokens[1]
 
     for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):

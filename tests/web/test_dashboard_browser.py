@@ -297,6 +297,14 @@ def test_no_dead_links_crawling_every_page_from_the_home_page(open_page, dashboa
         if target == "/api":  # the offline API reference lists the public API
             expect(page.locator(".api-table").first).to_be_visible()
             expect(page.locator("main")).to_contain_text("/v1/fine_tuning/jobs/{job_id}/pause")
+            # Request and response bodies, field by field, from the schema (no Swagger UI from a CDN).
+            create = page.locator(".api-table tr", has_text="POST").filter(
+                has=page.locator("code", has_text=re.compile(r"^/v1/fine_tuning/jobs$"))
+            )
+            create.locator("summary").click()
+            expect(create.locator(".schema").first).to_contain_text("training_file: string required")
+            expect(create.locator(".bodies")).to_contain_text("response: FineTuningJob")
+            assert page.locator('a[href="/docs"]').count() == 0
             screenshot(page, "70-api-reference")
         parsed = urlparse(target)
         if parsed.path == "/playground" and (model := parse_qs(parsed.query).get("model")):

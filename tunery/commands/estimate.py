@@ -156,7 +156,8 @@ def print_estimate(e) -> None:
         console.print(
             f"every example starts with the same {e.layout['shared_prefix_tokens']}-token prompt: training computes "
             f"it once per packed row, [bold]{round(e.computed_tokens_total / e.epochs):,}[/] tokens per epoch "
-            f"instead of {e.layout['packed_computed_per_epoch']:,}"
+            f"instead of {e.layout['packed_computed_per_epoch']:,} (the data's {e.tokens_per_epoch:,} plus packing "
+            f"padding)"
         )
 
     f = e.flops

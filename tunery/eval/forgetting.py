@@ -64,14 +64,22 @@ def forgetting_verdict(base: float, tuned: float, drop) -> str:
 
     >>> from tunery.eval.stats import Interval
     >>> forgetting_verdict(0.5, 0.5, Interval(0.0, 0.0, 0.0))
-    'no measurable forgetting: probe score 0.50 → 0.50, a drop within noise (CI 0.00..0.00)'
+    'no measurable forgetting: probe score 0.50 → 0.50, no change (CI 0.00..0.00)'
+    >>> forgetting_verdict(0.33, 0.43, Interval(-0.10, -0.27, 0.07))
+    'no measurable forgetting: probe score 0.33 → 0.43, a rise within noise (CI -0.27..0.07)'
+    >>> forgetting_verdict(0.33, 0.23, Interval(0.10, -0.10, 0.30))
+    'no measurable forgetting: probe score 0.33 → 0.23, a drop within noise (CI -0.10..0.30)'
     """
     scores = f"probe score {base:.2f} → {tuned:.2f}"
     if drop.low > 0:
         return f"general skills dropped by {drop.estimate:.2f} (CI {drop.low:.2f}..{drop.high:.2f}): {scores}"
     if drop.high < 0:
         return f"general skills improved by {-drop.estimate:.2f} (CI {-drop.high:.2f}..{-drop.low:.2f}): {scores}"
-    return f"no measurable forgetting: {scores}, a drop within noise (CI {drop.low:.2f}..{drop.high:.2f})"
+    # Said by the scores as printed, so the words never contradict the numbers beside them.
+    shown_base, shown_tuned = round(base, 2), round(tuned, 2)
+    change = "a drop" if shown_tuned < shown_base else "a rise" if shown_tuned > shown_base else "no change"
+    within = f"{change} within noise" if change != "no change" else change
+    return f"no measurable forgetting: {scores}, {within} (CI {drop.low:.2f}..{drop.high:.2f})"
 
 
 def run_probe(base, tuned, *, log=None, progress=None) -> ForgettingReport:

@@ -59,28 +59,53 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
     return lines
 
 
-def _task_hint(blob: str) -> tuple[str | None, str | None]:
-    """(most common system prompt, first user message) in the first lines of a dataset."""
+def _data_statistics(blob: str, quote: int) -> tuple[list[tuple], str | None, list[tuple[str, str]]]:
+    """Statistics of the first lines of a dataset, and what the card may quote of it.
+
+    A card is meant to be shared, and training data can hold people's details; so it shows
+    counts and lengths, and quotes the system prompt and `quote` examples only when the run's
+    `card_examples` setting asks for them.
+
+    Returns:
+        (statistics rows, the most common system prompt or None, up to `quote` (input, answer) pairs)
+    """
     systems: Counter[str] = Counter()
-    first_user = None
+    examples = messages = with_system = 0
+    chars: dict[str, list[int]] = {"user": [], "assistant": []}
+    quoted: list[tuple[str, str]] = []
     path = Path(blob)
     if not path.is_file():
-        return None, None
+        return [], None, []
     with path.open(encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if i >= SAMPLE_LINES:
                 break
             obj = json.loads(line)
-            messages = obj.get("messages") or (obj.get("input") or {}).get("messages") or []
-            for message in messages:
-                content = message.get("content")
-                if not isinstance(content, str):
-                    continue
-                if message.get("role") == "system":
-                    systems[content] += 1
-                elif message.get("role") == "user" and first_user is None:
-                    first_user = content
-    return (systems.most_common(1)[0][0] if systems else None), first_user
+            turns = obj.get("messages") or (obj.get("input") or {}).get("messages") or []
+            answer = obj.get("preferred_output") or []
+            turns = [m for m in [*turns, *answer] if isinstance(m, dict) and isinstance(m.get("content"), str)]
+            examples += 1
+            messages += len(turns)
+            with_system += any(m.get("role") == "system" for m in turns)
+            for m in turns:
+                if m.get("role") == "system":
+                    systems[m["content"]] += 1
+                elif m.get("role") in chars:
+                    chars[m["role"]].append(len(m["content"]))
+            user = next((m["content"] for m in turns if m.get("role") == "user"), None)
+            reply = next((m["content"] for m in reversed(turns) if m.get("role") == "assistant"), None)
+            if len(quoted) < quote and user is not None and reply is not None:
+                quoted.append((user[:300], reply[:300]))
+    mean = lambda values: f"{sum(values) / len(values):.0f}" if values else "–"  # noqa: E731
+    sampled = f" (first {examples})" if examples == SAMPLE_LINES else ""
+    rows = [
+        (f"messages per example{sampled}", f"{messages / max(examples, 1):.1f}"),
+        ("examples with a system prompt", f"{with_system / max(examples, 1):.0%} ({len(systems)} distinct)"),
+        ("characters per user message (mean)", mean(chars["user"])),
+        ("characters per assistant reply (mean)", mean(chars["assistant"])),
+    ]
+    system = systems.most_common(1)[0][0] if systems and quote else None
+    return rows, system, quoted
 
 
 def _adapter_words(run: RunRecord) -> str:
@@ -123,7 +148,8 @@ def render_card(registry: Registry, run: RunRecord) -> str:
         "## Training data",
         "",
     ]
-    rows, hint = [], (None, None)
+    rows, stats, system, quoted = [], [], None, []
+    quote = int(run.config.get("card_examples") or 0)
     for link in run.datasets:
         if link.dataset_id is None:
             rows.append((link.role, "unknown (file changed after training)", "", "", link.path))
@@ -131,15 +157,22 @@ def render_card(registry: Registry, run: RunRecord) -> str:
         data = registry.get_dataset(link.dataset_id)
         check = "ok" if data.ok else f"{data.errors} error{'s' * (data.errors != 1)}"
         check += f", {data.warnings} warning{'s' * (data.warnings != 1)}" if data.warnings else ""
-        rows.append((link.role, f"`{data.id[:12]}`", data.examples, check, link.path))
+        rows.append((link.role, f"`{data.id[:12]}`", data.examples, check, Path(link.path).name))
         if link.role == "train":
-            hint = _task_hint(data.blob)
+            stats, system, quoted = _data_statistics(data.blob, quote)
     lines += _table(("role", "dataset", "examples", "validation", "file"), rows)
-    system, user = hint
+    if stats:
+        lines += ["", *_table(("training data", "value"), stats)]
     if system:
         lines += ["", "The system prompt of the training data:", "", *_quote(system)]
-    if user:
-        lines += ["", "A training input:", "", *_quote(user[:300])]
+    for n, (user, reply) in enumerate(quoted, 1):
+        lines += ["", f"Training example {n}:", "", *_quote(f"user: {user}\nassistant: {reply}")]
+    if not quote:
+        lines += [
+            "",
+            "No training text is quoted here: set `card_examples: N` in the run config to quote the "
+            "system prompt and N examples.",
+        ]
 
     config = run.config
     params = [(key, config[key]) for key in HYPERPARAMETERS if key in config]

@@ -53,7 +53,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             scheduler.stop()
         engine.stop()
 
-    app = FastAPI(title="tunery", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No Swagger UI: it loads from a CDN, so it is blank offline; the dashboard's /api renders the schema.
+    app = FastAPI(title="tunery", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = Server(settings, home, store, Catalog(settings, store), engine)
     install_error_handlers(app)
     for module in (files, fine_tuning_jobs, graders, models, chat_completions):

@@ -213,6 +213,12 @@ class RunConfig(_Strict):
     eval_every: int | Auto = Field("auto", description="steps between validation passes")
     save_every: int | Auto = Field("auto", description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    card_examples: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="training examples (and the system prompt) quoted in the model card; 0 = statistics only",
+    )
     final_eval: bool = Field(
         True, description="after training, generate answers for the validation set and grade them (RUN_DIR/eval/)"
     )

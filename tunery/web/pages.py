@@ -23,7 +23,7 @@ PAGES = {
     "/eval": ("Evaluation", "eval.js"),
     "/playground": ("Playground", "playground.js"),
     "/monitoring": ("Monitoring", "monitoring.js"),
-    "/api": ("API reference", "api_reference.js"),  # /docs needs Swagger UI from a CDN; this page works offline
+    "/api": ("API reference", "api_reference.js"),  # offline, unlike Swagger UI (from a CDN), which is off
 }
 # Scripts and styles come only from this server, never inline: data shown on a page (file
 # contents, model outputs) can then never run as code.

@@ -50,15 +50,6 @@ def _within_bounds(name: str, value):
     return value
 
 
-# OpenAI's ranges for its hyperparameters: (whole numbers only, lowest, highest; None = unbounded).
-RANGES = {
-    "n_epochs": (True, 1, 50),
-    "batch_size": (True, 1, 256),
-    "learning_rate_multiplier": (False, 0, None),
-    "beta": (False, 0, None),
-}
-
-
 class SupervisedHyperparameters(_Request):
     n_epochs: Auto | int = "auto"
     batch_size: Auto | int = "auto"
@@ -68,25 +59,7 @@ class SupervisedHyperparameters(_Request):
     @classmethod
     def _null_is_auto(cls, data):
         # The client sends null for a field it was given as None: OpenAI treats that as "auto".
-        if not isinstance(data, dict):
-            return data
-        data = {k: ("auto" if v is None else v) for k, v in data.items()}
-        for name, value in data.items():
-            if name in RANGES and value != "auto":
-                _check_range(name, value)
-        return data
-
-
-def _check_range(name: str, value) -> None:
-    """One message naming the valid range, instead of pydantic's one per union member."""
-    whole, low, high = RANGES[name]
-    kind = "a whole number" if whole else "a number"
-    allowed = f"'auto' or {kind} " + (f"from {low} to {high}" if high is not None else f"above {low}")
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or (whole and value != int(value)) or value < low or (value == low and not whole):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        return {k: ("auto" if v is None else v) for k, v in data.items()} if isinstance(data, dict) else data
 
     @field_validator("n_epochs", "batch_size", "learning_rate_multiplier")
     @classmethod
@@ -186,6 +159,18 @@ class MethodRequest(_Request):
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
     reinforcement: ReinforcementMethod | None = None
+
+    def given_blocks(self) -> list[str]:
+        """The method blocks the request sets."""
+        return [name for name in self.model_fields if name != "type" and getattr(self, name) is not None]
+
+    def block(self) -> _MethodBlock:
+        """The block of `type`, or its defaults when the request leaves it out."""
+        given = getattr(self, self.type)
+        if given is not None:
+            return given
+        annotation = type(self).model_fields[self.type].annotation
+        return next(t for t in get_args(annotation) if t is not type(None))()
 
     def given_blocks(self) -> list[str]:
         """The method blocks the request sets."""

@@ -131,7 +131,9 @@ function configCard() {
 }
 
 function eventsList() {
-  const shown = state.events.filter((e) => !(state.hideMetrics && e.type === "metrics"));
+  // A failed job's error is shown once, above; its event would only repeat it.
+  const repeatsError = (e) => state.job?.error && e.level === "error" && e.message.includes(state.job.error.message);
+  const shown = state.events.filter((e) => !(state.hideMetrics && e.type === "metrics") && !repeatsError(e));
   if (!shown.length) return el("p", { class: "muted" }, "No events yet.");
   return el("ul", { class: "events", id: "events" }, shown.map((e) => el("li", { class: e.fresh ? "fresh" : "" },
     el("time", { title: fmt.time(e.created_at) }, new Date(e.created_at * 1000).toLocaleTimeString()),
@@ -195,10 +197,8 @@ function header() {
         el("div", {}, t.url ? el("a", { href: t.url, target: "_blank", rel: "noopener" }, t.what) : t.what)))) : null,
       fact("Created", fmt.time(job.created_at)),
     )),
-    // The error once, as the API gives it; the trainer's log only where it is the one clue (a crash).
-    job.error ? el("div", { class: "notice bad", id: "job-error" }, el("strong", {}, `${job.error.code}: `), job.error.message,
-      job.error.code === "internal_error" && state.details.log_tail.length
-        ? el("details", {}, el("summary", {}, "the trainer's last output"), el("pre", {}, state.details.log_tail.join("\n"))) : null) : null,
+    // The error once, as the API gives it (the trainer's log, with the server's paths, is the operator's).
+    job.error ? el("div", { class: "notice bad", id: "job-error" }, el("strong", {}, `${job.error.code}: `), job.error.message) : null,
   ];
 }
 

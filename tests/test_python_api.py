@@ -75,7 +75,7 @@ def test_run_config_reads_files_dicts_and_dotted_keys(tmp_path, chat_data):
 
 
 def test_train_refuses_a_directory_that_holds_a_run(run, tiny_model_dir, chat_data):
-    with pytest.raises(TuneryError, match="already holds a run"):
+    with pytest.raises(TuneryError, match="already holds a finished run"):
         tunery.train(model=str(tiny_model_dir), data=chat_data[0], output=run.path)
     with pytest.raises(TuneryError, match="no other settings"):
         tunery.train(resume=run.path, n_epochs=2)

@@ -62,15 +62,20 @@ def phase_message(phase: dict) -> str:
     return f"Evaluating: {done}/{total} validation answers{eta}"
 
 
-def _phase_event(store: Store, job: JobRecord, run_dir: Path):
-    """An event when the trainer's current phase (the final evaluation) moved on, else None."""
+def _current_phase(run_dir: Path) -> dict | None:
+    """The trainer's phase after its steps (the final evaluation), from status.json, or None."""
     from tunery.train.rundir import RunDir
 
     try:
         phase = (RunDir(run_dir).read_status() or {}).get("phase")
     except (OSError, ValueError):  # replaced while read: the next tick sees it
         return None
-    if not phase or phase.get("name") != "evaluating":
+    return phase if phase and phase.get("name") == "evaluating" else None
+
+
+def _phase_event(store: Store, job: JobRecord, phase: dict | None):
+    """An event when the phase moved on since the last one, else None."""
+    if phase is None:
         return None
     text = phase_message(phase)
     newest = store.list_events(job.id, limit=1).items
@@ -137,7 +142,12 @@ def ingest(store: Store, home: Home, job: JobRecord, *, final: bool = False) -> 
     if update.latest_train:
         eta = update.latest_train.get("eta_s")
         changes["estimated_finish"] = int(time.time() + eta) if eta is not None else None
-    phase_event = _phase_event(store, job, run_dir)
+    phase = _current_phase(run_dir)
+    if phase is not None and phase.get("done", 0) < phase.get("total", 0):
+        # The steps are done and the ETA the last one gave is past: the evaluation's is the job's.
+        eta = phase.get("eta_s")
+        changes["estimated_finish"] = int(time.time() + eta) if eta is not None else None
+    phase_event = _phase_event(store, job, phase)
     with store.transaction() as tx:
         for step in new_steps:
             tx.add_event(events.metrics(job.id, step))

@@ -172,18 +172,6 @@ class MethodRequest(_Request):
         annotation = type(self).model_fields[self.type].annotation
         return next(t for t in get_args(annotation) if t is not type(None))()
 
-    def given_blocks(self) -> list[str]:
-        """The method blocks the request sets."""
-        return [name for name in self.model_fields if name != "type" and getattr(self, name) is not None]
-
-    def block(self) -> _MethodBlock:
-        """The block of `type`, or its defaults when the request leaves it out."""
-        given = getattr(self, self.type)
-        if given is not None:
-            return given
-        annotation = type(self).model_fields[self.type].annotation
-        return next(t for t in get_args(annotation) if t is not type(None))()
-
 
 class WandbSettings(_Request):
     """OpenAI's `integrations[].wandb`."""

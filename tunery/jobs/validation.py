@@ -25,16 +25,17 @@ def file_problem(store: Store, job: JobRecord, file_id: str, method: str) -> str
     record = store.get_file(file_id, job.org)
     if record is None or not Path(record.path).is_file():
         return f"file {file_id} does not exist (it may have been deleted)"
+    named = f"{record.filename} ({file_id})"  # the name the user uploaded it under, and its id
     if record.purpose != "fine-tune":
-        return f"file {file_id} has purpose {record.purpose!r}, not 'fine-tune'"
+        return f"file {named} has purpose {record.purpose!r}, not 'fine-tune'"
     if method == "reinforcement":  # checked against the grader when the job was created
         return None
     if record.status != "processed":
-        return f"file {file_id} failed validation: {record.status_details}"
+        return f"file {named} failed validation: {record.status_details}"
     wanted = BY_OPENAI_TYPE[method].data_format
     if record.format != wanted:
         return (
-            f"file {file_id} holds {record.format} examples, but method {method!r} trains on {wanted} examples"
+            f"file {named} holds {record.format} examples, but method {method!r} trains on {wanted} examples"
             f" ({FORMATS[wanted].shape})"
         )
     return None

@@ -8,6 +8,7 @@ held-out tickets. Every step prints the command it stands for.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -31,7 +32,9 @@ def step(number: int, title: str, argv: list[str]) -> float:
 
 
 def main() -> int:
-    train, valid, test = (str(TASK / f"{split}.jsonl") for split in ("train", "valid", "test"))
+    # Relative to where `make demo` runs, so the printed commands can be copied and show no
+    # machine's absolute paths.
+    train, valid, test = (os.path.relpath(TASK / f"{split}.jsonl") for split in ("train", "valid", "test"))
     run = f"runs/demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     model = "smollm2-135m-instruct"
     timings = {}

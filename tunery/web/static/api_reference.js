@@ -45,7 +45,7 @@ function fields(schema, spec, depth = 0, seen = new Set()) {
   const rows = [];
   for (const [name, prop] of Object.entries(props)) {
     const about = resolve(prop, spec).description || prop.description || "";
-    rows.push(el("li", { style: `margin-left:${depth * 1.2}em` }, el("code", {}, name), `: ${typeOf(prop, spec)}`,
+    rows.push(el("li", { class: `depth-${depth}` }, el("code", {}, name), `: ${typeOf(prop, spec)}`,
       required.has(name) ? el("strong", {}, " required") : null, about ? el("span", { class: "muted" }, ` — ${about.split("\n")[0]}`) : null));
     const ref = prop.$ref || prop.anyOf?.find((o) => o.$ref)?.$ref;
     if (ref && depth < 2 && !seen.has(ref)) rows.push(...fields({ $ref: ref }, spec, depth + 1, new Set([...seen, ref])));

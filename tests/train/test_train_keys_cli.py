@@ -7,7 +7,7 @@ import json
 
 from pydantic import BaseModel
 
-from tunery.config import RunConfig, config_keys
+from tunery.train.config import RunConfig, config_keys
 
 
 def test_keys_lists_every_schema_key_with_type_default_and_help(cli):

@@ -137,7 +137,7 @@ def _print_keys() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tunery.config import config_keys
+    from tunery.train.config import config_keys
 
     table = Table(title="tunery train config keys (YAML, or key=value on the command line)", title_justify="left")
     for column in ("key", "type", "default", "what it does"):

@@ -251,6 +251,7 @@ def train(
             raise error from None
         run = Run(path)
         if main and run.succeeded:
+            _select_checkpoint(run)  # first: the run's registry id is the hash of final/'s manifest
             from tunery.lineage.hooks import register_finished_run
 
             register_finished_run(run.path)  # lineage, datasets, model card: warns, never fails a finished run
@@ -274,6 +275,15 @@ def _open_trackers(config: RunConfig, run_dir: Path, *, resuming: bool):
     if not resuming:
         refuse_existing_run(RunDir(run_dir))
     return Tracking(config, run_dir)
+
+
+def _select_checkpoint(run: Run) -> None:
+    """With select=best, publish the best-scoring checkpoint as final/ (before the run is registered)."""
+    if run.config.select == "last":
+        return
+    from tunery.eval.select import select_final
+
+    select_final(run.path, device=run.config.device, log=lambda text: print(text, flush=True))
 
 
 def _final_eval(run: Run) -> None:

@@ -54,11 +54,15 @@ def test_compare_on_the_bundled_task(cli, smollm2_dir, tmp_path):
     tokens = report["prompt_tokens"]
     assert tokens["few_shot"] > tokens["tuned"] == tokens["zero_shot"]
     probe = report["forgetting"]
-    assert probe["n"] == 30 and set(probe["by_skill"]) == {"arithmetic", "instructions", "facts"}
+    assert probe["n"] == 240 and len(probe["by_skill"]) == 8
+    # Five LoRA steps move the distribution measurably on the base's own answers to general prompts.
+    shift = report["distribution"]
+    assert shift["n"] >= 300 and shift["kl"]["low"] > 0 and len(shift["by_skill"]) == 6
+    assert f"distribution: {shift['verdict'][:30]}" in printed
 
     answers = [json.loads(line) for line in out.with_name("compare-report.examples.jsonl").read_text().splitlines()]
     few_shot = [a for a in answers if a["system"] == "few_shot"]
-    assert len(few_shot) == N_HELDOUT and len(answers) == 3 * N_HELDOUT + 30
+    assert len(few_shot) == N_HELDOUT and len(answers) == 3 * N_HELDOUT + 240
     questions = {json.loads(line)["messages"][1]["content"] for line in heldout.read_text().splitlines()}
     for answer in few_shot:
         shots = [m["content"] for m in answer["prompt"][1:-1] if m["role"] == "user"]

@@ -26,6 +26,7 @@ MODULES_WITH_EXAMPLES = [
     "tunery.eval.heldout",
     "tunery.eval.compare",
     "tunery.eval.forgetting",
+    "tunery.eval.select",
 ]
 
 

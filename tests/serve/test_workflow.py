@@ -321,3 +321,29 @@ def test_a_full_fine_tune_from_the_tunery_block_is_served_as_its_own_model(serve
     assert alpha.fine_tuning.jobs.retrieve(job.id).fine_tuned_model == done.fine_tuned_model
     assert 2 in [c.step_number for c in alpha.fine_tuning.jobs.checkpoints.list(job.id)]
     assert done.fine_tuned_model not in {m.id for m in alpha.models.list()}
+
+
+def test_select_best_publishes_the_chosen_checkpoint_and_says_so_in_the_events(server, alpha, files):
+    """select=best through the API, on a full fine-tune (each checkpoint scored as a model of its own)."""
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=files[0].id,
+        validation_file=files[1].id,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"batch_size": 4},
+                "tunery": {"adapter": "full", "max_steps": 2, "save_every": 1, "select": "best"},
+            },
+        },
+    )
+    done = wait_for_status(alpha, job.id, {"succeeded", "failed", "cancelled"})
+    assert done.status == "succeeded", done.error
+    chosen = json.loads((server.home / "jobs" / job.id / "run" / "final" / "tunery.json").read_text())["selection"]
+    assert [s["step"] for s in chosen["scores"]] == [1, 2]
+    messages = [e.message for e in alpha.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert any(m.startswith(f"Selected the checkpoint at step {chosen['step']} of 2") for m in messages), messages
+    request = dict(messages=[{"role": "user", "content": "My invoice is wrong"}], temperature=0, max_tokens=6)
+    tuned = alpha.chat.completions.create(model=done.fine_tuned_model, **request)
+    step = alpha.chat.completions.create(model=f"{done.fine_tuned_model}:ckpt-step-{chosen['step']}", **request)
+    assert tuned.choices[0].message.content == step.choices[0].message.content

@@ -1,20 +1,17 @@
-"""DPO on the real SmolLM2-135M-Instruct: a short LoRA run on the bundled sign-off preferences learns them.
+"""DPO at its defaults on the real SmolLM2-135M-Instruct changes what the model says.
 
-examples/signoff-prefs: the preferred answer ends with the line "— tunery", the rejected one does not
-(see its README). After training through the CLI, as a user would:
-
-* preference accuracy on the 40 held-out validation pairs is at least 90 %. Under chance (a policy
-  that does not know the preference ranks each pair right with probability 1/2) 36 or more of 40
-  has probability about 1e-7, so this cannot pass by luck; the margin below 100 % leaves room for a
-  few pairs that a short run has not yet ranked;
-* greedy answers to the 40 held-out test prompts, generated and graded by `tunery eval` (the regex
-  grader, pattern "ends with — tunery"), end with the sign-off and stop there far more often than
-  the base model's answers do.
+examples/signoff-prefs: the preferred answer ends with the line "— tunery", the rejected one does
+not (see its README). The untuned model never signs (0/40 greedy answers to the test prompts,
+`python examples/measure_base.py signoff-prefs`). Trained through the CLI with no settings at all,
+as a user would, at least 36 of the 40 held-out greedy answers (generated and graded by `tunery
+eval`) must end with the sign-off, stop there by themselves, and be intact: one short answer line
+before the sign-off, no loop of "—" lines. 36 of 40 is the 90 % the defaults are held to.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from builders import EXAMPLES
@@ -25,18 +22,6 @@ pytestmark = pytest.mark.real_model
 TASK = EXAMPLES / "signoff-prefs"
 SIGN_OFF_PATTERN = "/— tunery$/"  # the whole (stripped) answer must end with the sign-off
 MAX_NEW_TOKENS = 32  # the longest preferred answer is about 20 tokens
-
-# Two epochs of the 200 pairs. DPO alone at tunery's default DPO learning rate (1e-4) ranks the
-# held-out pairs right within 25 steps but leaves greedy answers unchanged (0/40); 3e-4 for 50 steps
-# is the shortest run that moved them, measured (see the README's DPO section).
-TRAINING = [
-    "n_epochs=2",
-    "batch_size=8",
-    "learning_rate=3e-4",
-    "dpo.beta=0.1",
-    "eval_every=50",
-    "final_eval=false",
-]
 
 
 @pytest.fixture(scope="module")
@@ -51,40 +36,35 @@ def signoff_test(tmp_path_factory):
     return path
 
 
-def signed(answers: list[dict]) -> int:
-    """Answers that end with the sign-off and then stop by themselves (not cut off mid-ramble)."""
-    return sum(a["scores"]["regex"] == 1.0 and a["finish_reason"] == "stop" for a in answers)
+def signed_and_intact(answer: dict) -> bool:
+    """Ends with the sign-off, stopped by itself, and the answer before it is one clean line."""
+    body = answer["output"].removesuffix("— tunery").strip()
+    return (
+        answer["scores"]["regex"] == 1.0
+        and answer["finish_reason"] == "stop"
+        and bool(body)
+        and "\n" not in body
+        and "—" not in body
+    )
 
 
-def eval_answers(cli, data, output, *model) -> list[dict]:
-    """Every answer `tunery eval` generated (greedy), each with its regex score and finish reason."""
-    result = cli(
-        "eval", *model, "--data", data, "--graders", "regex", "--no-loss",
+def test_dpo_defaults_teach_the_signoff_and_keep_the_answers(signoff_test, tmp_path, cli):
+    run = tmp_path / "dpo"
+    result = cli("train", "--method", "dpo", "--data", TASK / "train.jsonl", "--output", run, timeout=2400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RPO (Pang et al. 2024)" in result.stderr  # every DPO default printed with its reason
+    first = next(r for r in RunDir(run).read_metrics() if r["type"] == "train")
+    assert first["reward_margin"] == pytest.approx(0.0, abs=1e-4)  # policy = reference at step 1
+    assert first["train_loss"] > math.log(2)  # log 2 plus the chosen answers' NLL (nll_weight=1)
+
+    output = tmp_path / "tuned.json"
+    evaluated = cli(
+        "eval", "--adapter", run, "--data", signoff_test, "--graders", "regex", "--no-loss",
         "--max-new-tokens", str(MAX_NEW_TOKENS), "--output", output, "--json",
         timeout=900,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in output.with_suffix(".examples.jsonl").read_text().splitlines()]
-
-
-def test_lora_dpo_learns_the_signoff(signoff_test, tmp_path, cli):
-    run = tmp_path / "dpo"
-    result = cli(
-        "train", "--method", "dpo", "--data", TASK / "train.jsonl", "--validation", TASK / "valid.jsonl",
-        "--output", run, *TRAINING,
-        timeout=1800,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = RunDir(run).read_metrics()
-    train = [r for r in records if r["type"] == "train"]
-    assert train[0]["train_loss"] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at step 1
-    final = records[-1]
-    assert final["type"] == "full_valid"
-    assert final["full_valid_mean_token_accuracy"] >= 0.9, final
-
-    base = eval_answers(cli, signoff_test, tmp_path / "base.json", "--model", "smollm2-135m-instruct")
-    tuned = eval_answers(cli, signoff_test, tmp_path / "tuned.json", "--adapter", run)
-    print(f"signed and stopped: base {signed(base)}/{len(base)}, tuned {signed(tuned)}/{len(tuned)}")
-    # Measured: base 0/40, tuned 23/40. The bar leaves room for small numeric differences between
-    # machines and thread counts, and still needs DPO to have moved over a third of the answers.
-    assert signed(tuned) >= signed(base) + 15, (signed(base), signed(tuned), [a["output"] for a in tuned[:5]])
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    answers = [json.loads(line) for line in output.with_suffix(".examples.jsonl").read_text().splitlines()]
+    good = sum(signed_and_intact(a) for a in answers)
+    print(f"signed, stopped and intact: {good}/{len(answers)}")
+    assert good >= 36, [a["output"] for a in answers if not signed_and_intact(a)]

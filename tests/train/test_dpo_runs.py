@@ -19,6 +19,7 @@ SETTINGS = [
     "eval_every=2",
     "save_every=2",
     "lora.r=4",
+    "dpo.nll_weight=0",  # plain DPO: its loss is exactly log 2 at step 1
 ]
 
 
@@ -62,3 +63,27 @@ def test_dpo_rejects_chat_data(tiny_model_dir, chat_data, tmp_path, cli):
         "train", "--method", "dpo", "--model", tiny_model_dir, "--data", chat_data[0], "--output", tmp_path / "x"
     )
     assert result.returncode == 1 and "DPO needs preference pairs" in result.stderr
+
+
+@pytest.mark.parametrize("adapter", ["lora", "full"])
+def test_dpo_from_an_sft_run_starts_from_it_and_uses_it_as_the_reference(
+    adapter, tiny_model_dir, chat_data, preference_data, tmp_path, cli
+):
+    """`--model RUN_DIR`: no merge by hand. The policy starts from the SFT model (its log-probs are
+    not the base's) and the reference is that same model (step-1 loss log 2, margin 0)."""
+    sft = tmp_path / "sft"
+    trained = cli(
+        "train", "--model", tiny_model_dir, "--data", chat_data[0], "--output", sft, "--adapter", adapter,
+        "max_steps=3", "batch_size=8", "learning_rate=1e-2", "lora.r=4",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    step1 = {}
+    for start in ("base", "sft"):
+        out = tmp_path / f"dpo-{start}"
+        model = tiny_model_dir if start == "base" else sft
+        result = cli(*dpo_args(model, preference_data, out, f"adapter={adapter}", "max_steps=1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        step1[start] = next(r for r in RunDir(out).read_metrics() if r["type"] == "train")
+    assert step1["sft"]["train_loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert step1["sft"]["reward_margin"] == pytest.approx(0.0, abs=1e-5)
+    assert abs(step1["sft"]["logps_chosen"] - step1["base"]["logps_chosen"]) > 0.5

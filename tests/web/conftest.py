@@ -53,7 +53,7 @@ def _finish_and_compare(dashboard_server: ServerProcess, job_id: str, train: Pat
     assert job.status == "succeeded", job.error
     run = dashboard_server.home / "jobs" / job_id / "run"
     report = dashboard_server.home / "jobs" / job_id / "evals" / "compare-report.json"
-    # With the forgetting probe: 30 questions × 2 systems in one batch each, seconds on the tiny model.
+    # With both forgetting measures (240 questions × 2 systems, 310 answers read twice): seconds on the tiny model.
     done = run_cli(
         "compare",
         "--tuned",

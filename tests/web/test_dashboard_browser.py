@@ -233,9 +233,10 @@ def test_evaluation_shows_the_comparison_and_filters_to_failures(open_page, dash
     expect(page.locator("#verdict")).to_have_text(report["verdict"])
     expect(page.locator("#compare-table tbody tr")).to_have_count(3)
     expect(page.locator("#forgetting")).to_have_text(report["forgetting"]["verdict"])
-    skills = report["forgetting"]["by_skill"]
+    skills = set(report["forgetting"]["by_skill"]) | set(report["distribution"]["by_skill"])
     expect(page.locator("#forgetting-table tbody tr")).to_have_count(len(skills) + 1)  # and the total
-    expect(page.locator("#probe-answers summary")).to_contain_text("Forgetting probe answers (30)")
+    expect(page.locator("#distribution")).to_have_text(report["distribution"]["verdict"])
+    expect(page.locator("#probe-answers summary")).to_contain_text("Forgetting probe answers (240)")
     expect(page.locator("#example-count")).to_have_text("6 of 6 examples")
     rows = [
         json.loads(line) for line in report_path.with_name("compare-report.examples.jsonl").read_text().splitlines()

@@ -50,7 +50,7 @@ def test_eval_reports_are_found_beside_the_job_and_names_are_not_paths(dashboard
     view = get(dashboard, f"/v1/tunery/evals/{job.id}/compare-report").json()
     assert set(view["report"]["systems"]) == {"zero_shot", "few_shot", "tuned"}
     probe = [row for row in view["examples"] if row["system"] == "forgetting_probe"]
-    assert len(view["examples"]) == 3 * 6 + len(probe) and len(probe) == view["report"]["forgetting"]["n"] == 30
+    assert len(view["examples"]) == 3 * 6 + len(probe) and len(probe) == view["report"]["forgetting"]["n"] == 240
     assert get(dashboard, f"/v1/tunery/evals/{job.id}/..%2Fconfig").status_code == 404
 
 

@@ -14,20 +14,26 @@ EXAMPLES = """\
   tunery compare --base smollm2-135m-instruct --tuned runs/tickets --train train.jsonl \\
       --data test.jsonl --shots 8 --json
   tunery compare --tuned runs/tickets --train train.jsonl --data test.jsonl --no-forgetting
+  tunery compare --checkpoints runs/tickets --data test.jsonl
 
 Few-shot examples are drawn from --train by --seed, never from --data. The verdict compares the
 tuned model with the better prompting baseline on --metric, or else on the strictest grader that
 separates the systems, with a paired bootstrap interval; the report says which metric decided and
-whether the others agree. The forgetting probe (30 bundled general-skill questions) runs on base and tuned.
+whether the others agree. Forgetting is measured twice: base and tuned answer 240 general-skill
+questions (each skill's drop with its interval), and the tuned model's KL from the base is taken on
+the base's own answers to 310 general prompts (generated once per base model, then cached).
 """
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", help="base model (default: the base the tuned run records)")
+    parser.add_argument("--tuned", help="a run directory (final/ is used), an adapter dir, or a full model dir")
+    parser.add_argument("--train", help="the training JSONL that few-shot examples are drawn from")
     parser.add_argument(
-        "--tuned", required=True, help="a run directory (final/ is used), an adapter dir, or a full model dir"
+        "--checkpoints",
+        metavar="RUN_DIR",
+        help="instead: every checkpoint of the run, task score against forgetting (table, RUN_DIR/checkpoints.png)",
     )
-    parser.add_argument("--train", required=True, help="the training JSONL that few-shot examples are drawn from")
     parser.add_argument(
         "--shots",
         type=whole_number,
@@ -40,11 +46,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the grader the verdict is about (default: the strictest that separates the systems, "
         "e.g. json_equal before json_valid, exact before normalized)",
     )
-    parser.add_argument("--no-forgetting", action="store_true", help="skip the general-skills forgetting probe")
+    parser.add_argument("--no-forgetting", action="store_true", help="skip both forgetting measures (probe and KL)")
     add_common_options(parser, "compare-report.json")
 
 
 def run(args: argparse.Namespace) -> int:
+    from tunery.errors import TuneryError
+
+    if args.checkpoints:
+        return _checkpoints(args)
+    if not (args.tuned and args.train):
+        raise TuneryError(
+            "compare needs --tuned and --train",
+            hint="or --checkpoints RUN_DIR --data HELDOUT.jsonl for every checkpoint",
+        )
+    return _compare(args)
+
+
+def _checkpoints(args: argparse.Namespace) -> int:
+    """Task score against forgetting for every checkpoint; JSON and PNG in the run directory."""
+    import json
+
+    from tunery.eval.tradeoff import checkpoint_tradeoff, plot_tradeoff, print_tradeoff
+    from tunery.train.rundir import atomic_write
+
+    quiet_loading()
+    run = Path(args.checkpoints)
+    report = checkpoint_tradeoff(run, args.data, device=args.device, log=progress)
+    report.plot = str(plot_tradeoff(report, run / "checkpoints.png"))
+    atomic_write(run / "checkpoints.json", report.model_dump_json(indent=2))
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        print_tradeoff(report)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
     from tunery.api import compare
     from tunery.eval import print_compare_report
     from tunery.eval.progress import AnswerProgress

@@ -25,7 +25,7 @@ from tunery.data.formats import load_examples
 from tunery.errors import TuneryError
 from tunery.eval.evaluate import DEFAULT_BATCH_SIZE, Log, ProgressFn, evaluate_items, reference_budget, resolve_device
 from tunery.eval.fewshot import pick_shots, with_shots
-from tunery.eval.forgetting import ForgettingReport, run_probe
+from tunery.eval.forgetting import DistributionShift, ForgettingReport, distribution_shift, run_probe
 from tunery.eval.graders import auto_grader_names, is_object_spec, resolve_graders
 from tunery.eval.heldout import load_heldout
 from tunery.eval.report import EvalReport, Score, format_score, write_json_and_examples
@@ -57,6 +57,9 @@ class CompareReport(BaseModel):
     token_note: str
     systems: dict[str, EvalReport]
     forgetting: ForgettingReport | None
+    distribution: DistributionShift | None = Field(
+        None, description="KL and extra NLL of the tuned model on the base's own answers to general prompts"
+    )
     seconds: float
 
     def to_dict(self, examples: bool = False) -> dict:
@@ -182,6 +185,9 @@ def compare(
         if forgetting
         else None
     )
+    shift = (
+        distribution_shift((base_generator, None), (tuned_generator, tuned_adapter), log=log) if forgetting else None
+    )
     return CompareReport(
         base=str(base or base_dir),
         tuned=str(tuned_model.path),
@@ -201,6 +207,7 @@ def compare(
         token_note=token_note(prompt_tokens),
         systems=systems,
         forgetting=probe,
+        distribution=shift,
         seconds=round(time.perf_counter() - started, 2),
     )
 
@@ -252,10 +259,30 @@ def print_compare_report(report: CompareReport, console=None) -> None:
     console.print(report.token_note)
     if report.forgetting:
         probe = report.forgetting
-        skills = Table("forgetting probe", "base", "tuned", title_justify="left")
+        shift = report.distribution
+        columns = ["forgetting probe", "base", "tuned", "drop (95% CI)"]
+        if shift:
+            columns += ["KL nats/token", "extra NLL"]
+        skills = Table(*columns, title_justify="left")
         for skill, values in probe.by_skill.items():
-            skills.add_row(skill, f"{values['base']:.2f}", f"{values['tuned']:.2f}")
-        skills.add_row(f"all {probe.n} items", format_score(probe.base), format_score(probe.tuned))
+            row = [skill, f"{values['base']:.2f}", f"{values['tuned']:.2f}"]
+            row.append(f"{values['base'] - values['tuned']:+.2f} ({values['low']:.2f}..{values['high']:.2f})")
+            if shift:
+                moved = shift.by_skill.get(skill)
+                row += [f"{moved['kl']:.4f}", f"{moved['extra_nll']:+.4f}"] if moved else ["", ""]
+            skills.add_row(*row)
+        if shift:  # the distribution set's own skills that the probe does not have
+            for skill in shift.by_skill.keys() - probe.by_skill.keys():
+                moved = shift.by_skill[skill]
+                skills.add_row(skill, "", "", "", f"{moved['kl']:.4f}", f"{moved['extra_nll']:+.4f}")
+        total = [f"all ({probe.n} items", format_score(probe.base), format_score(probe.tuned)]
+        total[0] += f", {shift.n} prompts)" if shift else ")"
+        total.append(f"{probe.drop.mean:+.2f} ({probe.drop.low:.2f}..{probe.drop.high:.2f})")
+        if shift:
+            total += [format_score(shift.kl, digits=4), format_score(shift.extra_nll, digits=4)]
+        skills.add_row(*total)
         console.print(skills)
         console.print(f"[bold]forgetting:[/] {probe.verdict}")
+        if shift:
+            console.print(f"[bold]distribution:[/] {shift.verdict}")
     console.print(f"{report.seconds:.0f}s in all")

@@ -1,11 +1,19 @@
-"""The forgetting probe: does fine-tuning cost the model its general skills?
+"""Forgetting: what did fine-tuning cost the model's general skills? Two measures.
 
-`probe.jsonl`, bundled with tunery and written for it, holds 30 short general-skill questions in
-three groups of ten: arithmetic, instruction following, short facts. Each line names the grader
-that checks it and the reference that grader needs (mostly a /PATTERN/, see graders/regex.py),
-plus an `example_answer` that passes (the tests hold every item to it). The base model and the
-tuned model answer the same items; the drop in the probe score, with a paired bootstrap interval,
-is the forgetting, the tutorial's "catastrophic forgetting" made visible.
+**The distribution shift** (`distribution_shift`): `general.jsonl` holds 310 general prompts in six
+skills (see general_prompts.py). The base model answers them greedily once, cached per base
+(keyed by its weight hash); then the tuned model reads those same answers, and the per-token KL
+divergence KL(base ‖ tuned) of its next-token distribution from the base's, and its extra NLL on
+the base's answers, are reported with bootstrap intervals over the prompts, overall and per skill.
+One forward pass per model, and far more sensitive than grading generations: it sees a shift long
+before an answer flips.
+
+**The generative probe** (`run_probe`): `probe.jsonl` holds 240 short questions in eight skills
+(30 each). Each names the grader that checks it and the reference that grader needs (mostly a
+/PATTERN/, see graders/regex.py), plus an `example_answer` that passes (the tests hold every item
+to it). Base and tuned answer the same items; the drop in score, overall and per skill with paired
+bootstrap intervals, is the forgetting you can read. With 30 items a skill, a fall like 0.70 →
+0.30 is outside the noise and the verdict names it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from tunery.eval.report import Score
 from tunery.eval.stats import bootstrap_ci, paired_bootstrap_diff
 
 MAX_NEW_TOKENS = 48  # every probe answer fits in a sentence
+GENERAL_MAX_NEW_TOKENS = 64  # enough of each general answer to see its distribution; not whole essays
 
 
 class ProbeItem(BaseModel, extra="forbid"):
@@ -36,7 +45,9 @@ class ForgettingReport(BaseModel):
     base: Score
     tuned: Score
     drop: Score = Field(description="base score minus tuned score, with a paired bootstrap interval")
-    by_skill: dict[str, dict[str, float]] = Field(description="skill → {'base', 'tuned'} mean score")
+    by_skill: dict[str, dict[str, float]] = Field(
+        description="skill → {'base', 'tuned'} mean score, and the paired interval of the drop ('low', 'high')"
+    )
     verdict: str
     seconds: float
     examples: list[dict] = Field(default_factory=list, repr=False)
@@ -59,34 +70,52 @@ def grade_probe(items: Sequence[ProbeItem], outputs: Sequence[str]) -> list[floa
     ]
 
 
-def forgetting_verdict(base: float, tuned: float, drop) -> str:
+def forgetting_verdict(base: float, tuned: float, drop, by_skill: dict[str, dict[str, float]] | None = None) -> str:
     """One sentence on the probe result; `drop` is the paired interval of base − tuned.
+
+    `by_skill` (skill → base, tuned, and the drop's interval low/high) adds the skill that moved
+    most, and every skill whose own drop is outside the noise, whatever the total says.
 
     >>> from tunery.eval.stats import Interval
     >>> forgetting_verdict(0.5, 0.5, Interval(0.0, 0.0, 0.0))
     'no measurable forgetting: probe score 0.50 → 0.50, no change (CI 0.00..0.00)'
-    >>> forgetting_verdict(0.33, 0.43, Interval(-0.10, -0.27, 0.07))
-    'no measurable forgetting: probe score 0.33 → 0.43, a rise within noise (CI -0.27..0.07)'
-    >>> forgetting_verdict(0.33, 0.23, Interval(0.10, -0.10, 0.30))
-    'no measurable forgetting: probe score 0.33 → 0.23, a drop within noise (CI -0.10..0.30)'
+    >>> skills = {"facts": {"base": 0.7, "tuned": 0.3, "low": 0.2, "high": 0.6},
+    ...           "arithmetic": {"base": 0.5, "tuned": 0.6, "low": -0.3, "high": 0.1}}
+    >>> forgetting_verdict(0.6, 0.45, Interval(0.15, -0.02, 0.3), skills)
+    'no measurable forgetting overall: probe score 0.60 → 0.45, a drop within noise (CI -0.02..0.30); but facts fell 0.70 → 0.30 (CI of the drop 0.20..0.60); moved most: facts'
     """
     scores = f"probe score {base:.2f} → {tuned:.2f}"
     if drop.low > 0:
-        return f"general skills dropped by {drop.estimate:.2f} (CI {drop.low:.2f}..{drop.high:.2f}): {scores}"
-    if drop.high < 0:
-        return f"general skills improved by {-drop.estimate:.2f} (CI {-drop.high:.2f}..{-drop.low:.2f}): {scores}"
-    # Said by the scores as printed, so the words never contradict the numbers beside them.
-    shown_base, shown_tuned = round(base, 2), round(tuned, 2)
-    change = "a drop" if shown_tuned < shown_base else "a rise" if shown_tuned > shown_base else "no change"
-    within = f"{change} within noise" if change != "no change" else change
-    return f"no measurable forgetting: {scores}, {within} (CI {drop.low:.2f}..{drop.high:.2f})"
+        text = f"general skills dropped by {drop.estimate:.2f} (CI {drop.low:.2f}..{drop.high:.2f}): {scores}"
+    elif drop.high < 0:
+        text = f"general skills improved by {-drop.estimate:.2f} (CI {-drop.high:.2f}..{-drop.low:.2f}): {scores}"
+    else:
+        # Said by the scores as printed, so the words never contradict the numbers beside them.
+        shown_base, shown_tuned = round(base, 2), round(tuned, 2)
+        change = "a drop" if shown_tuned < shown_base else "a rise" if shown_tuned > shown_base else "no change"
+        within = f"{change} within noise" if change != "no change" else change
+        overall = " overall" if by_skill else ""
+        text = f"no measurable forgetting{overall}: {scores}, {within} (CI {drop.low:.2f}..{drop.high:.2f})"
+    if not by_skill:
+        return text
+    fell = [
+        f"{skill} fell {v['base']:.2f} → {v['tuned']:.2f} (CI of the drop {v['low']:.2f}..{v['high']:.2f})"
+        for skill, v in by_skill.items()
+        if v.get("low", 0) > 0
+    ]
+    if fell:
+        text += ("; but " if drop.low <= 0 else "; ") + "; ".join(fell)
+    moved = max(by_skill, key=lambda skill: abs(by_skill[skill]["base"] - by_skill[skill]["tuned"]))
+    if by_skill[moved]["base"] != by_skill[moved]["tuned"]:
+        text += f"; moved most: {moved}"
+    return text
 
 
 def run_probe(base, tuned, *, log=None, progress=None) -> ForgettingReport:
     """Answer the probe with both systems and report the drop.
 
-    All 30 items go in one batch: their prompts are a sentence each, so memory is never the limit,
-    and one batch means the fewest decoding steps.
+    The items go in batches of 64: their prompts are a sentence or two, so memory is never the
+    limit, and big batches mean the fewest decoding steps.
 
     Args:
         base, tuned: (generator, adapter name or None) pairs; both may share one generator.
@@ -106,28 +135,31 @@ def run_probe(base, tuned, *, log=None, progress=None) -> ForgettingReport:
             [item.messages for item in items],
             adapter=adapter,
             max_new_tokens=MAX_NEW_TOKENS,
+            batch_size=64,
             on_progress=(lambda done, total, name=name: progress(f"probe {name}", done, total)) if progress else None,
         )
         outputs[name] = [c.text.strip() for c in completions]
         scores[name] = grade_probe(items, outputs[name])
     base_ci, tuned_ci = bootstrap_ci(scores["base"]), bootstrap_ci(scores["tuned"])
     drop = paired_bootstrap_diff(scores["base"], scores["tuned"])
-    skills = dict.fromkeys(item.skill for item in items)
-    by_skill = {
-        skill: {
-            name: sum(s for s, item in zip(scores[name], items, strict=True) if item.skill == skill)
-            / sum(item.skill == skill for item in items)
-            for name in ("base", "tuned")
+    by_skill = {}
+    for skill in dict.fromkeys(item.skill for item in items):
+        mine = [i for i, item in enumerate(items) if item.skill == skill]
+        base, tuned = [scores["base"][i] for i in mine], [scores["tuned"][i] for i in mine]
+        skill_drop = paired_bootstrap_diff(base, tuned)
+        by_skill[skill] = {
+            "base": sum(base) / len(mine),
+            "tuned": sum(tuned) / len(mine),
+            "low": skill_drop.low,
+            "high": skill_drop.high,
         }
-        for skill in skills
-    }
     return ForgettingReport(
         n=len(items),
         base=Score.of(base_ci),
         tuned=Score.of(tuned_ci),
         drop=Score.of(drop),
         by_skill=by_skill,
-        verdict=forgetting_verdict(base_ci.estimate, tuned_ci.estimate, drop),
+        verdict=forgetting_verdict(base_ci.estimate, tuned_ci.estimate, drop, by_skill),
         seconds=round(time.perf_counter() - started, 2),
         examples=[
             {
@@ -141,4 +173,128 @@ def run_probe(base, tuned, *, log=None, progress=None) -> ForgettingReport:
             }
             for i, item in enumerate(items)
         ],
+    )
+
+
+# ---- the distribution shift on the base model's own answers ----------------------------------
+
+
+class DistributionShift(BaseModel):
+    n: int = Field(description="general prompts the base answered")
+    tokens: int = Field(description="answer tokens the measures average over")
+    kl: Score = Field(description="per-token KL(base ‖ tuned) on the base's own answers, nats")
+    extra_nll: Score = Field(description="the tuned model's NLL minus the base's on those answers, nats per token")
+    by_skill: dict[str, dict[str, float]] = Field(description="skill → {'kl', 'extra_nll'} per-token means")
+    verdict: str
+    seconds: float
+
+
+def load_prompt_set(name: str = "general") -> list[dict]:
+    """A bundled prompt set: `general` (the measure) or `replay` (training), each line {skill, messages}."""
+    text = resources.files("tunery.eval").joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def base_answers(generator, name: str = "general", *, log=None) -> list[tuple[str, object]]:
+    """(skill, HeldoutExample) for each prompt of a set, its reference the base model's greedy answer.
+
+    Generated once per base model and prompt set, cached under $TUNERY_HOME/cache/forgetting/ and
+    keyed by the base's weight hash, so every later comparison on that base costs forward passes only.
+    """
+    from tunery.eval.heldout import HeldoutExample
+    from tunery.home import tunery_home
+    from tunery.models import weights_hash
+    from tunery.train.rundir import atomic_write
+
+    prompts = load_prompt_set(name)
+    key = f"{name}-{weights_hash(generator.model_dir)[:16]}-{GENERAL_MAX_NEW_TOKENS}"
+    path = tunery_home() / "cache" / "forgetting" / f"{key}.jsonl"
+    if path.is_file():
+        answers = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+    else:
+        if log:
+            log(f"forgetting: the base model answers {len(prompts)} general prompts (once per base model)")
+        completions = generator.generate(
+            [p["messages"] for p in prompts], max_new_tokens=GENERAL_MAX_NEW_TOKENS, batch_size=32
+        )
+        answers = [c.text for c in completions]
+        atomic_write(path, "".join(json.dumps({"answer": a}, ensure_ascii=False) + "\n" for a in answers))
+    return [
+        (p["skill"], HeldoutExample(prompt=p["messages"], reference=answer, where=f"{name}.jsonl:{i + 1}"))
+        for i, (p, answer) in enumerate(zip(prompts, answers, strict=True))
+        if answer  # an empty answer has no tokens to compare
+    ]
+
+
+def distribution_verdict(kl, extra_nll, by_skill: dict[str, dict[str, float]]) -> str:
+    """One sentence on the distribution shift, naming the skill that moved most.
+
+    >>> from tunery.eval.stats import Interval
+    >>> distribution_verdict(Interval(0.02, 0.015, 0.025), Interval(0.03, 0.02, 0.04),
+    ...                      {"code": {"kl": 0.05, "extra_nll": 0.08}, "facts": {"kl": 0.01, "extra_nll": 0.0}})
+    "on the base model's own answers to general prompts, the tuned model is 0.020 nats/token from the base (KL, CI 0.015..0.025) and finds them 0.030 nats/token less likely (CI 0.020..0.040); moved most: code (KL 0.050)"
+    """
+    likely = "less" if extra_nll.estimate >= 0 else "more"
+    moved = max(by_skill, key=lambda skill: by_skill[skill]["kl"])
+    return (
+        f"on the base model's own answers to general prompts, the tuned model is {kl.estimate:.3f} nats/token "
+        f"from the base (KL, CI {kl.low:.3f}..{kl.high:.3f}) and finds them {abs(extra_nll.estimate):.3f} "
+        f"nats/token {likely} likely (CI {extra_nll.low:.3f}..{extra_nll.high:.3f}); "
+        f"moved most: {moved} (KL {by_skill[moved]['kl']:.3f})"
+    )
+
+
+def distribution_shift(base, tuned, *, log=None) -> DistributionShift:
+    """KL(base ‖ tuned) and the extra NLL on the base's own answers to the bundled general prompts.
+
+    Args:
+        base, tuned: (generator, adapter name or None) pairs; both may share one generator.
+    """
+    import time
+
+    import torch
+
+    from tunery.eval.loss import reference_batches, reference_logits
+
+    started = time.perf_counter()
+    (base_generator, base_adapter), (tuned_generator, tuned_adapter) = base, tuned
+    answered = base_answers(base_generator, log=log)
+    skills, items = [s for s, _ in answered], [item for _, item in answered]
+    if log:
+        log(f"forgetting: KL of the tuned model from the base on {len(items)} of the base's answers")
+    kl_sums, nll_sums, counts = [0.0] * len(items), [0.0] * len(items), [0] * len(items)
+    device = base_generator.device
+    for batch in reference_batches(base_generator.tokenizer, items, batch_size=8, device=device):
+        with base_generator.use_adapter(base_adapter):
+            base_logp = torch.log_softmax(reference_logits(base_generator.model, batch, device), dim=-1)
+        with tuned_generator.use_adapter(tuned_adapter):
+            tuned_logp = torch.log_softmax(reference_logits(tuned_generator.model, batch, device), dim=-1)
+        kl = (base_logp.exp() * (base_logp - tuned_logp)).sum(-1)  # per position, over the vocabulary
+        targets = batch.targets.unsqueeze(-1)
+        extra = (base_logp.gather(-1, targets) - tuned_logp.gather(-1, targets)).squeeze(-1)
+        for row, i in enumerate(batch.chunk):
+            weights = batch.weights[row].float()
+            kl_sums[i], nll_sums[i] = float((kl[row] * weights).sum()), float((extra[row] * weights).sum())
+            counts[i] = int(weights.sum())
+    kept = [i for i in range(len(items)) if counts[i]]
+    per_token = lambda sums, idx: [sums[i] / counts[i] for i in idx]  # noqa: E731
+    weights = [counts[i] for i in kept]
+    kl_ci = bootstrap_ci(per_token(kl_sums, kept), weights=weights)
+    nll_ci = bootstrap_ci(per_token(nll_sums, kept), weights=weights)
+    by_skill = {}
+    for skill in dict.fromkeys(skills):
+        mine = [i for i in kept if skills[i] == skill]
+        tokens = sum(counts[i] for i in mine)
+        by_skill[skill] = {
+            "kl": sum(kl_sums[i] for i in mine) / tokens,
+            "extra_nll": sum(nll_sums[i] for i in mine) / tokens,
+        }
+    return DistributionShift(
+        n=len(kept),
+        tokens=sum(weights),
+        kl=Score.of(kl_ci),
+        extra_nll=Score.of(nll_ci),
+        by_skill=by_skill,
+        verdict=distribution_verdict(kl_ci, nll_ci, by_skill),
+        seconds=round(time.perf_counter() - started, 2),
     )

@@ -99,7 +99,10 @@ def write_eval_report(report: EvalReport, path: str | Path) -> tuple[Path, Path]
     return write_json_and_examples(report.to_dict(), rows, path)
 
 
-def format_score(score: Score) -> str:
+def format_score(score: Score, digits: int | None = None) -> str:
+    """`0.750 (0.60..0.88)`; with `digits`, the mean and both bounds to that many decimals."""
+    if digits is not None:
+        return f"{score.mean:.{digits}f} ({score.low:.{digits}f}..{score.high:.{digits}f})"
     return f"{score.mean:.3f} ({score.low:.2f}..{score.high:.2f})"
 
 

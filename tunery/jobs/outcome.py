@@ -6,6 +6,7 @@ allows the move (a user may cancel at any moment); it returns whether the move h
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -200,9 +201,28 @@ def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:
             )
         if result_file:
             tx.add_file(result_file)
+        selection = selected_checkpoint(final)
+        if selection:
+            tx.add_event(events.message(job.id, selection))
         tx.add_event(events.message(job.id, f"New fine-tuned model created: {name}"))
         tx.add_event(events.message(job.id, "The job has successfully completed"))
     return True
+
+
+def selected_checkpoint(final: Path) -> str | None:
+    """The event text for a run that chose its final model among its checkpoints (select=best)."""
+    try:
+        selection = json.loads((final / "tunery.json").read_text()).get("selection")
+    except (OSError, ValueError):
+        return None
+    if not selection:
+        return None
+    scores = "; ".join(
+        f"step {s['step']}: loss {s['loss']:.4f}"
+        + ("" if s.get("score") is None else f", {s['metric']} {s['score']:.3f}")
+        for s in selection["scores"]
+    )
+    return f"Selected the checkpoint at {selection['reason']} as the fine-tuned model ({scores})"
 
 
 def _store_results_csv(home: Home, job: JobRecord, now: int) -> FileRecord | None:

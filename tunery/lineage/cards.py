@@ -185,6 +185,7 @@ def render_card(registry: Registry, run: RunRecord) -> str:
 
     metrics = [(key, run.metrics[key]) for key in METRICS if key in run.metrics]
     lines += ["", "## Metrics", "", "At the end of training:", "", *_table(("metric", "value"), metrics)]
+    lines += _selection_section(Path(run.path))
     lines += _evaluation_sections(registry, run)
     lines += _intended_use(run, system)
     lines += [
@@ -204,6 +205,27 @@ def render_card(registry: Registry, run: RunRecord) -> str:
     return "\n".join(lines)
 
 
+def _selection_section(run_dir: Path) -> list[str]:
+    """Which checkpoint is final/ and why, when the run chose it (select=best)."""
+    manifest = run_dir / "final" / "tunery.json"
+    selection = json.loads(manifest.read_text()).get("selection") if manifest.is_file() else None
+    if not selection:
+        return []
+    rows = [
+        (s["step"], f"{s['loss']:.4f}", "-" if s.get("score") is None else f"{s['score']:.3f}")
+        for s in selection["scores"]
+    ]
+    metric = selection["criterion"] if selection["criterion"] != "loss" else "graded"
+    return [
+        "",
+        "## Checkpoint selection",
+        "",
+        f"final/ is the checkpoint at {selection['reason']}, scored on the validation set:",
+        "",
+        *_table(("step", "validation loss", metric), rows),
+    ]
+
+
 def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
     compares = registry.reports(run.id, "compare")
     lines = ["", "## Compared with prompting the base model", ""]
@@ -212,7 +234,7 @@ def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
             f"Not compared yet. Run `tunery compare --tuned {run.path} --train TRAIN.jsonl --data HELDOUT.jsonl` "
             "to see whether fine-tuning beat zero-shot and few-shot prompting; this card will show the verdict."
         )
-        forgetting = None
+        forgetting = distribution = None
     else:
         summary = compares[-1].summary
         primary = summary.get("primary")
@@ -230,6 +252,7 @@ def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
         lines += _table(("system", f"{primary} (95% CI)", "prompt tokens"), rows)
         lines += ["", f"On {summary.get('data')} ({compares[-1].path})."]
         forgetting = summary.get("forgetting")
+        distribution = summary.get("distribution")
     lines += ["", "## Forgetting probe", ""]
     if forgetting:
         lines += [f"{forgetting.get('verdict')}", ""]
@@ -242,6 +265,15 @@ def _evaluation_sections(registry: Registry, run: RunRecord) -> list[str]:
         )
     else:
         lines.append("Not run (it runs with `tunery compare`, unless --no-forgetting).")
+    if forgetting and distribution:
+        lines += ["", "## Distance from the base model", "", distribution["verdict"], ""]
+        lines += _table(
+            ("skill", "KL nats/token", "extra NLL nats/token"),
+            [
+                (skill, f"{values['kl']:.4f}", f"{values['extra_nll']:+.4f}")
+                for skill, values in distribution["by_skill"].items()
+            ],
+        )
     evals = registry.reports(run.id, "eval")
     if evals:
         lines += ["", "## Evaluations", ""]

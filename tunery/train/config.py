@@ -77,14 +77,17 @@ class DpoConfig(_Strict):
     loss: Literal["sigmoid", "ipo", "simpo"] = Field("sigmoid", description="which preference loss")
     reference: str = Field(
         "auto",
-        description="auto = base model (adapter disabled for LoRA, a frozen copy for full); "
+        description="auto = the model training starts from (adapter disabled for LoRA, a frozen copy for full; "
+        "with --model RUN_DIR that is the earlier run's model); "
         "none = reference-free (simpo); or a path to a model directory",
         json_schema_extra=names("model", "auto", "none"),
     )
     simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin γ")
     cache_reference: bool = Field(True, description="precompute reference log-probs once, cached on disk")
     nll_weight: float = Field(
-        0.0, ge=0.0, description="weight of the chosen answer's per-token NLL added to the loss (RPO); 0 = off"
+        1.0,
+        ge=0.0,
+        description="weight of the chosen answer's per-token NLL added to the loss (RPO); 0 = plain DPO",
     )
 
     @model_validator(mode="after")
@@ -219,6 +222,12 @@ class RunConfig(_Strict):
         le=20,
         description="training examples (and the system prompt) quoted in the model card; 0 = statistics only",
     )
+    select: Literal["last", "best", "auto"] = Field(
+        "last",
+        description="which checkpoint becomes final/: last = the last step; best = every checkpoint scored on "
+        "the validation set (loss, and the task's grader where answers are short), the best one kept; "
+        "auto = best when there is a validation file, else last",
+    )
     final_eval: bool = Field(
         True, description="after training, generate answers for the validation set and grade them (RUN_DIR/eval/)"
     )
@@ -257,6 +266,10 @@ class RunConfig(_Strict):
                 raise ValueError(f"method={self.method} needs {what}")
         if len(set(self.report_to)) != len(self.report_to):
             raise ValueError(f"report_to names a tracker twice: {self.report_to}")
+        if self.select == "best" and self.validation is None:
+            raise ValueError(
+                "select=best scores the checkpoints on the validation set; give validation (or select=last)"
+            )
         if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
             raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")
         return self

@@ -6,9 +6,11 @@ and for each micro-batch run ONE forward pass over chosen and rejected answers t
 against the reference log-probs, and backward. Each pair's loss is divided by the pairs in the
 whole step, so accumulation is exact.
 
-The reference model is the base itself: with LoRA, the adapter is disabled for the reference
-pass (no second copy in memory); with full fine-tuning, or a reference the user names
-(`dpo.reference=PATH`), one frozen model built like the policy. Reference log-probs are by default
+The reference model is the model training starts from: with LoRA, the adapter is disabled for
+the reference pass (no second copy in memory); with full fine-tuning, or a reference the user
+names (`dpo.reference=PATH`), one frozen model built like the policy. Started from an earlier run
+(`--model runs/sft`), that is the earlier run's model (a LoRA run merged into its base once and
+cached, tunery.models), so SFT then DPO needs no manual merge. Reference log-probs are by default
 computed once up front and cached on disk (keyed by the reference's weights and every pair's
 tokens), so the frozen model is freed before training, and later epochs and re-runs skip the
 reference forward entirely.
@@ -220,7 +222,7 @@ def preference_step(
 ) -> dict:
     """Forward (and backward) over one step's pairs; metrics averaged over all its pairs."""
     n_pairs = sum(len(g) for g in groups)
-    totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "correct": 0}
+    totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "correct": 0, "logps_chosen": 0.0, "logps_rejected": 0.0}
     for group in groups:
         ref = reference.compute(group, pairs) if reference is not None else None
         with autocast(plan):
@@ -232,12 +234,18 @@ def preference_step(
         totals["chosen"] += chosen.sum().item()
         totals["rejected"] += rejected.sum().item()
         totals["correct"] += int((chosen > rejected).sum())
+        k = len(group)
+        totals["logps_chosen"] += policy[0][:k].sum().item()
+        totals["logps_rejected"] += policy[0][k:].sum().item()
     return {
         "loss": totals["loss"] / n_pairs,
         "rewards_chosen": totals["chosen"] / n_pairs,
         "rewards_rejected": totals["rejected"] / n_pairs,
         "reward_margin": (totals["chosen"] - totals["rejected"]) / n_pairs,
         "reward_accuracy": totals["correct"] / n_pairs,
+        # The policy's own summed answer log-probs (TRL's logps/chosen): where training started from.
+        "logps_chosen": totals["logps_chosen"] / n_pairs,
+        "logps_rejected": totals["logps_rejected"] / n_pairs,
     }
 
 

@@ -40,6 +40,7 @@ from tunery.train.report import print_plan
 from tunery.train.rundir import RunDir
 
 T = TypeVar("T")
+ALL_CHECKPOINTS = 1_000_000
 
 
 class TrainingFailed(TuneryError):
@@ -188,7 +189,8 @@ class Prepared:
                 "elapsed_s": elapsed_s,
             },
             manifest={**self.manifest(metrics), "total_steps": self.plan.total_steps},
-            keep=self.plan.config.keep_checkpoints,
+            # select=best scores every checkpoint once training ends, then prunes (tunery.eval.select).
+            keep=self.plan.config.keep_checkpoints if self.plan.config.select == "last" else ALL_CHECKPOINTS,
             rng_states=rng_states,
         )
 

@@ -53,15 +53,27 @@ function systemsTable(systems) {
   ));
 }
 
-function forgettingCard(probe) {
-  if (!probe) return card("Forgetting probe", el("p", { class: "muted", id: "forgetting" }, "The probe was not run for this report (tunery compare --no-forgetting). Without the flag it asks base and tuned 30 general-skill questions."));
+function forgettingCard(probe, shift) {
+  if (!probe) return card("Forgetting", el("p", { class: "muted", id: "forgetting" }, "Forgetting was not measured for this report (tunery compare --no-forgetting). Without the flag, base and tuned answer 240 general-skill questions and the tuned model reads the base's answers to 310 general prompts."));
   const drop = probe.drop;
-  return card("Forgetting probe",
-    el("div", { class: `verdict ${drop.low > 0 ? "bad" : "neutral"}`, id: "forgetting" }, probe.verdict),
-    table(["skill", "base", "tuned"], [
-      ...Object.entries(probe.by_skill).map(([skill, v]) => [skill, scoreCell(v.base), scoreCell(v.tuned)]),
-      [el("strong", {}, `all ${probe.n} items`), metricCell(probe.base), metricCell(probe.tuned)],
-    ], { id: "forgetting-table" }));
+  const moved = (skill) => (shift && shift.by_skill[skill]) || null;
+  const skills = [...new Set([...Object.keys(probe.by_skill), ...Object.keys(shift ? shift.by_skill : {})])];
+  const headers = ["skill", "base", "tuned", "drop (95% CI)", ...(shift ? ["KL nats/token", "extra NLL"] : [])];
+  const rows = skills.map((skill) => {
+    const v = probe.by_skill[skill];
+    const m = moved(skill);
+    const cells = v
+      ? [scoreCell(v.base), scoreCell(v.tuned), el("span", { class: v.low > 0 ? "bad" : "" }, `${fmt.num(v.base - v.tuned, 2)} (${fmt.num(v.low, 2)}..${fmt.num(v.high, 2)})`)]
+      : ["", "", ""];
+    return [skill, ...cells, ...(shift ? (m ? [m.kl.toFixed(4), m.extra_nll.toFixed(4)] : ["", ""]) : [])];
+  });
+  const total = [el("strong", {}, `all (${probe.n} items${shift ? `, ${shift.n} prompts` : ""})`), metricCell(probe.base), metricCell(probe.tuned),
+    `${fmt.num(drop.mean, 2)} (${fmt.num(drop.low, 2)}..${fmt.num(drop.high, 2)})`,
+    ...(shift ? [`${shift.kl.mean.toFixed(4)} (${shift.kl.low.toFixed(4)}..${shift.kl.high.toFixed(4)})`, `${shift.extra_nll.mean.toFixed(4)} (${shift.extra_nll.low.toFixed(4)}..${shift.extra_nll.high.toFixed(4)})`] : [])];
+  return card("Forgetting",
+    el("div", { class: `verdict ${drop.low > 0 || Object.values(probe.by_skill).some((v) => v.low > 0) ? "bad" : "neutral"}`, id: "forgetting" }, probe.verdict),
+    shift ? el("div", { class: "verdict neutral", id: "distribution" }, shift.verdict) : null,
+    table(headers, [...rows, total], { id: "forgetting-table" }));
 }
 
 /** Join the per-system rows on the held-out item, so each row reads across the systems. */
@@ -141,7 +153,7 @@ function compareView(view) {
       el("div", { class: `verdict ${verdictClass(r)}`, id: "verdict" }, r.verdict),
       systemsTable(r.systems),
       el("p", { class: "muted small" }, r.token_note)),
-    forgettingCard(r.forgetting),
+    forgettingCard(r.forgetting, r.distribution),
     examplesCard(view.examples, systems, r.primary, "tuned"),
     probeCard(view.examples),
     view.examples_cut ? el("p", { class: "muted small" }, "Only the first 5000 answers are shown.") : null,

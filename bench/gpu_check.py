@@ -361,6 +361,9 @@ def dpo_step(shape: Shape, workdir: Path, device: str, words: tuple[int, int]) -
         method="dpo",
         batch_size=8,
         learning_rate=1e-5,
+        # plain DPO (no RPO term): policy = reference at step 1, so the loss is exactly log 2,
+        # which checks the reference path on this device
+        dpo={"nll_weight": 0.0},
     )
     first = run["records"][0]
     return {

@@ -60,7 +60,7 @@ def test_compare_says_fine_tuning_wins_when_it_does(cli, tiny_model_dir, ticket_
     assert "[eval] few_shot: generating 8 answers" in result.stderr
     assert "FutureWarning" not in result.stderr  # transformers deprecations are not the user's business
     # Progress of every system and of the probe: answers done of N with an ETA, as they come.
-    for what, n in (("zero_shot", 8), ("few_shot", 8), ("tuned", 8), ("probe base", 30), ("probe tuned", 30)):
+    for what, n in (("zero_shot", 8), ("few_shot", 8), ("tuned", 8), ("probe base", 240), ("probe tuned", 240)):
         assert re.search(rf"\[eval\] {what}: ░+ 0/{n} answers · ETA –", result.stderr), what
         assert re.search(rf"\[eval\] {what}: █+ {n}/{n} answers · ETA 0s", result.stderr), what
 

@@ -44,7 +44,7 @@ def test_epochs_flag_is_n_epochs_and_a_missing_file_is_exit_2(cli, tmp_path):
     assert bad.returncode == 2 and "n_epochs must be a positive integer or 'auto', got 0" in bad.stderr
     missing = cli("train", "--data", tmp_path / "train.jsonl", "--epochs", "2")
     assert missing.returncode == 2, missing.stderr
-    assert f"training file {tmp_path / 'train.jsonl'} does not exist" in missing.stderr
+    assert f"error: {tmp_path / 'train.jsonl'} does not exist" in missing.stderr  # validate's words
 
 
 def test_an_unknown_flag_shows_the_verbs_usage(cli):

@@ -75,6 +75,7 @@ def method_name(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tunery.data.jsonl import check_data_file
     from tunery.errors import TuneryError
     from tunery.train.config import load_config, merge, nested, parse_overrides
 
@@ -99,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
         if args.config is None and "data" not in overrides:
             raise TuneryError("no training data given", hint="pass --data train.jsonl or --config run.yaml")
         config = load_config(args.config, overrides, source=str(args.config or "command line"))
-        for role, path in (("training", config.data), ("validation", config.validation)):
-            if path is not None and not path.is_file():  # an I/O error (exit 2), found before torch loads
-                raise TuneryError(f"{role} file {path} does not exist", hint="check the path; `ls` shows what is there")
+        for path in (config.data, config.validation):
+            if path is not None:  # an I/O error (exit 2) in validate's words, found before torch loads
+                check_data_file(path)
     if args.dry_run:
         if config is None:
             raise TuneryError("--dry-run plans a new run", hint="leave out --resume")

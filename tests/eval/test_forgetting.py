@@ -15,8 +15,8 @@ from tunery.eval.forgetting import (
     load_prompt_set,
     run_probe,
 )
-from tunery.eval.graders import BUILTIN
 from tunery.eval.stats import Interval
+from tunery.graders import BUILTIN
 from tunery.inference import Generator
 
 

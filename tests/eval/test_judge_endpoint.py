@@ -22,9 +22,9 @@ import pytest
 from builders import REPO, stop_process
 
 from tunery.errors import TuneryError
-from tunery.eval.graders import resolve_graders
-from tunery.eval.graders.judge import INSTRUCTIONS, JudgeConfig, judge_scores
-from tunery.eval.graders.normalized import normalize
+from tunery.graders import resolve_graders
+from tunery.graders.judge import INSTRUCTIONS, JudgeConfig, judge_scores
+from tunery.graders.normalized import normalize
 
 KEY = "sk-judge-test"
 ENV = {"OMP_NUM_THREADS": "1"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tunery.errors import TuneryError
-from tunery.eval.graders import auto_grader_names, resolve_graders
-from tunery.eval.graders.judge import SKIPPED_MESSAGE, judge_config_from_env, judge_messages, parse_verdict
+from tunery.graders import auto_grader_names, resolve_graders
+from tunery.graders.judge import SKIPPED_MESSAGE, judge_config_from_env, judge_messages, parse_verdict
 
 
 def names(graders):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tunery.eval.graders import resolve_graders
 from tunery.eval.verdict import choose_metric, decide
+from tunery.graders import resolve_graders
 
 N = 100
 

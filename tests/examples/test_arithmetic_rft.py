@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from tunery.data.rft import validate_rft_file
-from tunery.eval.graders.grading import Grading, item_fields
-from tunery.eval.graders.objects import load_grader
+from tunery.graders.grading import Grading, item_fields
+from tunery.graders.objects import load_grader
 
 TASK = Path(__file__).resolve().parents[2] / "examples" / "arithmetic-rft"
 

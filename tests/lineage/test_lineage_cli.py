@@ -103,7 +103,9 @@ def test_the_model_card_replaces_the_peft_template(lab):
     assert f"`{record['datasets'][0]['dataset_id'][:12]}` | 48 | ok" in card
     assert "| learning_rate | 0.001 |" in card and "| lora.r | 4 |" in card
     assert f"| train_loss | {record['metrics']['train_loss']:.4g} |" in card
-    assert "Label the ticket." in card  # the task, from the training data's system prompt
+    # Training text stays out of the card unless the run's card_examples setting asks for it.
+    assert "Label the ticket." not in card
+    assert "set `card_examples: N`" in card
 
 
 def test_runs_list_shows_both_runs(lab):

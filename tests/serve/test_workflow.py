@@ -282,8 +282,9 @@ def test_a_diverging_run_fails_with_a_nan_loss_error(alpha, files):
         method={
             "type": "supervised",
             "supervised": {
-                "hyperparameters": {"batch_size": 4, "learning_rate_multiplier": 1e30},
-                "tunery": {"max_steps": 20, "warmup_ratio": 0.0},
+                # The multiplier is capped at 1000x, so the tunery block sets the absurd rate directly.
+                "hyperparameters": {"batch_size": 4},
+                "tunery": {"learning_rate": 1e30, "max_steps": 20, "warmup_ratio": 0.0},
             },
         },
     )

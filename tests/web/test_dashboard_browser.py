@@ -100,7 +100,7 @@ def test_token_view_highlights_exactly_the_trained_tokens(open_page, dashboard, 
     expect(page.locator("#report-verdict")).to_contain_text("No errors")
     examples = page.locator(".token-example")
     expect(examples).to_have_count(3)
-    expect(page.locator("#token-cut")).to_contain_text("Cut at 512 tokens, tiny's context")
+    expect(page.locator("#token-cut")).to_contain_text("Whole examples, up to tiny's context of 512 tokens")
     tok = ChatTokenizer.from_dir(tiny_model_dir)
     for i, (line, obj) in enumerate(first_valid_examples(dashboard.valid, 3)):
         mask = render_chat(to_example(obj, line), tok, 512).loss_mask

@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_rft(args: argparse.Namespace) -> int:
     """Reinforcement fine-tuning prompts: every line checked against the grader's fields."""
     from tunery.data.rft import validate_rft_file
-    from tunery.eval.graders.grading import item_fields
-    from tunery.eval.graders.objects import load_grader
+    from tunery.graders.grading import item_fields
+    from tunery.graders.objects import load_grader
 
     fields = item_fields(load_grader(args.grader))
     counts = {}

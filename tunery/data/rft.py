@@ -70,7 +70,7 @@ def validate_rft_file(path: str | Path, fields: Iterable[str] = ()) -> tuple[lis
     """Read an RFT file and check every line against the rules above.
 
     Args:
-        fields: the top-level item fields the grader uses (`tunery.eval.graders.grading.item_fields`).
+        fields: the top-level item fields the grader uses (`tunery.graders.grading.item_fields`).
     Returns:
         (the valid examples, every issue found).
     Raises:

@@ -26,12 +26,12 @@ from tunery.errors import TuneryError
 from tunery.eval.evaluate import DEFAULT_BATCH_SIZE, Log, ProgressFn, evaluate_items, reference_budget, resolve_device
 from tunery.eval.fewshot import pick_shots, with_shots
 from tunery.eval.forgetting import DistributionShift, ForgettingReport, distribution_shift, run_probe
-from tunery.eval.graders import auto_grader_names, is_object_spec, resolve_graders
 from tunery.eval.heldout import load_heldout
 from tunery.eval.report import EvalReport, Score, format_score, write_json_and_examples
 from tunery.eval.response_format import load_response_format
 from tunery.eval.target import attach_tuned, base_model_dir, find_tuned
 from tunery.eval.verdict import BASELINE_WORDS, decide
+from tunery.graders import auto_grader_names, is_object_spec, resolve_graders
 
 FORMATTED = "+format"  # suffix of a system constrained to --response-format
 

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tunery.eval.graders import Grader, resolve_graders
-from tunery.eval.graders.regex import is_regex_reference
 from tunery.eval.heldout import HeldoutExample, default_max_new_tokens, load_heldout
 from tunery.eval.report import EvalReport, ExampleResult, LossSummary, Score
 from tunery.eval.response_format import ResponseFormat, load_response_format
 from tunery.eval.stats import bootstrap_ci
 from tunery.eval.target import TUNED, attach_tuned, base_model_dir, find_tuned
+from tunery.graders import Grader, resolve_graders
+from tunery.graders.regex import is_regex_reference
 
 Log = Callable[[str], None]
 # progress(what, done, total): `what` answers of `total` generated so far ("tuned: 40/100").
@@ -222,7 +222,7 @@ def evaluate(
     Raises:
         TuneryError: bad data, unknown or unfitting graders, or models that cannot be found.
     """
-    from tunery.eval.graders import is_object_spec
+    from tunery.graders import is_object_spec
 
     prompts_allowed = any(is_object_spec(name) for name in graders or [])
     items = list(data) if not isinstance(data, (str, Path)) else load_heldout(data, prompts_allowed=prompts_allowed)

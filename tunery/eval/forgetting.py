@@ -24,9 +24,9 @@ from importlib import resources
 
 from pydantic import BaseModel, Field
 
-from tunery.eval.graders import BUILTIN
 from tunery.eval.report import Score
 from tunery.eval.stats import bootstrap_ci, paired_bootstrap_diff
+from tunery.graders import BUILTIN
 
 MAX_NEW_TOKENS = 48  # every probe answer fits in a sentence
 GENERAL_MAX_NEW_TOKENS = 64  # enough of each general answer to see its distribution; not whole essays
@@ -202,9 +202,9 @@ def base_answers(generator, name: str = "general", *, log=None) -> list[tuple[st
     keyed by the base's weight hash, so every later comparison on that base costs forward passes only.
     """
     from tunery.eval.heldout import HeldoutExample
+    from tunery.fsio import atomic_write
     from tunery.home import tunery_home
     from tunery.models import weights_hash
-    from tunery.train.rundir import atomic_write
 
     prompts = load_prompt_set(name)
     key = f"{name}-{weights_hash(generator.model_dir)[:16]}-{GENERAL_MAX_NEW_TOKENS}"

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunery.data.rft import load_rft
-from tunery.eval.graders.grading import Grading, item_fields, pass_threshold
-from tunery.eval.graders.objects import load_grader
+from tunery.graders.grading import Grading, item_fields, pass_threshold
+from tunery.graders.objects import load_grader
 
 PROMPTS_PER_BATCH = 4  # each answered `samples` times in one generation batch
 NEVER_SUCCEEDS = (

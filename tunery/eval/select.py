@@ -29,8 +29,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from tunery.errors import TuneryError
-from tunery.eval.graders import auto_grader_names, resolve_graders
 from tunery.eval.heldout import HeldoutExample, load_heldout
+from tunery.graders import auto_grader_names, resolve_graders
 
 FREE_TEXT = "token_f1"  # auto_grader_names picks this first for answers too long to grade as right/wrong
 MANIFEST = "tunery.json"
@@ -159,8 +159,8 @@ def select_final(run_dir: str | Path, *, device: str = "auto", log: Callable[[st
 
 def publish_checkpoint(final: Path, checkpoint: Path, manifest: dict, selection: Selection) -> None:
     """Make `final/` hold the checkpoint's model files and a manifest recording the selection."""
+    from tunery.fsio import atomic_write
     from tunery.train.checkpoint import publish
-    from tunery.train.rundir import atomic_write
 
     chosen = json.loads((checkpoint / MANIFEST).read_text())
     tmp = final.with_name(".final.select.tmp")

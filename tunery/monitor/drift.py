@@ -227,7 +227,7 @@ def featurize(groups: Sequence[Sequence[str]], vectors: Sequence[np.ndarray]) ->
 
 def encode(texts: Sequence[str]) -> np.ndarray:
     """Unit-norm MiniLM embeddings, with the encoder the embedding grader loads (offline)."""
-    from tunery.eval.graders.embedding import load_encoder  # one loader for the package: it pins offline mode
+    from tunery.graders.embedding import load_encoder  # one loader for the package: it pins offline mode
 
     return np.asarray(load_encoder().encode(list(texts), batch_size=64, normalize_embeddings=True), dtype=np.float64)
 

@@ -6,7 +6,7 @@ Per optimizer step:
    policy (the adapter on, temperature 1), all in one batch, each prompt computed once and its
    KV cache shared by its G rows (`tunery.inference.generate_tokens`, the server's sampler);
 2. grade every completion on a thread pool, so a slow python or model grader never serialises
-   the step (`tunery.eval.graders.grading`);
+   the step (`tunery.graders.grading`);
 3. group-relative advantages: reward minus the group's mean (`losses.group_advantages`);
 4. one policy-gradient step on the completion tokens, the loss summed and divided by the
    step's completion tokens, with an optional KL term to the base model (adapter disabled).
@@ -64,8 +64,8 @@ EVAL_BATCH = 16  # held-out prompts per greedy generation batch
 
 def load_data(config: RunConfig) -> tuple[list[RftExample], list[RftExample]]:
     """The training and held-out prompts, checked against the grader's {{item.x}} fields."""
-    from tunery.eval.graders.grading import item_fields
-    from tunery.eval.graders.objects import load_grader
+    from tunery.graders.grading import item_fields
+    from tunery.graders.objects import load_grader
 
     fields = item_fields(load_grader(config.rft.grader))
     train = load_rft(config.data, fields)
@@ -163,7 +163,7 @@ def held_out_pass_rate(model, tok, examples: list[RftExample], grading, plan: Pl
 
 
 def pass_threshold(plan: Plan, grading) -> float:
-    from tunery.eval.graders.grading import pass_threshold as grader_threshold
+    from tunery.graders.grading import pass_threshold as grader_threshold
 
     chosen = plan.config.rft.pass_threshold
     return grader_threshold(grading.grader) if chosen is None else chosen
@@ -175,8 +175,8 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     Raises:
         TrainingFailed: bad data or grader, or a loss or gradient that is not finite.
     """
-    from tunery.eval.graders.grading import Grading
-    from tunery.eval.graders.objects import load_grader
+    from tunery.graders.grading import Grading
+    from tunery.graders.objects import load_grader
 
     prepared = prepare(config, resume_dir=resume_dir)
     run, tok = prepared.run, prepared.tokenizer

@@ -105,8 +105,8 @@ def _prompts_file(server: Server, file_id: str, org: str, param: str, *, grader:
     """A reinforcement job's prompts: checked against the RFT rules and the grader's {{item.x}}
     fields here, since the upload's own check expects an assistant answer on every line."""
     from tunery.data.rft import validate_rft_file
-    from tunery.eval.graders.grading import item_fields
-    from tunery.eval.graders.objects import parse_grader
+    from tunery.graders.grading import item_fields
+    from tunery.graders.objects import parse_grader
 
     record = server.store.get_file(file_id, org)
     if record is None or record.purpose != "fine-tune":

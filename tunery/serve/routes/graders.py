@@ -1,7 +1,7 @@
 """/v1/fine_tuning/alpha/graders: run a grader on one sample, or check that a grader is valid.
 
 The same grader objects and code as reinforcement fine-tuning and `tunery eval --grader`
-(tunery.eval.graders.grading), with OpenAI's request and response shapes. A grader that cannot
+(tunery.graders.grading), with OpenAI's request and response shapes. A grader that cannot
 run (bad fields, a formula that is not arithmetic, python source without grade) is a 400; a
 sample it fails on is a 200 with reward 0 and the error flagged in `metadata.errors`.
 """
@@ -26,8 +26,8 @@ router = APIRouter(prefix="/fine_tuning/alpha/graders", tags=["graders"])
 
 
 def _ready(grader: dict):
-    from tunery.eval.graders.grading import Grading
-    from tunery.eval.graders.objects import parse_grader
+    from tunery.graders.grading import Grading
+    from tunery.graders.objects import parse_grader
 
     try:
         grading = Grading(parse_grader(grader, "grader"), workers=1)
@@ -39,7 +39,7 @@ def _ready(grader: dict):
 
 @router.post("/validate", response_model=GraderValidateResponse)
 def validate_grader(body: GraderValidateParams, org: str = Depends(current_org)) -> GraderValidateResponse:
-    from tunery.eval.graders.objects import dump_grader, parse_grader
+    from tunery.graders.objects import dump_grader, parse_grader
 
     grading = _ready(body.grader)
     grading.close()

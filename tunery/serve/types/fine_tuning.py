@@ -132,7 +132,7 @@ class ReinforcementMethod(_MethodBlock):
         if value is None:
             return value
         from tunery.errors import TuneryError
-        from tunery.eval.graders.objects import parse_grader
+        from tunery.graders.objects import parse_grader
 
         try:
             parse_grader(value, "method.reinforcement.grader")

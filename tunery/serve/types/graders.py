@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tunery.eval.graders.grading import ERROR_KINDS
+from tunery.graders.grading import ERROR_KINDS
 
 
 class _Request(BaseModel):
@@ -15,7 +15,7 @@ class _Request(BaseModel):
 
 def _check_grader(value: dict) -> dict:
     from tunery.errors import TuneryError
-    from tunery.eval.graders.objects import parse_grader
+    from tunery.graders.objects import parse_grader
 
     try:
         parse_grader(value, "grader")

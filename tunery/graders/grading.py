@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tunery.errors import TuneryError
-from tunery.eval.graders.formula import FormulaError, evaluate_formula
-from tunery.eval.graders.objects import (
+from tunery.graders.formula import FormulaError, evaluate_formula
+from tunery.graders.objects import (
     GraderObject,
     LabelModelGrader,
     MultiGrader,
@@ -30,7 +30,7 @@ from tunery.eval.graders.objects import (
     StringCheckGrader,
     TextSimilarityGrader,
 )
-from tunery.eval.graders.templates import TemplateError, make_sample, render, variables
+from tunery.graders.templates import TemplateError, make_sample, render, variables
 
 ERROR_KINDS = (
     "formula_parse_error",
@@ -104,7 +104,7 @@ class Grading:
     """
 
     def __init__(self, grader: GraderObject, *, workers: int = 8, python_time_limit_s: float | None = None):
-        from tunery.eval.graders.sandbox import TIME_LIMIT_S, PythonSandbox
+        from tunery.graders.sandbox import TIME_LIMIT_S, PythonSandbox
 
         self.grader = grader
         self.workers = max(1, workers)
@@ -174,7 +174,7 @@ class Grading:
         if isinstance(g, StringCheckGrader):
             return string_check(fill(g.input), fill(g.reference), g.operation)
         if isinstance(g, TextSimilarityGrader):
-            from tunery.eval.graders.similarity import similarity
+            from tunery.graders.similarity import similarity
 
             return similarity(g.evaluation_metric, fill(g.input), fill(g.reference))
         if isinstance(g, PythonGrader):
@@ -192,7 +192,7 @@ class Grading:
 
     @staticmethod
     def _endpoint(g):
-        from tunery.eval.graders.judge import endpoint_for
+        from tunery.graders.judge import endpoint_for
 
         config = endpoint_for(g.model)
         if config is None:
@@ -204,7 +204,7 @@ class Grading:
         return config
 
     def _ask(self, g, messages: list[dict], **sampling) -> str:
-        from tunery.eval.graders.judge import ask
+        from tunery.graders.judge import ask
 
         try:
             return ask(self._endpoint(g), messages, **sampling)

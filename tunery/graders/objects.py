@@ -148,7 +148,7 @@ class MultiGrader(_Object):
 
     @model_validator(mode="after")
     def _formula(self):
-        from tunery.eval.graders.formula import FormulaError, check_formula
+        from tunery.graders.formula import FormulaError, check_formula
 
         try:
             check_formula(self.calculate_output, set(self.named))

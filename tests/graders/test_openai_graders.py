@@ -11,11 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tunery.errors import TuneryError
-from tunery.eval.graders.formula import FormulaError, check_formula, evaluate_formula
-from tunery.eval.graders.grading import Grading, item_fields
-from tunery.eval.graders.objects import parse_grader
-from tunery.eval.graders.similarity import similarity
-from tunery.eval.graders.templates import TemplateError, make_sample, render
+from tunery.graders.formula import FormulaError, check_formula, evaluate_formula
+from tunery.graders.grading import Grading, item_fields
+from tunery.graders.objects import parse_grader
+from tunery.graders.similarity import similarity
+from tunery.graders.templates import TemplateError, make_sample, render
 
 
 def grade(grader: dict, output: str, item: dict | None = None):

@@ -102,7 +102,7 @@ def rouge(kind: str, output: str, reference: str) -> float:
 
 
 def cosine(output: str, reference: str) -> float:
-    from tunery.eval.graders.embedding import embedding_similarities
+    from tunery.graders.embedding import embedding_similarities
 
     return float(embedding_similarities([output], [reference])[0])
 

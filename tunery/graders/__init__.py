@@ -35,12 +35,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tunery.errors import TuneryError
-from tunery.eval.graders.custom import is_custom_spec, load_custom_grader
-from tunery.eval.graders.exact import exact_match
-from tunery.eval.graders.json_match import json_equal, json_valid, parse_json
-from tunery.eval.graders.normalized import normalized_match
-from tunery.eval.graders.overlap import rouge_l, token_f1
-from tunery.eval.graders.regex import is_regex_reference, regex_match
+from tunery.graders.custom import is_custom_spec, load_custom_grader
+from tunery.graders.exact import exact_match
+from tunery.graders.json_match import json_equal, json_valid, parse_json
+from tunery.graders.normalized import normalized_match
+from tunery.graders.overlap import rouge_l, token_f1
+from tunery.graders.regex import is_regex_reference, regex_match
 
 BatchScore = Callable[[list[list[dict]], list[str], list[str]], list[float]]
 LABEL_MAX_WORDS = 4
@@ -67,8 +67,8 @@ def object_grader(path: str) -> Grader:
     Raises:
         TuneryError: the file is missing or not a valid grader.
     """
-    from tunery.eval.graders.grading import Grading
-    from tunery.eval.graders.objects import load_grader
+    from tunery.graders.grading import Grading
+    from tunery.graders.objects import load_grader
 
     grader = load_grader(path)
     Grading(grader).close()  # a model grader without an endpoint fails here, before generating
@@ -89,13 +89,13 @@ def _each(function: Callable[[str, str], float]) -> BatchScore:
 
 
 def _embedding(prompts, outputs, references):
-    from tunery.eval.graders.embedding import embedding_similarities
+    from tunery.graders.embedding import embedding_similarities
 
     return embedding_similarities(outputs, references)
 
 
 def _judge(prompts, outputs, references):
-    from tunery.eval.graders.judge import judge_config_from_env, judge_scores
+    from tunery.graders.judge import judge_config_from_env, judge_scores
 
     return judge_scores(prompts, outputs, references, judge_config_from_env())
 
@@ -160,7 +160,7 @@ def resolve_graders(
         TuneryError: an unknown name, a custom grader that cannot be loaded, or a grader that
             cannot judge some reference (the message names the first such line).
     """
-    from tunery.eval.graders.judge import SKIPPED_MESSAGE, judge_config_from_env
+    from tunery.graders.judge import SKIPPED_MESSAGE, judge_config_from_env
 
     chosen = list(names) if names else auto_grader_names(references)
     graders, skipped = [], {}

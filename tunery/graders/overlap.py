@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tunery.eval.graders.normalized import normalize
+from tunery.graders.normalized import normalize
 
 
 def _words(text: str) -> list[str]:

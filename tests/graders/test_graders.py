@@ -7,21 +7,21 @@ import importlib
 
 import pytest
 
-from tunery.eval.graders.exact import exact_match
-from tunery.eval.graders.json_match import json_equal, json_valid
-from tunery.eval.graders.normalized import normalize, normalized_match
-from tunery.eval.graders.overlap import longest_common_subsequence, rouge_l, token_f1
-from tunery.eval.graders.regex import is_regex_reference, regex_match
+from tunery.graders.exact import exact_match
+from tunery.graders.json_match import json_equal, json_valid
+from tunery.graders.normalized import normalize, normalized_match
+from tunery.graders.overlap import longest_common_subsequence, rouge_l, token_f1
+from tunery.graders.regex import is_regex_reference, regex_match
 
 MODULES_WITH_EXAMPLES = [
-    "tunery.eval.graders",
-    "tunery.eval.graders.exact",
-    "tunery.eval.graders.normalized",
-    "tunery.eval.graders.json_match",
-    "tunery.eval.graders.regex",
-    "tunery.eval.graders.overlap",
-    "tunery.eval.graders.embedding",
-    "tunery.eval.graders.judge",
+    "tunery.graders",
+    "tunery.graders.exact",
+    "tunery.graders.normalized",
+    "tunery.graders.json_match",
+    "tunery.graders.regex",
+    "tunery.graders.overlap",
+    "tunery.graders.embedding",
+    "tunery.graders.judge",
     "tunery.eval.stats",
     "tunery.eval.heldout",
     "tunery.eval.compare",
@@ -97,7 +97,7 @@ def test_rouge_l_by_hand():
 
 def test_embedding_similarity_ranks_paraphrase_over_unrelated_text():
     """The real offline MiniLM encoder: identical text scores 1, a paraphrase far above unrelated text."""
-    from tunery.eval.graders.embedding import embedding_similarities
+    from tunery.graders.embedding import embedding_similarities
 
     same, paraphrase, unrelated = embedding_similarities(
         ["The cat sat on the mat.", "A cat was sitting on a mat.", "Stock prices fell sharply today."],

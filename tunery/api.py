@@ -399,6 +399,7 @@ def compare(
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     forgetting: bool = True,
+    forgetting_per_skill: int | None = None,
     with_loss: bool = True,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     output: str | Path | None = None,
@@ -414,6 +415,8 @@ def compare(
         train: the training file the few-shot examples are drawn from (never from `data`).
         base: the base model; None takes the one the tuned run records.
         metric: the grader the verdict is about; None picks the strictest that separates the systems.
+        forgetting_per_skill: only the first N items of each skill in the forgetting measures
+            (quicker, wider intervals); None uses all 240 probe items and 310 general prompts.
         output: where to write the summary JSON (and the answers beside it); None writes nothing.
         response_format: a JSON schema or OpenAI response_format file: every system also answers
             constrained to it, and the verdict compares the constrained systems.
@@ -438,6 +441,7 @@ def compare(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         forgetting=forgetting,
+        forgetting_per_skill=forgetting_per_skill,
         with_loss=with_loss,
         device=device,
         log=log,

@@ -1,6 +1,7 @@
 """`tunery compare` end to end on the bundled support-ticket task, on a small subset, with the real
 SmolLM2: a short LoRA run through `tunery train`, then compare as `make demo` runs it (default
-5 shots from the full training file, the forgetting probe, the printed table)."""
+5 shots from the full training file, both forgetting measures, the printed table), with the
+forgetting sets sampled to 4 items a skill to keep the test short."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from builders import EXAMPLES
 pytestmark = pytest.mark.real_model
 TASK = EXAMPLES / "support-tickets"
 N_HELDOUT = 6
+PER_SKILL = 4
 
 
 def first_lines(source, target, n):
@@ -33,8 +35,9 @@ def test_compare_on_the_bundled_task(cli, smollm2_dir, tmp_path):
 
     out = run / "compare-report.json"
     result = cli(
-        "compare", "--tuned", run, "--train", TASK / "train.jsonl", "--data", heldout, "--output", out, timeout=1200
-    )
+        "compare", "--tuned", run, "--train", TASK / "train.jsonl", "--data", heldout, "--output", out,
+        "--forgetting-sample", PER_SKILL, timeout=1200,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout
     assert re.search(r"│ zero_shot .*\n│ few_shot .*\n│ tuned ", printed), printed
@@ -54,15 +57,15 @@ def test_compare_on_the_bundled_task(cli, smollm2_dir, tmp_path):
     tokens = report["prompt_tokens"]
     assert tokens["few_shot"] > tokens["tuned"] == tokens["zero_shot"]
     probe = report["forgetting"]
-    assert probe["n"] == 240 and len(probe["by_skill"]) == 8
+    assert probe["n"] == 8 * PER_SKILL and len(probe["by_skill"]) == 8
     # Five LoRA steps move the distribution measurably on the base's own answers to general prompts.
     shift = report["distribution"]
-    assert shift["n"] >= 300 and shift["kl"]["low"] > 0 and len(shift["by_skill"]) == 6
+    assert shift["n"] >= 5 * PER_SKILL and shift["kl"]["low"] > 0 and len(shift["by_skill"]) == 6
     assert f"distribution: {shift['verdict'][:30]}" in printed
 
     answers = [json.loads(line) for line in out.with_name("compare-report.examples.jsonl").read_text().splitlines()]
     few_shot = [a for a in answers if a["system"] == "few_shot"]
-    assert len(few_shot) == N_HELDOUT and len(answers) == 3 * N_HELDOUT + 240
+    assert len(few_shot) == N_HELDOUT and len(answers) == 3 * N_HELDOUT + 8 * PER_SKILL
     questions = {json.loads(line)["messages"][1]["content"] for line in heldout.read_text().splitlines()}
     for answer in few_shot:
         shots = [m["content"] for m in answer["prompt"][1:-1] if m["role"] == "user"]

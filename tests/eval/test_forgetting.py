@@ -8,7 +8,9 @@ import pytest
 
 from tunery.eval import general_prompts
 from tunery.eval.forgetting import (
+    base_answers,
     distribution_shift,
+    first_per_skill,
     forgetting_verdict,
     grade_probe,
     load_probe,
@@ -85,6 +87,28 @@ def test_an_adapter_that_changes_nothing_forgets_nothing(tiny_model_dir, untrain
     assert (report.drop.mean, report.drop.low, report.drop.high) == (0.0, 0.0, 0.0)
     assert report.verdict.startswith("no measurable forgetting")
     assert [e["base_output"] for e in report.examples] == [e["tuned_output"] for e in report.examples]
+
+
+def test_a_sample_per_skill_keeps_every_skill_and_the_line_each_item_came_from(
+    tiny_model_dir, untrained_run, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TUNERY_HOME", str(tmp_path / "home"))
+    generator = Generator(tiny_model_dir)
+    generator.add_adapter("tuned", untrained_run / "final")
+    probe = run_probe((generator, None), (generator, "tuned"), per_skill=2)
+    assert probe.n == 16 and Counter(e["skill"] for e in probe.examples) == {skill: 2 for skill in probe.by_skill}
+    assert len(probe.by_skill) == 8
+
+    answered = base_answers(generator, per_skill=3)
+    assert set(Counter(skill for skill, _ in answered).values()) <= {1, 2, 3} and len(answered) > 12
+    prompts = load_prompt_set("general")
+    for skill, item in answered:  # `where` names the prompt's own line of general.jsonl
+        line = prompts[int(item.where.rsplit(":", 1)[1]) - 1]
+        assert (line["skill"], line["messages"]) == (skill, item.prompt)
+    cached = {p.name for p in (tmp_path / "home" / "cache" / "forgetting").glob("general-*.jsonl")}
+    assert len(cached) == 1 and next(iter(cached)).endswith("-first3.jsonl")  # a sample never passes for the full set
+    with pytest.raises(ValueError, match="1 or more"):
+        first_per_skill(prompts, 0)
 
 
 def test_skill_that_fell_is_named_even_when_the_total_is_within_noise():

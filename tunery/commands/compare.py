@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tunery.commands.arguments import whole_number
+from tunery.commands.arguments import positive_int, whole_number
 from tunery.commands.eval import add_common_options, chosen_graders, progress, quiet_loading
 
 HELP = "Compare the base model (zero-shot, few-shot) with the fine-tuned model on held-out data."
@@ -47,6 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "e.g. json_equal before json_valid, exact before normalized)",
     )
     parser.add_argument("--no-forgetting", action="store_true", help="skip both forgetting measures (probe and KL)")
+    parser.add_argument(
+        "--forgetting-sample",
+        type=positive_int,
+        metavar="N",
+        help="only the first N items of each skill in the forgetting measures: quicker, wider intervals "
+        "(default: all 240 probe items and 310 general prompts)",
+    )
     add_common_options(parser, "compare-report.json")
 
 
@@ -68,11 +75,11 @@ def _checkpoints(args: argparse.Namespace) -> int:
     import json
 
     from tunery.eval.tradeoff import checkpoint_tradeoff, plot_tradeoff, print_tradeoff
-    from tunery.train.rundir import atomic_write
+    from tunery.fsio import atomic_write
 
     quiet_loading()
     run = Path(args.checkpoints)
-    report = checkpoint_tradeoff(run, args.data, device=args.device, log=progress)
+    report = checkpoint_tradeoff(run, args.data, per_skill=args.forgetting_sample, device=args.device, log=progress)
     report.plot = str(plot_tradeoff(report, run / "checkpoints.png"))
     atomic_write(run / "checkpoints.json", report.model_dump_json(indent=2))
     if args.json:
@@ -101,6 +108,7 @@ def _compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         forgetting=not args.no_forgetting,
+        forgetting_per_skill=args.forgetting_sample,
         with_loss=not args.no_loss,
         device=args.device,
         output=args.output,

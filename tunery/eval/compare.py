@@ -94,6 +94,7 @@ def compare(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_new_tokens: int | None = None,
     forgetting: bool = True,
+    forgetting_per_skill: int | None = None,
     with_loss: bool = True,
     device: str = "auto",
     log: Log | None = None,
@@ -109,6 +110,8 @@ def compare(
         shots: 0 leaves the few-shot system out.
         metric: the grader the verdict is about; None chooses the strictest that separates the
             systems. It is graded even when `graders` (chosen automatically) would leave it out.
+        forgetting_per_skill: only the first N items of each skill in both forgetting measures
+            (quicker, wider intervals); None measures on all of them.
         response_format: a JSON schema or OpenAI response_format file. Every system then also answers
             constrained to it (as `zero_shot+format`, ...), and the verdict compares those, the way
             the model will be served.
@@ -181,12 +184,22 @@ def compare(
     verdict = decision.verdict + (f", every system constrained to {fmt.path}" if fmt else "")
     prompt_tokens = {name: systems[name].prompt_tokens_per_request for name in runs if not name.endswith(FORMATTED)}
     probe = (
-        run_probe((base_generator, None), (tuned_generator, tuned_adapter), log=log, progress=progress)
+        run_probe(
+            (base_generator, None),
+            (tuned_generator, tuned_adapter),
+            per_skill=forgetting_per_skill,
+            log=log,
+            progress=progress,
+        )
         if forgetting
         else None
     )
     shift = (
-        distribution_shift((base_generator, None), (tuned_generator, tuned_adapter), log=log) if forgetting else None
+        distribution_shift(
+            (base_generator, None), (tuned_generator, tuned_adapter), per_skill=forgetting_per_skill, log=log
+        )
+        if forgetting
+        else None
     )
     return CompareReport(
         base=str(base or base_dir),

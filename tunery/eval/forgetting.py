@@ -56,6 +56,25 @@ class ForgettingReport(BaseModel):
         return self.model_dump(mode="json", exclude=None if examples else {"examples"})
 
 
+def first_per_skill(rows: Sequence, per_skill: int | None, skill=lambda row: row.skill) -> list:
+    """The first `per_skill` rows of each skill, in file order; all of them when `per_skill` is None.
+
+    A smaller sample keeps every skill in the measure at a wider interval: the quick check a test or
+    a demo wants, where the full sets cost minutes of generation.
+    """
+    if per_skill is None:
+        return list(rows)
+    if per_skill < 1:
+        raise ValueError(f"per_skill must be 1 or more, got {per_skill}")
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        seen[skill(row)] = seen.get(skill(row), 0) + 1
+        if seen[skill(row)] <= per_skill:
+            kept.append(row)
+    return kept
+
+
 def load_probe() -> list[ProbeItem]:
     """The bundled probe items (package data `tunery/eval/probe.jsonl`)."""
     text = resources.files("tunery.eval").joinpath("probe.jsonl").read_text(encoding="utf-8")
@@ -111,7 +130,7 @@ def forgetting_verdict(base: float, tuned: float, drop, by_skill: dict[str, dict
     return text
 
 
-def run_probe(base, tuned, *, log=None, progress=None) -> ForgettingReport:
+def run_probe(base, tuned, *, per_skill: int | None = None, log=None, progress=None) -> ForgettingReport:
     """Answer the probe with both systems and report the drop.
 
     The items go in batches of 64: their prompts are a sentence or two, so memory is never the
@@ -119,12 +138,13 @@ def run_probe(base, tuned, *, log=None, progress=None) -> ForgettingReport:
 
     Args:
         base, tuned: (generator, adapter name or None) pairs; both may share one generator.
+        per_skill: answer only the first N items of each skill (None: all 30).
         progress: called as progress("probe base", done, total) while answers come in.
     """
     import time
 
     started = time.perf_counter()
-    items = load_probe()
+    items = first_per_skill(load_probe(), per_skill)
     scores, outputs = {}, {}
     for name, (generator, adapter) in (("base", base), ("tuned", tuned)):
         if log:
@@ -195,7 +215,9 @@ def load_prompt_set(name: str = "general") -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def base_answers(generator, name: str = "general", *, log=None) -> list[tuple[str, object]]:
+def base_answers(
+    generator, name: str = "general", *, per_skill: int | None = None, log=None
+) -> list[tuple[str, object]]:
     """(skill, HeldoutExample) for each prompt of a set, its reference the base model's greedy answer.
 
     Generated once per base model and prompt set, cached under $TUNERY_HOME/cache/forgetting/ and
@@ -206,8 +228,10 @@ def base_answers(generator, name: str = "general", *, log=None) -> list[tuple[st
     from tunery.home import tunery_home
     from tunery.models import weights_hash
 
-    prompts = load_prompt_set(name)
-    key = f"{name}-{weights_hash(generator.model_dir)[:16]}-{GENERAL_MAX_NEW_TOKENS}"
+    numbered = [{**prompt, "line": line} for line, prompt in enumerate(load_prompt_set(name), 1)]
+    prompts = first_per_skill(numbered, per_skill, skill=lambda p: p["skill"])
+    sample = f"-first{per_skill}" if per_skill is not None else ""
+    key = f"{name}-{weights_hash(generator.model_dir)[:16]}-{GENERAL_MAX_NEW_TOKENS}{sample}"
     path = tunery_home() / "cache" / "forgetting" / f"{key}.jsonl"
     if path.is_file():
         answers = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
@@ -220,8 +244,8 @@ def base_answers(generator, name: str = "general", *, log=None) -> list[tuple[st
         answers = [c.text for c in completions]
         atomic_write(path, "".join(json.dumps({"answer": a}, ensure_ascii=False) + "\n" for a in answers))
     return [
-        (p["skill"], HeldoutExample(prompt=p["messages"], reference=answer, where=f"{name}.jsonl:{i + 1}"))
-        for i, (p, answer) in enumerate(zip(prompts, answers, strict=True))
+        (p["skill"], HeldoutExample(prompt=p["messages"], reference=answer, where=f"{name}.jsonl:{p['line']}"))
+        for p, answer in zip(prompts, answers, strict=True)
         if answer  # an empty answer has no tokens to compare
     ]
 
@@ -244,11 +268,12 @@ def distribution_verdict(kl, extra_nll, by_skill: dict[str, dict[str, float]]) -
     )
 
 
-def distribution_shift(base, tuned, *, log=None) -> DistributionShift:
+def distribution_shift(base, tuned, *, per_skill: int | None = None, log=None) -> DistributionShift:
     """KL(base ‖ tuned) and the extra NLL on the base's own answers to the bundled general prompts.
 
     Args:
         base, tuned: (generator, adapter name or None) pairs; both may share one generator.
+        per_skill: only the first N prompts of each skill (None: all 310).
     """
     import time
 
@@ -258,7 +283,7 @@ def distribution_shift(base, tuned, *, log=None) -> DistributionShift:
 
     started = time.perf_counter()
     (base_generator, base_adapter), (tuned_generator, tuned_adapter) = base, tuned
-    answered = base_answers(base_generator, log=log)
+    answered = base_answers(base_generator, per_skill=per_skill, log=log)
     skills, items = [s for s, _ in answered], [item for _, item in answered]
     if log:
         log(f"forgetting: KL of the tuned model from the base on {len(items)} of the base's answers")

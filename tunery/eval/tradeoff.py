@@ -35,8 +35,11 @@ class TradeoffReport(BaseModel):
     plot: str | None = None
 
 
-def checkpoint_tradeoff(run_dir: str | Path, data: str | Path, *, device: str = "auto", log=None) -> TradeoffReport:
-    """Score every kept checkpoint of a LoRA or full run on `data`, and measure its forgetting.
+def checkpoint_tradeoff(
+    run_dir: str | Path, data: str | Path, *, per_skill: int | None = None, device: str = "auto", log=None
+) -> TradeoffReport:
+    """Score every kept checkpoint of a LoRA or full run on `data`, and measure its forgetting
+    (on the first `per_skill` general prompts of each skill; None: all of them).
 
     Raises:
         TuneryError: not a run directory, or no checkpoints kept.
@@ -69,7 +72,7 @@ def checkpoint_tradeoff(run_dir: str | Path, data: str | Path, *, device: str = 
             generator, adapter = base, path.name
             base.add_adapter(adapter, path)
         task = score_checkpoint(generator, adapter, items, metric)
-        shift = distribution_shift((base, None), (generator, adapter), log=log)
+        shift = distribution_shift((base, None), (generator, adapter), per_skill=per_skill, log=log)
         step = int(json.loads((path / "tunery.json").read_text())["step"])
         rows.append(
             CheckpointTradeoff(step=step, path=str(path), metric=metric, kl=shift.kl, extra_nll=shift.extra_nll, **task)

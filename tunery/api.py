@@ -46,7 +46,7 @@ def validate(
     validation: str | Path | None = None,
     model: str | None = None,
     max_seq_len: int | None = None,
-    special_tokens: Literal["warn", "refuse"] = "warn",
+    special_tokens: Literal["warn", "refuse", "escape"] = "warn",
 ) -> ValidationReport:
     """Check a JSONL dataset (chat or preference) and return every problem with its line.
 
@@ -56,8 +56,9 @@ def validate(
         model: a model reference; adds token statistics, truncation and end-of-turn checks
             through its tokenizer and chat template (this loads the tokenizer, not the weights).
         max_seq_len: warn about longer examples (with `model`; default its context length).
-        special_tokens: "refuse" makes a chat template's special token inside message text
-            (`special_tokens_in_content`, a forged turn) an error instead of a warning.
+        special_tokens: what a chat template's special token inside message text
+            (`special_tokens_in_content`, a forged turn) is: "warn" a warning, "refuse" an error,
+            "escape" a warning that it is tokenised as plain text (training's `special_tokens`).
 
     Returns:
         The report: `.ok`, `.errors`, `.warnings`, `.stats`, `.to_dict()`.
@@ -73,7 +74,7 @@ def validate(
         from tunery.models import describe_model, resolve_model
 
         model_dir = resolve_model(model)
-        tokenizer = ChatTokenizer.from_dir(model_dir)
+        tokenizer = ChatTokenizer.from_dir(model_dir, escape_special_tokens=special_tokens == "escape")
         if max_seq_len is None:
             max_seq_len = describe_model(model, model_dir).context_length
     elif max_seq_len is not None:

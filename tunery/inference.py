@@ -153,7 +153,8 @@ class Generator:
         from tunery.models import load_model
 
         self.model_dir = Path(model_dir)
-        self.tokenizer = ChatTokenizer.from_dir(self.model_dir)
+        # Prompts read as the server reads them: message text is plain text, never a turn marker.
+        self.tokenizer = ChatTokenizer.from_dir(self.model_dir, escape_special_tokens=True)
         self.device = device
         self.model = load_model(self.model_dir, dtype=dtype, device=device).eval()
         self.adapters: dict[str, Path] = {}

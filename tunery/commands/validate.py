@@ -75,10 +75,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--special-tokens",
-        choices=["warn", "refuse"],
+        choices=["warn", "refuse", "escape"],
         default="warn",
         help="a chat template's special token inside message text (<|im_end|>) can forge a turn: "
-        "warn (default) or refuse (an error, exit 1)",
+        "warn (default), refuse (an error, exit 1) or escape (report what is tokenised as plain text); "
+        "the same choice as `tunery train special_tokens=...`",
     )
     parser.add_argument("--json", action="store_true", help="print the whole report, every issue, as JSON")
 
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         from tunery.data.render import ChatTokenizer
         from tunery.models import resolve_model
 
-        tokenizer = ChatTokenizer.from_dir(resolve_model(args.model))
+        escape = args.special_tokens == "escape"
+        tokenizer = ChatTokenizer.from_dir(resolve_model(args.model), escape_special_tokens=escape)
         shown = _render_examples(args.file, tokenizer, report.stats.max_seq_len, args.show)
 
     try:

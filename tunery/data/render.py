@@ -9,12 +9,20 @@ markers, so any template that renders conversations prefix-stably works:
 Every assistant turn with weight 1 is trained, including its end-of-turn token, so tuned models
 learn to stop. System, user and tool turns, and the template's role headers, are never trained.
 
+A special token written inside message text (`<|im_end|>` in a user's message) is, by default,
+the special token itself, so the text can forge a turn. A `ChatTokenizer` made with
+`escape_special_tokens=True` tokenises message text as plain text instead: `ChatTokenizer.escape`
+swaps each such occurrence for a private-use character before the template renders, and `encode`
+gives that character the token's plain-text ids (the tokenizer's own `encode_special_tokens`), so
+a forged marker is never its special id and the loss mask still lines up with the rendered text.
+
 Torch-free on purpose: `tunery validate --model` renders with `tokenizers` and jinja2 alone.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -54,10 +62,23 @@ class Rendered:
 
 
 class ChatTokenizer:
-    """A `tokenizers.Tokenizer` plus the model's chat template and its special tokens."""
+    """A `tokenizers.Tokenizer` plus the model's chat template and its special tokens.
 
-    def __init__(self, tokenizer, chat_template: str, special_tokens: dict[str, str], stop_ids: set[int]):
+    `escape_special_tokens`: message text is tokenised as plain text, so a special token written in
+    it never becomes its special id (the run config's `special_tokens: escape`, and serving).
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        chat_template: str,
+        special_tokens: dict[str, str],
+        stop_ids: set[int],
+        *,
+        escape_special_tokens: bool = False,
+    ):
         self.tokenizer = tokenizer
+        self.escape_special_tokens = escape_special_tokens
         self.chat_template = chat_template
         self.special_tokens = special_tokens
         self.stop_ids = frozenset(stop_ids)
@@ -67,7 +88,7 @@ class ChatTokenizer:
         self.pad_id = tokenizer.token_to_id(pad) if pad else 0
 
     @classmethod
-    def from_dir(cls, path: str | Path) -> ChatTokenizer:
+    def from_dir(cls, path: str | Path, *, escape_special_tokens: bool = False) -> ChatTokenizer:
         """Load `tokenizer.json`, `tokenizer_config.json` and the chat template from a model directory."""
         from tokenizers import Tokenizer
 
@@ -87,7 +108,28 @@ class ChatTokenizer:
         if special.get("eos_token") and tokenizer.token_to_id(special["eos_token"]) is not None:
             stop_ids.add(tokenizer.token_to_id(special["eos_token"]))
         template = read_chat_template(path) or CHATML_TEMPLATE
-        return cls(tokenizer, template, special, stop_ids)
+        return cls(tokenizer, template, special, stop_ids, escape_special_tokens=escape_special_tokens)
+
+    @cached_property
+    def special_texts(self) -> list[str]:
+        """The text of every special token (added tokens marked special, and the template's
+        bos/eos/... tokens): what a message must not smuggle in as a turn marker."""
+        added = self.tokenizer.get_added_tokens_decoder().values()
+        texts = [t.content for t in added if t.special] + list(self.special_tokens.values())
+        return sorted({t for t in texts if t}, key=len, reverse=True)  # longest first: <|im_end|> before <|im
+
+    @cached_property
+    def _special_pattern(self) -> re.Pattern | None:
+        return re.compile("|".join(map(re.escape, self.special_texts))) if self.special_texts else None
+
+    @cached_property
+    def _plain(self):
+        """A copy of the tokenizer that reads special tokens' text as ordinary characters."""
+        from tokenizers import Tokenizer
+
+        plain = Tokenizer.from_str(self.tokenizer.to_str())
+        plain.encode_special_tokens = True
+        return plain
 
     @cached_property
     def renders_tools(self) -> bool:
@@ -121,10 +163,54 @@ class ChatTokenizer:
             messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens
         )
 
-    def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    def escape(self, messages: list[dict]) -> tuple[list[dict], dict[str, str]]:
+        """The messages with every special token in their text swapped for a stand-in character,
+        and the stand-ins → the tokens' text, for `encode`. Unchanged unless `escape_special_tokens`.
+
+        A stand-in is a private-use character (plane 15) that the messages do not hold themselves,
+        one per distinct token, so it survives the template and marks exactly the escaped text.
+        """
+        if not self.escape_special_tokens or self._special_pattern is None:
+            return messages, {}
+        contents = [m["content"] for m in messages if isinstance(m.get("content"), str)]
+        found = sorted({t for c in contents for t in self._special_pattern.findall(c)})
+        if not found:
+            return messages, {}
+        used = set("".join(contents))
+        free = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in used)
+        stand_in = {token: next(free) for token in found}
+        escaped = [
+            {**m, "content": self._special_pattern.sub(lambda x: stand_in[x.group()], m["content"])}
+            if isinstance(m.get("content"), str)
+            else m
+            for m in messages
+        ]
+        return escaped, {char: token for token, char in stand_in.items()}
+
+    def encode(self, text: str, escaped: dict[str, str] | None = None) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets of `text`; `escaped` (from `escape`) maps stand-ins to the
+        text they encode as plain characters, each of their tokens spanning the stand-in."""
         # Special tokens come from the template text itself; adding them again would double BOS.
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
-        return enc.ids, enc.offsets
+        if not escaped:
+            enc = self.tokenizer.encode(text, add_special_tokens=False)
+            return enc.ids, enc.offsets
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        start = 0
+        # The tokenizer splits its input at every special token anyway, so cutting the text where
+        # one stood and encoding the pieces apart tokenises the rest exactly as before.
+        for match in re.finditer("|".join(escaped), text):
+            piece = self.tokenizer.encode(text[start : match.start()], add_special_tokens=False)
+            ids += piece.ids
+            offsets += [(s + start, e + start) for s, e in piece.offsets]
+            plain = self._plain.encode(escaped[match.group()], add_special_tokens=False)
+            ids += plain.ids
+            offsets += [match.span()] * len(plain.ids)
+            start = match.end()
+        piece = self.tokenizer.encode(text[start:], add_special_tokens=False)
+        ids += piece.ids
+        offsets += [(s + start, e + start) for s, e in piece.offsets]
+        return ids, offsets
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -144,14 +230,20 @@ def _token_text(value) -> str:
     return value["content"] if isinstance(value, dict) else str(value)
 
 
-def trained_spans(example: ChatExample, tok: ChatTokenizer) -> tuple[str, list[tuple[int, int]]]:
+def trained_spans(
+    example: ChatExample, tok: ChatTokenizer, messages: list[dict] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """Render the conversation and return it with the character spans that are trained.
+
+    Args:
+        messages: the example's messages as the template gets them (escaped, for `render_chat`);
+            default `example.messages` prepared for the template.
 
     Raises:
         TemplateError: the template renders a prefix differently from the whole conversation,
             so the assistant turns cannot be located.
     """
-    messages = [_for_template(m) for m in example.messages]
+    messages = messages if messages is not None else [_for_template(m) for m in example.messages]
     full = tok.apply_template(messages, tools=example.tools)
     spans = []
     for i, message in enumerate(example.messages):
@@ -210,8 +302,9 @@ def render_chat(example: ChatExample, tok: ChatTokenizer, max_seq_len: int | Non
     the reply's first word, so it is trained; skipping it would never teach how a reply begins.
     Truncation keeps the beginning.
     """
-    text, spans = trained_spans(example, tok)
-    ids, offsets = tok.encode(text)
+    messages, escaped = tok.escape([_for_template(m) for m in example.messages])
+    text, spans = trained_spans(example, tok, messages)
+    ids, offsets = tok.encode(text, escaped)
     mask = [0] * len(ids)
     eos_trained = True
     for start, end in spans:
@@ -232,8 +325,9 @@ def render_chat(example: ChatExample, tok: ChatTokenizer, max_seq_len: int | Non
 
 def render_prompt(messages: list[dict], tok: ChatTokenizer, tools=None) -> list[int]:
     """Token ids of a conversation followed by the assistant header, ready for generation."""
-    text = tok.apply_template([_for_template(m) for m in messages], tools=tools, add_generation_prompt=True)
-    return tok.encode(text)[0]
+    messages, escaped = tok.escape([_for_template(m) for m in messages])
+    text = tok.apply_template(messages, tools=tools, add_generation_prompt=True)
+    return tok.encode(text, escaped)[0]
 
 
 def show_tokens(rendered: Rendered, tok: ChatTokenizer) -> list[tuple[str, bool]]:

@@ -14,6 +14,9 @@ from tunery.data.formats import MESSAGE_KEYS, ROLES, Format, detect_format
 from tunery.data.jsonl import canonical
 
 Severity = Literal["error", "warning"]
+# What to do with a chat template's special token inside message text: report it and train it as
+# the token (warn), fail the data check (refuse), or tokenise it as plain text (escape).
+SpecialTokens = Literal["warn", "refuse", "escape"]
 
 MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
 
@@ -94,8 +97,9 @@ RULES: dict[str, Rule] = {
     "no_trained_token": Rule("warning", "shorten the prompt or raise --max-seq-len"),
     "special_tokens_in_content": Rule(
         "warning",
-        "remove them: the chat template reads them as turn markers, so the text can forge a turn (a fake "
-        "assistant reply is trained as the model's own); --special-tokens refuse makes this an error",
+        "remove them, or set special_tokens=escape to train them as plain text: the chat template reads them as "
+        "turn markers, so the text can forge a turn (a fake assistant reply is trained as the model's own); "
+        "special_tokens=refuse makes this an error",
     ),
 }
 CODES: dict[str, Severity] = {code: rule.severity for code, rule in RULES.items()}

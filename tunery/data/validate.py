@@ -29,13 +29,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from tunery.data.formats import ROLES, Format, to_example
 from tunery.data.jsonl import MAX_LINE_BYTES, binary_reason, canonical, open_data, parse_line, read_lines
-from tunery.data.rules import CODES, MIN_EXAMPLES, RULES, Severity, check_example
+from tunery.data.rules import CODES, MIN_EXAMPLES, RULES, Severity, SpecialTokens, check_example
 from tunery.errors import TuneryError
 
 if TYPE_CHECKING:
@@ -177,6 +177,12 @@ COMMON_MARKERS = (
 )
 
 
+# What the report says of a special token in message text when it is escaped: nothing to fix.
+ESCAPED_FIX = {
+    "special_tokens_in_content": "none needed: special_tokens=escape tokenises it as plain text, so it forges no turn"
+}
+
+
 class _Markers:
     """Finds a chat template's special tokens in the text of an example's messages."""
 
@@ -185,10 +191,7 @@ class _Markers:
 
     @classmethod
     def of(cls, tokenizer: ChatTokenizer | None) -> _Markers:
-        if tokenizer is None:
-            return cls(COMMON_MARKERS)
-        added = tokenizer.tokenizer.get_added_tokens_decoder().values()
-        return cls([t.content for t in added if t.special] + list(tokenizer.special_tokens.values()))
+        return cls(COMMON_MARKERS if tokenizer is None else tokenizer.special_texts)
 
     def find(self, obj: dict, fmt: Format) -> str | None:
         """'<token>' in messages[i] for the first special token in a (valid) example's text."""
@@ -212,11 +215,13 @@ class _Markers:
 
 class _IssueSink:
     """Collects issues, keeping at most `cap` per code and counting all of them; codes in
-    `refused` are errors whatever their rule's default severity."""
+    `refused` are errors whatever their rule's default severity, and `fixes` replaces a rule's fix
+    where the caller's choice already handles the issue."""
 
-    def __init__(self, cap: int, refused: frozenset[str] = frozenset()):
+    def __init__(self, cap: int, refused: frozenset[str] = frozenset(), fixes: dict[str, str] | None = None):
         self.cap = cap
         self.refused = refused
+        self.fixes = fixes or {}
         self.issues: list[Issue] = []
         self.counts: Counter[str] = Counter()
 
@@ -226,6 +231,7 @@ class _IssueSink:
         if self.counts[code] <= self.cap:
             severity, fix = RULES[code]
             severity = "error" if code in self.refused else severity
+            fix = self.fixes.get(code, fix)
             message = f"{what}; fix: {fix}"
             self.issues.append(
                 Issue(file=file, line=line, column=column, code=code, severity=severity, message=message)
@@ -446,7 +452,8 @@ def validate_file(
     max_seq_len: int | None = None,
     max_issues_per_code: int = MAX_ISSUES_PER_CODE,
     name: str | None = None,
-    special_tokens: Literal["warn", "refuse"] = "warn",
+    special_tokens: SpecialTokens = "warn",
+    special_texts: Sequence[str] | None = None,
     epochs: Callable[[int], int] | None = None,
 ) -> ValidationReport:
     """Check a training file (and optionally its validation file) in one streaming pass each.
@@ -460,7 +467,10 @@ def validate_file(
         name: what the report and its messages call the training file (the server passes an
             upload's own filename, never its temporary path); default the path.
         special_tokens: a chat template's special token in message text (`<|im_end|>`) can forge
-            a turn: "warn" reports `special_tokens_in_content` as a warning, "refuse" as an error.
+            a turn: "warn" reports `special_tokens_in_content` as a warning, "refuse" as an error,
+            "escape" as a warning that says the text is trained as plain text (`ChatTokenizer.escape`).
+        special_texts: the special tokens to look for in message text; default the tokenizer's,
+            else the common templates' turn markers (`COMMON_MARKERS`).
         epochs: the recipe's rule for `n_epochs="auto"` (`tunery.train.plan.auto_epochs`), for
             the report's estimated epochs and trained tokens; None leaves them out.
 
@@ -474,8 +484,8 @@ def validate_file(
         raise TuneryError(f"max_seq_len must be at least 1, got {max_seq_len}")
     path = Path(path)
     refused = frozenset({"special_tokens_in_content"}) if special_tokens == "refuse" else frozenset()
-    sink = _IssueSink(max_issues_per_code, refused)
-    markers = _Markers.of(tokenizer)
+    sink = _IssueSink(max_issues_per_code, refused, ESCAPED_FIX if special_tokens == "escape" else None)
+    markers = _Markers(special_texts) if special_texts is not None else _Markers.of(tokenizer)
     tokens = _TokenCounter(tokenizer, max_seq_len, sink) if tokenizer is not None else None
     train = _scan(path, sink, tokens, collect_token_stats=True, markers=markers, name=name)
     valid = None

@@ -83,7 +83,9 @@ class Catalog:
     def tokenizer(self, model_dir: Path) -> ChatTokenizer:
         with self._lock:
             if model_dir not in self._tokenizers:
-                self._tokenizers[model_dir] = ChatTokenizer.from_dir(model_dir)
+                # A caller's message text is text, as at OpenAI: a special token written in it
+                # (`<|im_end|>`) is tokenised as plain characters, never as a turn marker.
+                self._tokenizers[model_dir] = ChatTokenizer.from_dir(model_dir, escape_special_tokens=True)
             return self._tokenizers[model_dir]
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tunery.data.rules import SpecialTokens
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
 from tunery.train.methods import ADAPTERS, METHODS, either
@@ -34,6 +35,46 @@ def names(what: Literal["model", "file", "run"], *keywords: str) -> dict:
     own path in its place (`tunery.serve.references`). `keywords` are values that name nothing.
     """
     return {"names": what, "keywords": list(keywords)}
+
+
+# Upper bounds of the settings that size a run. Each is far past anything this tool can train (ten
+# to a hundred times a real run), but finite: a typo or a hostile job is refused at once, naming the
+# range, instead of planning a run that never ends, filling the disk with checkpoints or asking for
+# terabytes of memory. Rates and loss weights stay open: a diverging rate only fails the caller's
+# own run, and the NaN guard's tests set one on purpose.
+LIMITS = {
+    "n_epochs": 10_000,  # the job API's own bound; long test jobs use 1,000
+    "batch_size": 65_536,  # the job API's own bound
+    "micro_batch_tokens": 16_777_216,  # 2^24 padded tokens in one forward pass
+    "max_seq_len": 1_048_576,  # 2^20 tokens, past the context of the open models tunery trains
+    "eval_every": 10_000_000,  # steps: about four months at a step a second
+    "save_every": 10_000_000,
+    "max_steps": 10_000_000,
+    "keep_checkpoints": 1_000,  # each is a whole adapter or model on disk
+    "seed": 2**32 - 1,  # numpy's seeds are 32-bit
+    "lora.r": 4_096,  # the width of most models: a higher rank is no longer low-rank
+    "lora.alpha": 65_536,
+    "rft.group_size": 1_024,  # completions sampled per prompt
+    "rft.max_new_tokens": 131_072,
+    "rft.eval_samples": 100_000,  # the job API's own bound
+    "rft.grader_workers": 256,  # graders running at once (threads, sandboxes)
+}
+
+
+def whole_number(key: str, value, *, low: int = 1, auto: bool = True):
+    """`value` unless it is "auto" or None; else a whole number from `low` to `LIMITS[key]`.
+
+    Raises:
+        ValueError: naming the key and its range.
+    """
+    if value == "auto" or value is None:
+        return value
+    either = "'auto' or " if auto else ""
+    if isinstance(value, bool) or value < low or value > LIMITS[key]:
+        if low == 1 and not isinstance(value, bool) and value < 1:  # the words every "0" has been told
+            raise ValueError(f"{key} must be a positive integer{' or ' + repr('auto') if auto else ''}, got {value!r}")
+        raise ValueError(f"{key} must be {either}a whole number from {low} to {LIMITS[key]:,}, got {value!r}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -64,16 +105,16 @@ class LoraConfig(_Strict):
     @model_validator(mode="after")
     def _positive(self):
         for name in ("r", "alpha"):
-            value = getattr(self, name)
-            if value != "auto" and value < 1:
-                raise ValueError(f"lora.{name} must be a positive integer or 'auto', got {value}")
+            whole_number(f"lora.{name}", getattr(self, name))
         return self
 
 
 class DpoConfig(_Strict):
     """Direct preference optimisation (Rafailov et al. 2023) and its variants."""
 
-    beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference (OpenAI's `beta`)")
+    beta: float = Field(
+        0.1, gt=0.0, le=100.0, description="strength of the pull towards the reference (OpenAI's `beta`)"
+    )
     loss: Literal["sigmoid", "ipo", "simpo"] = Field("sigmoid", description="which preference loss")
     reference: str = Field(
         "auto",
@@ -114,20 +155,19 @@ class RftConfig(_Strict):
         False, description="divide advantages by the group's reward std (original GRPO); off as in Dr. GRPO"
     )
     compute_multiplier: float | None = Field(
-        None, gt=0.0, description="OpenAI's field: scales the completions sampled per prompt (group_size)"
+        None, gt=0.0, le=100.0, description="OpenAI's field: scales the completions sampled per prompt (group_size)"
     )
     eval_samples: int | Auto = Field("auto", description="held-out prompts graded (greedy) at each eval; auto = 64")
     pass_threshold: float | None = Field(
         None, description="reward at which an answer counts as a pass; default the grader's top score"
     )
-    grader_workers: int = Field(8, ge=1, description="answers graded at once (python and model graders)")
+    grader_workers: int = Field(8, description="answers graded at once (python and model graders)")
 
     @model_validator(mode="after")
     def _ranges(self):
         for name in ("group_size", "max_new_tokens", "eval_samples"):
-            value = getattr(self, name)
-            if value != "auto" and (isinstance(value, bool) or value < 1):
-                raise ValueError(f"rft.{name} must be a positive integer or 'auto', got {value!r}")
+            whole_number(f"rft.{name}", getattr(self, name))
+        whole_number("rft.grader_workers", self.grader_workers, auto=False)
         if self.group_size != "auto" and self.group_size < 2:
             raise ValueError("rft.group_size must be at least 2: advantages compare completions of one prompt")
         if self.temperature != "auto" and self.temperature <= 0:
@@ -206,16 +246,22 @@ class RunConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW's decoupled weight decay")
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null = off")
     max_seq_len: int | Auto = Field("auto", description="longer examples are truncated")
+    special_tokens: SpecialTokens = Field(
+        "warn",
+        description="a chat template's special token inside message text (<|im_end|>) can forge a turn: "
+        "warn = train it as the token and report special_tokens_in_content; refuse = the data check fails; "
+        "escape = tokenise message text as plain text, so it is never a turn marker",
+    )
     packing: bool = Field(True, description="pack examples into rows with per-example attention")
     share_prefix: bool = Field(
         True, description="when a step's examples share a long prompt prefix (a system prompt), compute it once"
     )
     seed: int = Field(0, description="seeds the data order, the initialisation and dropout")
-    max_steps: int | None = Field(None, gt=0, description="stop after this many steps (smoke runs)")
+    max_steps: int | None = Field(None, description="stop after this many steps (smoke runs)")
 
     eval_every: int | Auto = Field("auto", description="steps between validation passes")
     save_every: int | Auto = Field("auto", description="steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    keep_checkpoints: int = Field(2, description="how many recent checkpoints to keep")
     card_examples: int = Field(
         0,
         ge=0,
@@ -251,9 +297,10 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self):
         for name in ("n_epochs", "batch_size", "micro_batch_tokens", "max_seq_len", "eval_every", "save_every"):
-            value = getattr(self, name)
-            if value != "auto" and (isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or 'auto', got {value!r}")
+            whole_number(name, getattr(self, name))
+        for name in ("max_steps", "keep_checkpoints"):
+            whole_number(name, getattr(self, name), auto=False)
+        whole_number("seed", self.seed, low=0, auto=False)
         if self.learning_rate != "auto" and self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive or 'auto', got {self.learning_rate}")
         if self.learning_rate != "auto" and self.learning_rate_multiplier is not None:
@@ -445,6 +492,9 @@ def describe_errors(exc: ValidationError, source: str) -> str:
             lines.append(f"  {key}: unknown key ({hint}`tunery train --keys` lists every key)")
         elif err["type"] == "missing":
             lines.append(f"  {key}: required")
+        elif err["type"] == "value_error":  # a validator's own words, which name the value
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {message}" if key and key not in message else f"  {message}")
         else:
             lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
     # pydantic reports one line per union member; keep each message once.

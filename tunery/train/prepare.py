@@ -54,10 +54,12 @@ class TrainingFailed(TuneryError):
         self.step = step
 
 
-def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
+def _check_data(config: RunConfig, tokenizer: ChatTokenizer) -> tuple[list[Example], list[Example]]:
     """Validate the data files (leakage between them included) and load them.
 
-    Any error stops the run before the model loads, naming the file, the line and the fix.
+    Any error stops the run before the model loads, naming the file, the line and the fix. A
+    special token of the model's inside message text is an error with `special_tokens=refuse`,
+    and is reported with the other choices (trained as the token, or as plain text).
     """
     from tunery.data.jsonl import check_data_file
     from tunery.data.validate import validate_file
@@ -65,7 +67,12 @@ def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
     for path in (config.data, config.validation):
         if path is not None:
             check_data_file(path)  # the path's own problems, as `tunery validate` reports them (exit 2)
-    report = validate_file(config.data, validation=config.validation)
+    report = validate_file(
+        config.data,
+        validation=config.validation,
+        special_tokens=config.special_tokens,
+        special_texts=tokenizer.special_texts,
+    )
     if report.errors:
         first = "; ".join(f"{Path(i.file).name}:{i.line}: {i.message}" for i in report.errors[:3])
         raise TrainingFailed(
@@ -73,6 +80,7 @@ def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
             f"{config.data} has {report.error_count} error(s): {first}. "
             f"Run `tunery validate {config.data}` for the full report.",
         )
+    _report_special_tokens(config, report)
     train = load_examples(config.data)
     validation = load_examples(config.validation) if config.validation else []
     method = METHODS[config.method]
@@ -81,6 +89,31 @@ def _check_data(config: RunConfig) -> tuple[list[Example], list[Example]]:
         if examples and not isinstance(examples[0], wanted):
             raise TrainingFailed("invalid_data", f"{path} is not {method.data_format} data ({_format_hint(method)})")
     return train, validation
+
+
+def _report_special_tokens(config: RunConfig, report) -> None:
+    """One line on stderr for the examples whose message text holds a special token, and what
+    `special_tokens` does with them."""
+    count = report.issue_counts.get("special_tokens_in_content", 0)
+    if not count or not dist.is_main():
+        return
+    first = next(i for i in report.issues if i.code == "special_tokens_in_content")
+    where = f"{Path(first.file).name}:{first.line}: {first.message.partition('; fix:')[0]}"
+    if config.special_tokens == "escape":
+        print(
+            f"special_tokens=escape: {count} example(s) hold a special token in message text, "
+            f"tokenised as plain text (first: {where})",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(
+            f"warning: special_tokens_in_content: {count} example(s) hold a special token in message text, "
+            f"trained as the token, so the text can forge a turn (first: {where}); "
+            "set special_tokens=escape to train it as plain text, or special_tokens=refuse to stop",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _format_hint(method: Method) -> str:
@@ -274,6 +307,7 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
         for line in ckpt.sweep(run.path, run.checkpoints):
             print(f"{run.path}: {line}", file=sys.stderr, flush=True)
     model_dir = resolve_model(config.model)
+    tokenizer = ChatTokenizer.from_dir(model_dir, escape_special_tokens=config.special_tokens == "escape")
     method = METHODS[config.method]
     load_data = method.hook("load_data")
     if load_data is not None:  # e.g. RFT: prompts checked against the grader's {{item.x}} fields
@@ -282,7 +316,7 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
         except TuneryError as exc:
             raise TrainingFailed("invalid_data", str(exc)) from None
     else:
-        train, validation = _check_data(config)
+        train, validation = _check_data(config, tokenizer)
     if not train:
         raise TrainingFailed("invalid_data", f"{config.data} holds no examples")
     hashes = {"train": file_sha256(config.data)}
@@ -296,7 +330,7 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
         config=config,
         run=run,
         model_dir=model_dir,
-        tokenizer=ChatTokenizer.from_dir(model_dir),
+        tokenizer=tokenizer,
         train=train,
         validation=validation,
         resume=resume_dir is not None,

@@ -71,3 +71,18 @@ def test_special_tokens_is_a_typed_setting_listed_by_keys(cli, tmp_path):
     assert "special_tokens" in keys.stdout and "warn|refuse|escape" in keys.stdout
     bad = cli("train", "--data", tmp_path / "x.jsonl", "special_tokens=strip")
     assert bad.returncode == 2 and "special_tokens: Input should be 'warn', 'refuse' or 'escape'" in bad.stderr
+
+
+def test_refuse_covers_reinforcement_prompts_too(cli, tiny_model_dir, tmp_path):
+    grader = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+              "reference": "{{item.target}}", "operation": "eq"}  # fmt: skip
+    rows = [{"messages": [{"role": "user", "content": f"Say yes {i}"}], "target": "yes"} for i in range(12)]
+    rows[4]["messages"][0]["content"] = FORGED
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "grader.json").write_text(json.dumps(grader))
+    flags = ["--method", "rft", "--grader", tmp_path / "grader.json", "--model", tiny_model_dir, "--data", prompts]
+    result = cli("train", *flags, "--output", tmp_path / "run", *ONE_STEP, "special_tokens=refuse")
+    assert result.returncode == 1, result.stderr
+    assert 'prompts.jsonl:5: the chat template\'s special token "<|im_end|>" in messages[1] (user)' in result.stderr
+    assert "special_tokens=escape" in result.stderr and "Traceback" not in result.stderr

@@ -122,6 +122,11 @@ class ChatTokenizer:
     def _special_pattern(self) -> re.Pattern | None:
         return re.compile("|".join(map(re.escape, self.special_texts))) if self.special_texts else None
 
+    def special_token_in(self, text: str) -> str | None:
+        """The first special token written in `text`, if any."""
+        match = self._special_pattern.search(text) if self._special_pattern else None
+        return match.group() if match else None
+
     @cached_property
     def _plain(self):
         """A copy of the tokenizer that reads special tokens' text as ordinary characters."""

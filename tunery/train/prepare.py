@@ -80,7 +80,12 @@ def _check_data(config: RunConfig, tokenizer: ChatTokenizer) -> tuple[list[Examp
             f"{config.data} has {report.error_count} error(s): {first}. "
             f"Run `tunery validate {config.data}` for the full report.",
         )
-    _report_special_tokens(config, report)
+    count = report.issue_counts.get("special_tokens_in_content", 0)
+    if count:
+        first = next(i for i in report.issues if i.code == "special_tokens_in_content")
+        _report_special_tokens(
+            config, count, f"{Path(first.file).name}:{first.line}: {first.message.partition('; fix:')[0]}"
+        )
     train = load_examples(config.data)
     validation = load_examples(config.validation) if config.validation else []
     method = METHODS[config.method]
@@ -91,14 +96,38 @@ def _check_data(config: RunConfig, tokenizer: ChatTokenizer) -> tuple[list[Examp
     return train, validation
 
 
-def _report_special_tokens(config: RunConfig, report) -> None:
-    """One line on stderr for the examples whose message text holds a special token, and what
-    `special_tokens` does with them."""
-    count = report.issue_counts.get("special_tokens_in_content", 0)
-    if not count or not dist.is_main():
+def _check_prompts(config: RunConfig, tokenizer: ChatTokenizer, files: dict[Path, list]) -> None:
+    """`_check_data`'s special-token check, for data that a method loads itself (RFT's prompts)."""
+    import json
+
+    from tunery.data.rules import RULES
+
+    found = {}  # (file, line) → what, the first special token of each example
+    for path, examples in files.items():
+        for example in examples:
+            for i, message in enumerate(example.messages, start=1):
+                content = message.get("content")
+                token = tokenizer.special_token_in(content) if isinstance(content, str) else None
+                if token and (path, example.line) not in found:
+                    what = f"the chat template's special token {json.dumps(token)} in messages[{i}] ({message.get('role')})"
+                    found[path, example.line] = what
+    if not found:
         return
-    first = next(i for i in report.issues if i.code == "special_tokens_in_content")
-    where = f"{Path(first.file).name}:{first.line}: {first.message.partition('; fix:')[0]}"
+    (path, line), what = next(iter(found.items()))
+    where = f"{path.name}:{line}: {what}"
+    if config.special_tokens == "refuse":
+        raise TrainingFailed(
+            "invalid_data",
+            f"{path} has {len(found)} error(s): {where}; fix: {RULES['special_tokens_in_content'].fix}",
+        )
+    _report_special_tokens(config, len(found), where)
+
+
+def _report_special_tokens(config: RunConfig, count: int, where: str) -> None:
+    """One line on stderr for the `count` examples whose message text holds a special token (the
+    first at `where`), and what `special_tokens` does with them."""
+    if not dist.is_main():
+        return
     if config.special_tokens == "escape":
         print(
             f"special_tokens=escape: {count} example(s) hold a special token in message text, "
@@ -315,6 +344,9 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
             train, validation = load_data(config)
         except TuneryError as exc:
             raise TrainingFailed("invalid_data", str(exc)) from None
+        _check_prompts(
+            config, tokenizer, {config.data: train, **({config.validation: validation} if config.validation else {})}
+        )
     else:
         train, validation = _check_data(config, tokenizer)
     if not train:

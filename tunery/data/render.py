@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -168,29 +169,34 @@ class ChatTokenizer:
             messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **self.special_tokens
         )
 
-    def escape(self, messages: list[dict]) -> tuple[list[dict], dict[str, str]]:
-        """The messages with every special token in their text swapped for a stand-in character,
-        and the stand-ins → the tokens' text, for `encode`. Unchanged unless `escape_special_tokens`.
+    def escape(self, messages: list[dict], tools: list | None = None) -> tuple[list[dict], list | None, dict[str, str]]:
+        """The messages and tools with every special token in their text (content, tool calls and
+        their arguments, tool definitions) swapped for a stand-in character, and the stand-ins →
+        the tokens' text, for `encode`. Unchanged unless `escape_special_tokens`.
 
-        A stand-in is a private-use character (plane 15) that the messages do not hold themselves,
+        A stand-in is a private-use character (plane 15) that the conversation does not hold itself,
         one per distinct token, so it survives the template and marks exactly the escaped text.
         """
         if not self.escape_special_tokens or self._special_pattern is None:
-            return messages, {}
-        contents = [m["content"] for m in messages if isinstance(m.get("content"), str)]
-        found = sorted({t for c in contents for t in self._special_pattern.findall(c)})
+            return messages, tools, {}
+        texts = list(_strings([messages, tools]))
+        found = sorted({token for text in texts for token in self._special_pattern.findall(text)})
         if not found:
-            return messages, {}
-        used = set("".join(contents))
+            return messages, tools, {}
+        used = set("".join(texts))
         free = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in used)
         stand_in = {token: next(free) for token in found}
-        escaped = [
-            {**m, "content": self._special_pattern.sub(lambda x: stand_in[x.group()], m["content"])}
-            if isinstance(m.get("content"), str)
-            else m
-            for m in messages
-        ]
-        return escaped, {char: token for token, char in stand_in.items()}
+
+        def swap(value, key: str | None = None):
+            if isinstance(value, str):  # a role is a name the template reads, never text to escape
+                return value if key == "role" else self._special_pattern.sub(lambda m: stand_in[m.group()], value)
+            if isinstance(value, dict):
+                return {swap(k): swap(v, k) for k, v in value.items()}
+            if isinstance(value, list):
+                return [swap(v) for v in value]
+            return value
+
+        return swap(messages), swap(tools), {char: token for token, char in stand_in.items()}
 
     def encode(self, text: str, escaped: dict[str, str] | None = None) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids and character offsets of `text`; `escaped` (from `escape`) maps stand-ins to the
@@ -227,6 +233,19 @@ class ChatTokenizer:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
 
+def _strings(value) -> Iterator[str]:
+    """Every string inside nested lists and dicts, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -235,20 +254,14 @@ def _token_text(value) -> str:
     return value["content"] if isinstance(value, dict) else str(value)
 
 
-def trained_spans(
-    example: ChatExample, tok: ChatTokenizer, messages: list[dict] | None = None
-) -> tuple[str, list[tuple[int, int]]]:
+def trained_spans(example: ChatExample, tok: ChatTokenizer) -> tuple[str, list[tuple[int, int]]]:
     """Render the conversation and return it with the character spans that are trained.
-
-    Args:
-        messages: the example's messages as the template gets them (escaped, for `render_chat`);
-            default `example.messages` prepared for the template.
 
     Raises:
         TemplateError: the template renders a prefix differently from the whole conversation,
             so the assistant turns cannot be located.
     """
-    messages = messages if messages is not None else [_for_template(m) for m in example.messages]
+    messages = [_for_template(m) for m in example.messages]
     full = tok.apply_template(messages, tools=example.tools)
     spans = []
     for i, message in enumerate(example.messages):
@@ -307,8 +320,8 @@ def render_chat(example: ChatExample, tok: ChatTokenizer, max_seq_len: int | Non
     the reply's first word, so it is trained; skipping it would never teach how a reply begins.
     Truncation keeps the beginning.
     """
-    messages, escaped = tok.escape([_for_template(m) for m in example.messages])
-    text, spans = trained_spans(example, tok, messages)
+    messages, tools, escaped = tok.escape(example.messages, example.tools)
+    text, spans = trained_spans(replace(example, messages=messages, tools=tools), tok)
     ids, offsets = tok.encode(text, escaped)
     mask = [0] * len(ids)
     eos_trained = True
@@ -330,8 +343,8 @@ def render_chat(example: ChatExample, tok: ChatTokenizer, max_seq_len: int | Non
 
 def render_prompt(messages: list[dict], tok: ChatTokenizer, tools=None) -> list[int]:
     """Token ids of a conversation followed by the assistant header, ready for generation."""
-    messages, escaped = tok.escape([_for_template(m) for m in messages])
-    text = tok.apply_template(messages, tools=tools, add_generation_prompt=True)
+    messages, tools, escaped = tok.escape(messages, tools)
+    text = tok.apply_template([_for_template(m) for m in messages], tools=tools, add_generation_prompt=True)
     return tok.encode(text, escaped)[0]
 
 

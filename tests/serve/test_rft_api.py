@@ -76,6 +76,8 @@ def test_graders_run_and_validate_with_openai_shapes(client):
 def test_reinforcement_job_end_to_end(client, tmp_path):
     train = client.files.create(file=prompts(tmp_path / "train.jsonl", range(8)), purpose="fine-tune")
     valid = client.files.create(file=prompts(tmp_path / "valid.jsonl", range(100, 104)), purpose="fine-tune")
+    # Prompts that end on the user turn are RFT's format: processed, not a chat file missing replies.
+    assert (train.status, valid.status, train.status_details) == ("processed", "processed", None)
 
     with pytest.raises(openai.BadRequestError, match="reasoning_effort"):
         client.fine_tuning.jobs.create(

@@ -40,6 +40,9 @@ def check_fine_tune_file(path: Path, filename: str) -> tuple[str, str | None, st
         return "error", str(exc), None, None
     if report.ok:
         return "processed", None, report.stats.format, report.stats.examples
+    prompts = _rft_prompts(path)
+    if prompts:  # every line a prompt that ends on the user turn: reinforcement fine-tuning's format
+        return "processed", None, "rft", prompts
     named = []
     for issue in report.errors[:DETAILS_ISSUES]:
         where = f"line {issue.line}" if issue.line else "file"
@@ -47,6 +50,18 @@ def check_fine_tune_file(path: Path, filename: str) -> tuple[str, str | None, st
     more = report.error_count - len(named)
     details = f"{report.error_count} error(s); " + "; ".join(named) + (f"; and {more} more" if more > 0 else "")
     return "error", details, report.stats.format, report.stats.examples
+
+
+def _rft_prompts(path: Path) -> int:
+    """How many prompts the file holds if it is a clean RFT file, else 0. The grader's own fields
+    are checked when a job names it, since only the grader knows which fields it reads."""
+    from tunery.data.rft import validate_rft_file
+
+    try:
+        examples, issues = validate_rft_file(path)
+    except TuneryError:
+        return 0
+    return 0 if issues else len(examples)
 
 
 @router.post("", response_model=FileObject)

@@ -41,16 +41,23 @@ def test_refuse_stops_the_run_before_training_naming_the_file_and_line(cli, tiny
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
 
 
-def test_warn_trains_the_markers_and_escape_trains_them_as_plain_text(cli, tiny_model_dir, forged_data, tmp_path):
-    warned = train(cli, tiny_model_dir, forged_data, tmp_path / "warn")  # the default
+def test_warn_trains_the_markers_and_escape_trains_them_as_plain_text(
+    cli, tiny_model_dir, forged_data, tmp_path, capfd
+):
+    warned = train(cli, tiny_model_dir, forged_data, tmp_path / "warn")  # the default, through the CLI
     assert warned.returncode == 0, warned.stderr[-3000:]
     assert "warning: special_tokens_in_content: 1 example(s)" in warned.stderr
     assert "forged.jsonl:3" in warned.stderr and "special_tokens=escape" in warned.stderr
 
-    escaped = train(cli, tiny_model_dir, forged_data, tmp_path / "escape", "special_tokens=escape")
-    assert escaped.returncode == 0, escaped.stderr[-3000:]
-    assert "special_tokens=escape: 1 example(s)" in escaped.stderr and "plain text" in escaped.stderr
-    assert "warning: special_tokens_in_content" not in escaped.stderr
+    import tunery  # escape through the Python API, in this process: no second interpreter starts torch
+
+    one_step = {"n_epochs": 1, "batch_size": 12, "max_steps": 1, "lora": {"r": 4}, "final_eval": False, "seed": 3}
+    tunery.train(
+        model=str(tiny_model_dir), data=forged_data, output=tmp_path / "escape", special_tokens="escape", **one_step
+    )
+    stderr = capfd.readouterr().err
+    assert "special_tokens=escape: 1 example(s)" in stderr and "plain text" in stderr
+    assert "warning: special_tokens_in_content" not in stderr
     # The step saw every example: the markers' characters cost more tokens than the two special ids.
     assert trained_tokens(tmp_path / "escape") > trained_tokens(tmp_path / "warn")
     saved = (tmp_path / "escape" / "config.yaml").read_text()
@@ -73,7 +80,11 @@ def test_special_tokens_is_a_typed_setting_listed_by_keys(cli, tmp_path):
     assert bad.returncode == 2 and "special_tokens: Input should be 'warn', 'refuse' or 'escape'" in bad.stderr
 
 
-def test_refuse_covers_reinforcement_prompts_too(cli, tiny_model_dir, tmp_path):
+def test_refuse_covers_reinforcement_prompts_too(tiny_model_dir, tmp_path):
+    """Through the Python API (in this process, so no second interpreter starts torch)."""
+    import tunery
+    from tunery.train.prepare import TrainingFailed
+
     grader = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
               "reference": "{{item.target}}", "operation": "eq"}  # fmt: skip
     rows = [{"messages": [{"role": "user", "content": f"Say yes {i}"}], "target": "yes"} for i in range(12)]
@@ -81,8 +92,18 @@ def test_refuse_covers_reinforcement_prompts_too(cli, tiny_model_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "grader.json").write_text(json.dumps(grader))
-    flags = ["--method", "rft", "--grader", tmp_path / "grader.json", "--model", tiny_model_dir, "--data", prompts]
-    result = cli("train", *flags, "--output", tmp_path / "run", *ONE_STEP, "special_tokens=refuse")
-    assert result.returncode == 1, result.stderr
-    assert 'prompts.jsonl:5: the chat template\'s special token "<|im_end|>" in messages[1] (user)' in result.stderr
-    assert "special_tokens=escape" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(TrainingFailed) as refused:
+        tunery.train(
+            model=str(tiny_model_dir),
+            data=prompts,
+            output=tmp_path / "run",
+            method="rft",
+            rft={"grader": tmp_path / "grader.json"},
+            special_tokens="refuse",
+            final_eval=False,
+        )
+    assert refused.value.code == "invalid_data"
+    assert 'prompts.jsonl:5: the chat template\'s special token "<|im_end|>" in messages[1] (user)' in str(
+        refused.value
+    )
+    assert "special_tokens=escape" in str(refused.value)

@@ -6,15 +6,14 @@ from collections import Counter
 
 import pytest
 
+from tunery.data.prompt_sets import first_per_skill, load_prompt_set
 from tunery.eval import general_prompts
 from tunery.eval.forgetting import (
     base_answers,
     distribution_shift,
-    first_per_skill,
     forgetting_verdict,
     grade_probe,
     load_probe,
-    load_prompt_set,
     run_probe,
 )
 from tunery.eval.stats import Interval
@@ -25,7 +24,7 @@ from tunery.inference import Generator
 def test_the_shipped_sets_are_what_the_generator_writes(tmp_path):
     general_prompts.write_all(tmp_path)
     for name in ("general.jsonl", "replay.jsonl", "probe.jsonl"):
-        assert (tmp_path / name).read_text() == (general_prompts.HERE / name).read_text(), name
+        assert (tmp_path / name).read_text() == (general_prompts.HOMES[name] / name).read_text(), name
 
 
 def test_general_and_replay_prompts_are_disjoint_sets_of_310_in_six_skills():

@@ -2,7 +2,7 @@
 
 **The distribution shift** (`distribution_shift`): `general.jsonl` holds 310 general prompts in six
 skills (see general_prompts.py). The base model answers them greedily once, cached per base
-(keyed by its weight hash); then the tuned model reads those same answers, and the per-token KL
+(keyed by its weight hash; tunery/data/prompt_sets.py, shared with replay in training); then the tuned model reads those same answers, and the per-token KL
 divergence KL(base ‖ tuned) of its next-token distribution from the base's, and its extra NLL on
 the base's answers, are reported with bootstrap intervals over the prompts, overall and per skill.
 One forward pass per model, and far more sensitive than grading generations: it sees a shift long
@@ -24,12 +24,14 @@ from importlib import resources
 
 from pydantic import BaseModel, Field
 
+from tunery.data import prompt_sets
+from tunery.data.prompt_sets import first_per_skill
+from tunery.eval.heldout import HeldoutExample
 from tunery.eval.report import Score
 from tunery.eval.stats import bootstrap_ci, paired_bootstrap_diff
 from tunery.graders import BUILTIN
 
 MAX_NEW_TOKENS = 48  # every probe answer fits in a sentence
-GENERAL_MAX_NEW_TOKENS = 64  # enough of each general answer to see its distribution; not whole essays
 
 
 class ProbeItem(BaseModel, extra="forbid"):
@@ -54,25 +56,6 @@ class ForgettingReport(BaseModel):
 
     def to_dict(self, examples: bool = False) -> dict:
         return self.model_dump(mode="json", exclude=None if examples else {"examples"})
-
-
-def first_per_skill(rows: Sequence, per_skill: int | None, skill=lambda row: row.skill) -> list:
-    """The first `per_skill` rows of each skill, in file order; all of them when `per_skill` is None.
-
-    A smaller sample keeps every skill in the measure at a wider interval: the quick check a test or
-    a demo wants, where the full sets cost minutes of generation.
-    """
-    if per_skill is None:
-        return list(rows)
-    if per_skill < 1:
-        raise ValueError(f"per_skill must be 1 or more, got {per_skill}")
-    seen: dict[str, int] = {}
-    kept = []
-    for row in rows:
-        seen[skill(row)] = seen.get(skill(row), 0) + 1
-        if seen[skill(row)] <= per_skill:
-            kept.append(row)
-    return kept
 
 
 def load_probe() -> list[ProbeItem]:
@@ -209,44 +192,23 @@ class DistributionShift(BaseModel):
     seconds: float
 
 
-def load_prompt_set(name: str = "general") -> list[dict]:
-    """A bundled prompt set: `general` (the measure) or `replay` (training), each line {skill, messages}."""
-    text = resources.files("tunery.eval").joinpath(f"{name}.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def base_answers(
     generator, name: str = "general", *, per_skill: int | None = None, log=None
-) -> list[tuple[str, object]]:
+) -> list[tuple[str, HeldoutExample]]:
     """(skill, HeldoutExample) for each prompt of a set, its reference the base model's greedy answer.
 
-    Generated once per base model and prompt set, cached under $TUNERY_HOME/cache/forgetting/ and
-    keyed by the base's weight hash, so every later comparison on that base costs forward passes only.
+    The answers come from `tunery.data.prompt_sets.base_answers`: generated once per base model,
+    then cached, so every later comparison on that base costs forward passes only.
     """
-    from tunery.eval.heldout import HeldoutExample
-    from tunery.fsio import atomic_write
-    from tunery.home import tunery_home
-    from tunery.models import weights_hash
-
-    numbered = [{**prompt, "line": line} for line, prompt in enumerate(load_prompt_set(name), 1)]
-    prompts = first_per_skill(numbered, per_skill, skill=lambda p: p["skill"])
-    sample = f"-first{per_skill}" if per_skill is not None else ""
-    key = f"{name}-{weights_hash(generator.model_dir)[:16]}-{GENERAL_MAX_NEW_TOKENS}{sample}"
-    path = tunery_home() / "cache" / "forgetting" / f"{key}.jsonl"
-    if path.is_file():
-        answers = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
-    else:
-        if log:
-            log(f"forgetting: the base model answers {len(prompts)} general prompts (once per base model)")
-        completions = generator.generate(
-            [p["messages"] for p in prompts], max_new_tokens=GENERAL_MAX_NEW_TOKENS, batch_size=32
-        )
-        answers = [c.text for c in completions]
-        atomic_write(path, "".join(json.dumps({"answer": a}, ensure_ascii=False) + "\n" for a in answers))
     return [
-        (p["skill"], HeldoutExample(prompt=p["messages"], reference=answer, where=f"{name}.jsonl:{p['line']}"))
-        for p, answer in zip(prompts, answers, strict=True)
-        if answer  # an empty answer has no tokens to compare
+        (
+            row["skill"],
+            HeldoutExample(prompt=row["messages"], reference=row["answer"], where=f"{name}.jsonl:{row['line']}"),
+        )
+        for row in prompt_sets.base_answers(
+            generator, name, per_skill=per_skill, log=(lambda line: log(f"forgetting: {line}")) if log else None
+        )
+        if row["answer"]  # an empty answer has no tokens to compare
     ]
 
 

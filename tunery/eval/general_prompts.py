@@ -1,8 +1,8 @@
 """The general prompts and probe items that forgetting is measured (and replay trained) on.
 
 Written for tunery, built here by code from varied templates, and shipped as package data so a
-user can read them (`python -m tunery.eval.general_prompts` rewrites the three files; a test
-checks that they match this code):
+user can read them: the prompt sets in tunery/data/, the probe here (`python -m
+tunery.eval.general_prompts` rewrites the three files; a test checks that they match this code):
 
 * `general.jsonl`: 310 prompts in six skills (instructions, arithmetic, facts, writing, code,
   refusal). The base model's own greedy answers to them are the yardstick of the distribution
@@ -21,6 +21,9 @@ from pathlib import Path
 
 SEED = 16
 HERE = Path(__file__).parent
+# Where each file ships: the prompt sets with the data package (training reads replay.jsonl, and
+# train never imports eval), the probe with the evaluation that grades it.
+HOMES = {"general.jsonl": HERE.parent / "data", "replay.jsonl": HERE.parent / "data", "probe.jsonl": HERE}
 
 # ---- the distribution set: open prompts, answered by the base model itself -----------------
 
@@ -435,11 +438,12 @@ def build_probe(per_skill: int = 30) -> list[dict]:
     return items
 
 
-def write_all(directory: Path = HERE) -> None:
+def write_all(directory: Path | None = None) -> None:
+    """Write the three files to their homes in the package (`HOMES`), or all to `directory`."""
     measure, replay = build_prompt_sets()
     for name, rows in (("general.jsonl", measure), ("replay.jsonl", replay), ("probe.jsonl", build_probe())):
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        (directory / name).write_text(text, encoding="utf-8")
+        (directory or HOMES[name]).joinpath(name).write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ LIMITS = {
 }
 
 
+# The share of replay examples: at least one in a hundred, at most one per two of the user's.
+REPLAY_MIN, REPLAY_MAX = 0.01, 0.5
+
+
 def whole_number(key: str, value, *, low: int = 1, auto: bool = True):
     """`value` unless it is "auto" or None; else a whole number from `low` to `LIMITS[key]`.
 
@@ -274,6 +278,12 @@ class RunConfig(_Strict):
         "the validation set (loss, and the task's grader where answers are short), the best one kept; "
         "auto = best when there is a validation file, else last",
     )
+    replay: float | Literal["auto", "none"] = Field(
+        "auto",
+        description="against forgetting, mix the base model's own answers to general prompts (tunery's replay "
+        "set, apart from the forgetting measure's) into training, as a fraction of the examples per epoch, "
+        f"from {REPLAY_MIN} to {REPLAY_MAX}; none = off; auto = none until replay is measured to pay (SFT only)",
+    )
     final_eval: bool = Field(
         True, description="after training, generate answers for the validation set and grade them (RUN_DIR/eval/)"
     )
@@ -293,6 +303,17 @@ class RunConfig(_Strict):
         if isinstance(value, str) and value.lower() in ADAPTERS_NOT_METHODS:
             raise ValueError(METHOD_IS_NOT_AN_ADAPTER)
         return value
+
+    @field_validator("replay", mode="before")
+    @classmethod
+    def _replay_fraction(cls, value):
+        if value in ("auto", "none"):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not REPLAY_MIN <= value <= REPLAY_MAX:
+            raise ValueError(
+                f"replay must be 'auto', 'none' or a fraction from {REPLAY_MIN} to {REPLAY_MAX}, got {value!r}"
+            )
+        return float(value)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -316,6 +337,11 @@ class RunConfig(_Strict):
         if self.select == "best" and self.validation is None:
             raise ValueError(
                 "select=best scores the checkpoints on the validation set; give validation (or select=last)"
+            )
+        if self.replay not in ("auto", "none") and not METHODS[self.method].replay:
+            raise ValueError(
+                f"replay mixes chat examples into SFT; method={self.method} trains on "
+                f"{METHODS[self.method].data_format} data: leave replay at auto or set it to none"
             )
         if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
             raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")

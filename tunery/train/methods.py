@@ -60,6 +60,9 @@ class Method:
     recipe: str | None = None  # "module:function" resolving the autos of `config_section` (torch-free)
     load_data: str | None = None  # "module:function" loading (train, validation) instead of the format rules
     final_eval: bool = True  # after training, `tunery eval` grades the model's answers on the validation set
+    # Trains on chat examples, so the base model's own answers to general prompts can be mixed in
+    # (`replay`, tunery/train/replay.py); pairs and rollouts have no place for them.
+    replay: bool = False
 
     def load_loop(self) -> Callable:
         """The method's `train` function (imports torch)."""
@@ -88,6 +91,7 @@ METHODS: dict[str, Method] = {
             reference_flops_per_token=0,
             openai_type="supervised",
             data_parallel=True,
+            replay=True,
         ),
         Method(
             name="dpo",

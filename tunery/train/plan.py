@@ -188,6 +188,10 @@ def resolve(
             why["lora.target_modules"] = "every linear layer of the decoder, not the LM head (as peft's all-linear)"
     values["lora"] = lora
 
+    replay, reason = resolve_replay(config)
+    if reason is not None:
+        pick("replay", replay, reason)
+
     if config.select == "auto":
         best = config.validation is not None
         pick(
@@ -219,6 +223,32 @@ def resolve(
         total_steps=total_steps,
         warmup_steps=math.ceil(config.warmup_ratio * total_steps),
         threads=cpu_threads(),
+    )
+
+
+# What `replay: auto` picks, and why. Replay stays opt-in until a measurement shows it pays: on the
+# bundled support-ticket task, less forgetting at the same task exact match (docs/training.md).
+REPLAY_AUTO = "none"
+REPLAY_AUTO_REASON = (
+    "opt-in: replay is not yet measured to lower forgetting at the same task score on the bundled task "
+    "(docs/training.md); set replay=0.2 to mix in the base model's own answers"
+)
+
+
+def resolve_replay(config: RunConfig) -> tuple[float | str, str | None]:
+    """The replay fraction (a float, or "none") and why; the reason is None when the user set it to none."""
+    if config.replay == "none":
+        return "none", None
+    if config.replay == "auto":
+        if not METHODS[config.method].replay:
+            return (
+                "none",
+                f"{config.method.upper()} trains on {METHODS[config.method].data_format} data, not chat examples",
+            )
+        return REPLAY_AUTO, REPLAY_AUTO_REASON
+    return config.replay, (
+        f"{config.replay:g} × the examples per epoch are the base model's own greedy answers to general prompts "
+        "(self-distillation against forgetting; tunery/data/replay.jsonl, apart from the forgetting measure's set)"
     )
 
 

@@ -169,6 +169,7 @@ class Prepared:
     resume: bool
     data_hashes: dict[str, str] = field(default_factory=dict)
     plan: Plan | None = None
+    replayed: int = 0  # of `train`, the base model's own answers mixed in at the end (tunery/train/replay.py)
 
     def make_plan(self, *, longest: int) -> Plan:
         """Resolve the config against the data and the machine, print it, and save it."""
@@ -462,7 +463,9 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
     print_plan(
         plan,
         {
-            "examples": len(prepared.train),
+            "examples": f"{len(prepared.train)} ({len(prepared.train) - prepared.replayed} yours + {prepared.replayed} replay)"
+            if prepared.replayed
+            else len(prepared.train),
             "steps": f"{plan.total_steps} ({plan.steps_per_epoch}/epoch)",
             "warmup steps": plan.warmup_steps,
             "trainable parameters": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",

@@ -36,6 +36,7 @@ from tunery.train.modeling import (
 )
 from tunery.train.plan import Plan
 from tunery.train.prepare import Prepared, drop_untrained, finish_run, prepare, start_or_resume
+from tunery.train.replay import mix_replay
 from tunery.train.report import Progress
 from tunery.train.steps import VALID_SUBSET, clip_and_check, optimizer_step, save_or_stop, step_examples, train_record
 
@@ -113,6 +114,7 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
         TrainingFailed: NaN/inf loss, out of memory, or bad data; status.json says which.
     """
     prepared = prepare(config, resume_dir=resume_dir)
+    mix_replay(prepared)  # the base model's own answers, with replay=<fraction>
     run, tok = prepared.run, prepared.tokenizer
     train_set, valid_set = render_all(prepared, None)
     longest = max(len(r.input_ids) for r in train_set)

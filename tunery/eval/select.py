@@ -165,7 +165,8 @@ def publish_checkpoint(final: Path, checkpoint: Path, manifest: dict, selection:
     chosen = json.loads((checkpoint / MANIFEST).read_text())
     tmp = final.with_name(".final.select.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if selection.step == selection.last_step:  # the last checkpoint is the model final/ already holds
+    # final/ holds the last step's model, or with early stopping the best step's (its manifest says which).
+    if selection.step == manifest.get("step", selection.last_step):
         shutil.copytree(final, tmp)
     else:
         shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("trainer_state.pt", MANIFEST))

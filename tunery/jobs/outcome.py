@@ -153,7 +153,8 @@ def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:
     now = int(time.time())
     kind = model_kind(final)
     result_file = _store_results_csv(home, job, now)
-    step = int(status.get("step") or status.get("total_steps") or 0)
+    # The step final/'s weights are from: the best one when early stopping or select=best chose it.
+    step = int(final_manifest(final).get("step") or status.get("step") or status.get("total_steps") or 0)
     has_checkpoint = any(c.step >= step for c in store.list_checkpoints(job.id, limit=1_000_000).items)
     with store.transaction() as tx:
         moved = move(
@@ -201,6 +202,9 @@ def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:
             )
         if result_file:
             tx.add_file(result_file)
+        stopped = final_manifest(final).get("early_stopping")
+        if stopped:
+            tx.add_event(events.message(job.id, stopped["message"]))
         selection = selected_checkpoint(final)
         if selection:
             tx.add_event(events.message(job.id, selection))
@@ -209,12 +213,18 @@ def succeed(store: Store, home: Home, job: JobRecord, status: dict) -> bool:
     return True
 
 
+def final_manifest(final: Path) -> dict:
+    """final/tunery.json, or {} when it cannot be read."""
+    try:
+        manifest = json.loads((final / "tunery.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def selected_checkpoint(final: Path) -> str | None:
     """The event text for a run that chose its final model among its checkpoints (select=best)."""
-    try:
-        selection = json.loads((final / "tunery.json").read_text()).get("selection")
-    except (OSError, ValueError):
-        return None
+    selection = final_manifest(final).get("selection")
     if not selection:
         return None
     scores = "; ".join(

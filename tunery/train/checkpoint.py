@@ -105,8 +105,10 @@ def save_checkpoint(
     keep: int,
     weights: dict | None = None,
     rng_states: list[dict] | None = None,
+    protect: int | None = None,
 ) -> Path:
-    """Write checkpoint `step-NNNNNN` atomically and keep only the newest `keep` of them."""
+    """Write checkpoint `step-NNNNNN` atomically and keep only the newest `keep` of them, and
+    step `protect` (early stopping's best so far) whatever its age."""
     checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / f"step-{step:06d}"
     tmp = checkpoints / f".tmp-step-{step:06d}-{os.getpid()}"
@@ -119,7 +121,8 @@ def save_checkpoint(
     atomic_write(tmp / "tunery.json", json.dumps({"step": step, **manifest}, indent=2, default=str))
     publish(tmp, final)
     for old in list_checkpoints(checkpoints)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.name != f"step-{protect:06d}":
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

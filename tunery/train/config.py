@@ -284,6 +284,15 @@ class RunConfig(_Strict):
         "set, apart from the forgetting measure's) into training, as a fraction of the examples per epoch, "
         f"from {REPLAY_MIN} to {REPLAY_MAX}; none = off; auto = none until replay is measured to pay (SFT only)",
     )
+    early_stopping: int | Literal["auto", "off"] = Field(
+        "auto",
+        description="stop when the validation loss has not fallen for this many validation passes (patience), "
+        "and make the step with the lowest validation loss final/; auto = on with a validation file "
+        "(SFT, DPO), else off",
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="how much lower than the best a validation loss must be to count as improving"
+    )
     final_eval: bool = Field(
         True, description="after training, generate answers for the validation set and grade them (RUN_DIR/eval/)"
     )
@@ -315,6 +324,16 @@ class RunConfig(_Strict):
             )
         return float(value)
 
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping_words(cls, value):
+        # YAML reads a bare `off` (the config file, or early_stopping=off on the command line) as false.
+        if value is False:
+            return "off"
+        if value is True:
+            raise ValueError("early_stopping takes auto, off or a patience in validation passes (e.g. 3)")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self):
         for name in ("n_epochs", "batch_size", "micro_batch_tokens", "max_seq_len", "eval_every", "save_every"):
@@ -343,6 +362,16 @@ class RunConfig(_Strict):
                 f"replay mixes chat examples into SFT; method={self.method} trains on "
                 f"{METHODS[self.method].data_format} data: leave replay at auto or set it to none"
             )
+        if isinstance(self.early_stopping, int):
+            if self.early_stopping < 1:
+                raise ValueError(f"early_stopping must be auto, off or a positive patience, got {self.early_stopping}")
+            if not METHODS[self.method].early_stopping:
+                raise ValueError(f"method={self.method} has no validation loss to stop on; set early_stopping=off")
+            if self.validation is None:
+                raise ValueError(
+                    f"early_stopping={self.early_stopping} watches the validation loss; "
+                    "give validation (a held-out JSONL), or set early_stopping=off"
+                )
         if self.dpo.loss == "simpo" and self.dpo.reference not in ("auto", "none"):
             raise ValueError("dpo.loss=simpo is reference-free; leave dpo.reference at auto or none")
         return self

@@ -31,6 +31,7 @@ from tunery.data.render import ChatTokenizer, Rendered, render_chat
 from tunery.home import tunery_home
 from tunery.models import weights_hash
 from tunery.train.config import RunConfig
+from tunery.train.early_stopping import EarlyStopping
 from tunery.train.losses import (
     chosen_nll,
     dpo_sigmoid_loss,
@@ -54,7 +55,15 @@ from tunery.train.modeling import (
 from tunery.train.plan import Plan
 from tunery.train.prepare import drop_untrained, finish_run, prepare, start_or_resume
 from tunery.train.report import Progress
-from tunery.train.steps import VALID_SUBSET, clip_and_check, optimizer_step, save_or_stop, step_examples, train_record
+from tunery.train.steps import (
+    VALID_SUBSET,
+    clip_and_check,
+    optimizer_step,
+    save_or_stop,
+    step_examples,
+    stop_early,
+    train_record,
+)
 
 Pair = tuple[Rendered, Rendered]
 
@@ -295,6 +304,8 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     step, started, elapsed_before = state["step"], time.monotonic(), state.get("elapsed_s", 0.0)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    watch = EarlyStopping.for_plan(plan, run.read_metrics(), upto=step)  # resumed: replays the passes so far
+    early = None
 
     progress = Progress(plan.total_steps, step, run=run)
     with StopRequest() as stop:
@@ -337,9 +348,14 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 progress.message(
                     f"step {step}: validation loss {v['loss']:.4f}, preference accuracy {v['reward_accuracy']:.2f}"
                 )
-            stopped = save_or_stop(prepared, plan, step, stop, model, optimizer, scheduler, elapsed, progress)
+                if watch is not None:
+                    watch.observe(step, v["loss"])
+            stopped = save_or_stop(prepared, plan, step, stop, model, optimizer, scheduler, elapsed, progress, watch)
             if stopped is not None:
                 return stopped
+            early = stop_early(prepared, plan, watch, step, model, optimizer, progress)
+            if early is not None:
+                break
     progress.close()
 
     final = {}
@@ -351,4 +367,4 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
             "full_valid_reward_margin": v["reward_margin"],
         }
         run.log({"type": "full_valid", "step": step, **final})
-    return finish_run(prepared, plan, model, final)
+    return finish_run(prepared, plan, model, final, early_stopping=early)

@@ -59,6 +59,7 @@ class Method:
     evals_reason: str = "about 10 validation passes per run"
     recipe: str | None = None  # "module:function" resolving the autos of `config_section` (torch-free)
     load_data: str | None = None  # "module:function" loading (train, validation) instead of the format rules
+    early_stopping: bool = True  # its validation pass yields a loss that early stopping can watch
     final_eval: bool = True  # after training, `tunery eval` grades the model's answers on the validation set
     # Trains on chat examples, so the base model's own answers to general prompts can be mixed in
     # (`replay`, tunery/train/replay.py); pairs and rollouts have no place for them.
@@ -140,6 +141,7 @@ METHODS: dict[str, Method] = {
             evals_reason="about 4 held-out evaluations per run (each generates)",
             recipe="tunery.train.plan:resolve_rft",
             load_data="tunery.train.rft:load_data",  # prompts checked against the grader's {{item.x}} fields
+            early_stopping=False,  # its held-out check is a reward, not a loss
             final_eval=False,  # the loop grades its held-out set itself
         ),
     )

@@ -38,6 +38,8 @@ DPO_DEFAULT_REASONS = {
     "nll_weight": "RPO (Pang et al. 2024): plain DPO ranked the pairs but changed 0 of 40 greedy answers "
     "on signoff-prefs (17 of 40 broke at 3x the rate); with the chosen answer's NLL, 40 of 40 changed, intact",
 }
+# Validation passes without a lower loss before early stopping ends a run (about 10 passes per run).
+EARLY_STOPPING_PATIENCE = 3
 RFT_GROUP_SIZE = 8
 RFT_MAX_NEW_TOKENS = 128
 RFT_EVAL_SAMPLES = 64
@@ -200,6 +202,18 @@ def resolve(
             "score every checkpoint on the validation file and keep the best"
             if best
             else "no validation file to score checkpoints on",
+        )
+
+    if config.early_stopping == "auto":
+        on = method.early_stopping and config.validation is not None
+        pick(
+            "early_stopping",
+            EARLY_STOPPING_PATIENCE if on else "off",
+            f"after {EARLY_STOPPING_PATIENCE} validation passes without a lower loss, stop; final/ is the best step"
+            if on
+            else "no validation file to watch"
+            if method.early_stopping
+            else f"{config.method}'s held-out check is no loss",
         )
 
     steps_per_epoch = math.ceil(n_examples / batch_size)

@@ -218,13 +218,18 @@ class Prepared:
             )
         return self.run.path
 
-    def save(self, step: int, model, optimizer, scheduler, elapsed_s: float) -> Path:
-        """Rank 0 writes checkpoint `step`; every rank returns once it is complete."""
+    def save(self, step: int, model, optimizer, scheduler, elapsed_s: float, *, protect: int | None = None) -> Path:
+        """Rank 0 writes checkpoint `step`; every rank returns once it is complete.
+
+        `protect`: a step whose checkpoint pruning must keep (early stopping's best so far).
+        """
         path = self.run.checkpoints / f"step-{step:06d}"
         weights, optimizer_state = dist.full_state(model, optimizer)  # gathered on rank 0 if sharded (FSDP)
         rng_states = dist.gather_objects(ckpt.rng_state())
         if dist.is_main():
-            path = self._write_checkpoint(step, model, weights, optimizer_state, scheduler, elapsed_s, rng_states)
+            path = self._write_checkpoint(
+                step, model, weights, optimizer_state, scheduler, elapsed_s, rng_states, protect
+            )
         dist.barrier()
         return path
 
@@ -237,6 +242,7 @@ class Prepared:
         scheduler,
         elapsed_s: float,
         rng_states: list[dict],
+        protect: int | None,
     ) -> Path:
         metrics = _latest_metrics(self.run)
         return ckpt.save_checkpoint(
@@ -255,6 +261,7 @@ class Prepared:
             # select=best scores every checkpoint once training ends, then prunes (tunery.eval.select).
             keep=self.plan.config.keep_checkpoints if self.plan.config.select == "last" else ALL_CHECKPOINTS,
             rng_states=rng_states,
+            protect=protect,
         )
 
 
@@ -271,6 +278,8 @@ def _latest_metrics(run: RunDir) -> dict:
     latest: dict = {}
     steps: dict[int, tuple[int, int]] = {}  # by step: a step repeated after a resume counts once
     for record in run.read_metrics():
+        if record.get("type") == "early_stop":  # an event, not a metric; the manifest records it apart
+            continue
         latest.update({k: v for k, v in record.items() if k != "type"})
         if record.get("type") == "train":
             steps[record["step"]] = (int(record.get("tokens") or 0), int(record.get("loss_tokens") or 0))
@@ -444,12 +453,7 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
     state = {"step": 0, "elapsed_s": 0.0}
     latest = ckpt.latest_checkpoint(run.checkpoints) if prepared.resume else None
     if latest is not None:
-        saved = ckpt.load_trainer_state(latest)
-        if dist.is_sharded(model):  # FSDP: rank 0's whole copies, each rank keeps its shard
-            dist.load_full_state(model, optimizer, ckpt.read_full_weights(latest), saved["optimizer"])
-        else:
-            ckpt.load_weights(model, latest)
-            optimizer.load_state_dict(saved["optimizer"])
+        saved = restore(model, optimizer, latest)
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(ckpt.saved_rng_state(saved, dist.rank()))
         state = {"step": saved["step"], "elapsed_s": saved.get("elapsed_s", 0.0)}
@@ -479,14 +483,31 @@ def start_or_resume(prepared: Prepared, plan: Plan, model, optimizer, scheduler,
     return state
 
 
+def restore(model, optimizer, checkpoint: Path) -> dict:
+    """Load a checkpoint's weights and optimizer state into the model; returns its trainer state."""
+    saved = ckpt.load_trainer_state(checkpoint)
+    if dist.is_sharded(model):  # FSDP: rank 0's whole copies, each rank keeps its shard
+        dist.load_full_state(model, optimizer, ckpt.read_full_weights(checkpoint), saved["optimizer"])
+    else:
+        ckpt.load_weights(model, checkpoint)
+        optimizer.load_state_dict(saved["optimizer"])
+    return saved
+
+
 def _adapter_facts(model) -> dict:
     """The modules a LoRA adapter was put on, as the user should check them (none: full fine-tune)."""
     count, names = adapted_modules(model)
     return {"adapted modules": f"{count}: {', '.join(names)}"} if count else {}
 
 
-def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Path:
-    """Publish RUN_DIR/final atomically with its manifest, the results CSV, and status (rank 0)."""
+def finish_run(
+    prepared: Prepared, plan: Plan, model, final_metrics: dict, *, early_stopping: dict | None = None
+) -> Path:
+    """Publish RUN_DIR/final atomically with its manifest, the results CSV, and status (rank 0).
+
+    `early_stopping`: the summary of an early stop (`EarlyStopping.summary`); `model` then holds
+    the best step's weights, and the manifest and status.json record the stop.
+    """
     run = prepared.run
     weights, _ = dist.full_state(model)  # every rank joins the gather when sharded (FSDP)
     if not dist.is_main():
@@ -497,10 +518,15 @@ def finish_run(prepared: Prepared, plan: Plan, model, final_metrics: dict) -> Pa
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     ckpt.save_model_files(model, prepared.model_dir, tmp, weights)
-    atomic_write(tmp / "tunery.json", json.dumps(prepared.manifest(metrics), indent=2, default=str))
+    manifest = {**prepared.manifest(metrics), "step": plan.total_steps}  # the step final/'s weights are from
+    if early_stopping:
+        manifest.update(step=early_stopping["best_step"], early_stopping=early_stopping)
+    atomic_write(tmp / "tunery.json", json.dumps(manifest, indent=2, default=str))
     publish(tmp, run.final)
     run.write_results_csv()
-    run.write_status("succeeded", plan.total_steps, plan.total_steps)
+    last = early_stopping["stopped_at_step"] if early_stopping else plan.total_steps
+    extra = {"early_stopping": early_stopping} if early_stopping else {}
+    run.write_status("succeeded", last, plan.total_steps, **extra)
     dist.barrier()
     return run.path
 

@@ -43,19 +43,35 @@ class RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
     def write_status(
-        self, state: str, step: int, total_steps: int, error: dict | None = None, phase: dict | None = None
+        self,
+        state: str,
+        step: int,
+        total_steps: int,
+        error: dict | None = None,
+        phase: dict | None = None,
+        early_stopping: dict | None = None,
     ) -> None:
         """`phase`, when set, is a long step after or between training steps, e.g. the final
-        evaluation: {"name": "evaluating", "done": 40, "total": 100, "eta_s": 12.0}."""
+        evaluation: {"name": "evaluating", "done": 40, "total": 100, "eta_s": 12.0}.
+        `early_stopping`, when set: why the run ended before `total_steps` (`EarlyStopping.summary`)."""
         status = {"state": state, "step": step, "total_steps": total_steps, "error": error, "updated_at": time.time()}
         if phase is not None:
             status["phase"] = phase
+        if early_stopping is not None:
+            status["early_stopping"] = early_stopping
         atomic_write(self.status_file, json.dumps(status, indent=2))
 
     def write_phase(self, phase: dict | None) -> None:
         """Record (or clear) the current phase in status.json, keeping the rest of it."""
         status = self.read_status() or {"state": "running", "step": 0, "total_steps": 0}
-        self.write_status(status["state"], status["step"], status["total_steps"], status.get("error"), phase)
+        self.write_status(
+            status["state"],
+            status["step"],
+            status["total_steps"],
+            status.get("error"),
+            phase,
+            status.get("early_stopping"),
+        )
 
     def read_status(self) -> dict | None:
         return json.loads(self.status_file.read_text()) if self.status_file.is_file() else None

@@ -24,6 +24,7 @@ import torch
 from tunery.data.render import Rendered, render_chat
 from tunery.train import distributed as dist
 from tunery.train.config import RunConfig
+from tunery.train.early_stopping import EarlyStopping
 from tunery.train.modeling import (
     StopRequest,
     TokenLoss,
@@ -38,7 +39,15 @@ from tunery.train.plan import Plan
 from tunery.train.prepare import Prepared, drop_untrained, finish_run, prepare, start_or_resume
 from tunery.train.replay import mix_replay
 from tunery.train.report import Progress
-from tunery.train.steps import VALID_SUBSET, clip_and_check, optimizer_step, save_or_stop, step_examples, train_record
+from tunery.train.steps import (
+    VALID_SUBSET,
+    clip_and_check,
+    optimizer_step,
+    save_or_stop,
+    step_examples,
+    stop_early,
+    train_record,
+)
 
 
 def count_targets(batches: list[dict[str, torch.Tensor]]) -> int:
@@ -142,6 +151,8 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     if not sharded:
         dist.broadcast_parameters(trainable)  # every rank starts from rank 0's weights
     main = dist.is_main()  # only rank 0 writes metrics and prints progress
+    watch = EarlyStopping.for_plan(plan, run.read_metrics(), upto=step)  # resumed: replays the passes so far
+    early = None
 
     progress = Progress(plan.total_steps, step, run=run) if main else None
     with StopRequest() as stop:
@@ -186,9 +197,14 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 if main and not math.isnan(v_loss):
                     run.log({"type": "valid", "step": step, "valid_loss": v_loss, "valid_mean_token_accuracy": v_acc})
                     progress.message(f"step {step}: validation loss {v_loss:.4f}, token accuracy {v_acc:.3f}")
-            stopped = save_or_stop(prepared, plan, step, stop, model, optimizer, scheduler, elapsed, progress)
+                if watch is not None:
+                    watch.observe(step, v_loss)  # every rank: the loss is summed over all of them
+            stopped = save_or_stop(prepared, plan, step, stop, model, optimizer, scheduler, elapsed, progress, watch)
             if stopped is not None:
                 return stopped
+            early = stop_early(prepared, plan, watch, step, model, optimizer, progress)
+            if early is not None:
+                break
     if main:
         progress.close()
 
@@ -198,4 +214,4 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
         final = {"full_valid_loss": v_loss, "full_valid_mean_token_accuracy": v_acc} if not math.isnan(v_loss) else {}
         if main and final:
             run.log({"type": "full_valid", "step": step, **final})
-    return finish_run(prepared, plan, model, final)
+    return finish_run(prepared, plan, model, final, early_stopping=early)

@@ -7,7 +7,9 @@ sft.py, dpo.py (and any new method's loop) call these at the same points of an o
     grad_norm = clip_and_check(trainable, loss, plan, step)             # finite loss and gradient
     learning_rate = optimizer_step(optimizer, scheduler)
     record = train_record(step, plan, epoch, index, elapsed, start, {...})  # one metrics.jsonl line
-    stopped = save_or_stop(prepared, plan, step, stop, ...)              # checkpoint; stop on a signal
+    ... validation pass, watch.observe(step, loss) ...                  # early stopping's watch
+    stopped = save_or_stop(prepared, plan, step, stop, ..., watch)       # checkpoint; stop on a signal
+    early = stop_early(prepared, plan, watch, step, ...)                 # patience spent: best weights back
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import math
 from pathlib import Path
 
 from tunery.train import distributed as dist
+from tunery.train.early_stopping import EarlyStopping
 from tunery.train.modeling import epoch_order
 from tunery.train.plan import Plan
-from tunery.train.prepare import Prepared, TrainingFailed
+from tunery.train.prepare import Prepared, TrainingFailed, restore
 
 VALID_SUBSET = 64  # examples in the periodic validation pass; the full set runs at the end
 
@@ -76,18 +79,47 @@ def train_record(step: int, plan: Plan, epoch: int, index: int, elapsed: float, 
 
 
 def save_or_stop(
-    prepared: Prepared, plan: Plan, step: int, stop, model, optimizer, scheduler, elapsed: float, progress
+    prepared: Prepared,
+    plan: Plan,
+    step: int,
+    stop,
+    model,
+    optimizer,
+    scheduler,
+    elapsed: float,
+    progress,
+    watch: EarlyStopping | None = None,
 ) -> Path | None:
-    """Checkpoint when one is due, at the end, or when a signal asks to stop.
+    """Checkpoint when one is due, at the end, when a signal asks to stop, or when early stopping's
+    `watch` has just found a new best (final/ may have to be that step).
 
     Returns the run directory when the loop must return now (a signal arrived before the last
     step), else None. With several processes every rank stops at the same step.
     """
     stopping = dist.any_rank(stop.signal is not None)  # a signal may reach the ranks at different steps
-    if step % plan.config.save_every == 0 or stopping or step == plan.total_steps:
-        prepared.save(step, model, optimizer, scheduler, elapsed)
+    best = watch.best_step if watch is not None else None
+    if step % plan.config.save_every == 0 or stopping or step == plan.total_steps or step == best:
+        prepared.save(step, model, optimizer, scheduler, elapsed, protect=best)
     if stopping and step < plan.total_steps:
         if progress is not None:
             progress.close()
         return prepared.interrupted(step, stop.signal or "a signal to another rank")
     return None
+
+
+def stop_early(
+    prepared: Prepared, plan: Plan, watch: EarlyStopping | None, step: int, model, optimizer, progress
+) -> dict | None:
+    """End the run after `step` if early stopping's patience is spent (never at the last step).
+
+    Loads the best step's checkpoint into `model` (for final/), logs an `early_stop` record and
+    prints one line. Returns the stop's summary for `finish_run`, or None to go on.
+    """
+    if watch is None or not watch.should_stop or step >= plan.total_steps:
+        return None
+    summary = watch.summary(step, plan.total_steps)
+    restore(model, optimizer, prepared.run.checkpoints / f"step-{watch.best_step:06d}")
+    if dist.is_main():
+        prepared.run.log({"type": "early_stop", "step": step, "early_stopping": summary})
+        progress.message(summary["message"])
+    return summary

@@ -12,7 +12,17 @@ from safetensors.torch import load_file, save_file
 
 from tunery.eval.select import CheckpointScore, choose, select_final
 
-TINY = ["n_epochs=2", "batch_size=8", "save_every=2", "keep_checkpoints=1", "lora.r=4", "seed=3", "final_eval=false"]
+# Early stopping off: these checkpoints are the save_every ones only (early stopping saves each new best too).
+TINY = [
+    "n_epochs=2",
+    "batch_size=8",
+    "save_every=2",
+    "keep_checkpoints=1",
+    "lora.r=4",
+    "seed=3",
+    "final_eval=false",
+    "early_stopping=off",
+]
 
 
 @pytest.fixture(scope="module")

@@ -348,3 +348,44 @@ def test_select_best_publishes_the_chosen_checkpoint_and_says_so_in_the_events(s
     tuned = alpha.chat.completions.create(model=done.fine_tuned_model, **request)
     step = alpha.chat.completions.create(model=f"{done.fine_tuned_model}:ckpt-step-{chosen['step']}", **request)
     assert tuned.choices[0].message.content == step.choices[0].message.content
+
+
+def test_early_stopping_ends_the_job_at_its_best_step_and_says_so_in_the_events(server, alpha, tmp_path):
+    """A constant, too-high rate on 16 examples: the validation loss is lowest at an early pass."""
+    from builders import write_chat_dataset
+
+    train, valid = (
+        write_chat_dataset(tmp_path / "t.jsonl", 16, seed=1),
+        write_chat_dataset(tmp_path / "v.jsonl", 12, seed=2),
+    )
+    job = alpha.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=alpha.files.create(file=train.open("rb"), purpose="fine-tune").id,
+        validation_file=alpha.files.create(file=valid.open("rb"), purpose="fine-tune").id,
+        seed=3,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 8, "batch_size": 4},
+                "tunery": {
+                    "max_steps": 12,
+                    "eval_every": 2,
+                    "learning_rate": 0.05,
+                    "lr_scheduler": "constant",
+                    "lora": {"r": 4},
+                    "early_stopping": 2,
+                },
+            },
+        },
+    )
+    done = wait_for_status(alpha, job.id, {"succeeded", "failed", "cancelled"})
+    assert done.status == "succeeded", done.error
+    manifest = json.loads((server.home / "jobs" / job.id / "run" / "final" / "tunery.json").read_text())
+    stop = manifest["early_stopping"]
+    assert stop["stopped_at_step"] < 12 and manifest["step"] == stop["best_step"] < stop["stopped_at_step"]
+    messages = [e.message for e in alpha.fine_tuning.jobs.list_events(job.id, limit=100)]
+    expected = (
+        f"Early stopping at step {stop['stopped_at_step']} of 12: validation loss did not improve for 2 passes; "
+        f"final model is step {stop['best_step']}"
+    )
+    assert any(m.startswith(expected) for m in messages), messages

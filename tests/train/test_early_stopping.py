@@ -5,6 +5,7 @@ same way; the setting is refused where it cannot work."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,6 +133,22 @@ def test_a_resume_in_the_middle_of_the_patience_stops_as_the_uninterrupted_run(
     reference = load_file(stopped_run[0] / "final" / "adapter_model.safetensors")
     resumed = load_file(out / "final" / "adapter_model.safetensors")
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_select_best_then_chooses_among_the_checkpoints_saved_before_the_stop(stopped_run, tmp_path):
+    """Both set: early stopping ends training (final/ = the best loss), then select=best scores the
+    checkpoints that are left and publishes its own pick, keeping the record of the stop."""
+    from tunery.eval.select import select_final
+
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run[0], run)
+    selection = select_final(run)
+    assert [s.step for s in selection.scores] == [2, 6]
+    manifest = json.loads((run / "final" / "tunery.json").read_text())
+    assert manifest["step"] == selection.step and manifest["early_stopping"]["best_step"] == 2
+    final = load_file(run / "final" / "adapter_model.safetensors")
+    chosen = load_file(run / "checkpoints" / f"step-{selection.step:06d}" / "adapter_model.safetensors")
+    assert all(torch.equal(final[k], chosen[k]) for k in chosen)
 
 
 def test_a_patience_without_a_validation_file_is_refused(tiny_model_dir, small_data, tmp_path, cli):

@@ -110,6 +110,7 @@ def test_a_replay_run_trains_the_mixed_stream_and_resumes_it_exactly(replay_home
     run = tunery.train(model=str(tiny_model_dir), data=chat_data[0], output=out, replay=0.25, final_eval=False, **RUN)
     assert "48 yours + 12 replay" in capsys.readouterr().err  # the plan's examples
     assert load_config(out / "config.yaml").replay == 0.25
+    assert json.loads((out / "final" / "tunery.json").read_text())["replay_examples"] == 12
     records = [r for r in RunDir(out).read_metrics() if r["type"] == "train"]
     assert len(records) == 8  # 60 examples in steps of 8, not 48's 6
     # A crash after step 6's checkpoint: the resumed run rebuilds the same stream and ends bitwise equal.

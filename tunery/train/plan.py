@@ -241,11 +241,11 @@ def resolve(
 
 
 # What `replay: auto` picks, and why. Replay stays opt-in until a measurement shows it pays: on the
-# bundled support-ticket task, less forgetting at the same task exact match (docs/training.md).
+# bundled support-ticket task, less forgetting at the same task exact match (docs/evaluation.md).
 REPLAY_AUTO = "none"
 REPLAY_AUTO_REASON = (
     "opt-in: replay is not yet measured to lower forgetting at the same task score on the bundled task "
-    "(docs/training.md); set replay=0.2 to mix in the base model's own answers"
+    "(docs/evaluation.md); set replay=0.2 to mix in the base model's own answers"
 )
 
 

@@ -200,6 +200,8 @@ class Prepared:
             "base_model_path": str(self.model_dir),
             "base_model_sha256": weights_hash(self.model_dir),
             "data": self.data_hashes,
+            # Of the examples trained per epoch, how many were the base model's own answers (replay).
+            "replay_examples": self.replayed,
             "config": plan.config.model_dump(mode="json"),
             "metrics": metrics or {},
             "libraries": {"torch": torch.__version__, **_library_versions(), "python": platform.python_version()},

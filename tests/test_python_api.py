@@ -51,7 +51,9 @@ def test_train_returns_a_run_with_metrics_checkpoints_and_a_model(run, chat_data
     assert run.config.lora.r == 4 and run.config.unresolved() == []
     steps = [r["step"] for r in run.metrics if r["type"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # 48 examples / 8
-    assert [p.name for p in run.checkpoints] == ["step-000003", "step-000006"]
+    # The newest keep_checkpoints=2: early stopping (auto, with a validation file) also saves each
+    # new best, and the validation loss fell at every pass (eval_every=1) of this short run.
+    assert [p.name for p in run.checkpoints] == ["step-000005", "step-000006"]
     assert run.final == run.path / "final" and run.manifest["method"] == "sft"
     assert run.eval_report["n"] == 12  # graded its own answers on the validation file
     answer = run.generate("label: the sky is blue", max_new_tokens=4)

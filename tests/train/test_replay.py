@@ -138,3 +138,12 @@ def test_the_base_model_answers_the_replay_set_at_the_start_and_a_cut_answer_is_
     # The tiny random model never stops by itself: every answer is cut at the limit, so none is used.
     assert "finished none of its 310 answers" in result.stderr and "set replay=none" in result.stderr
     assert cache_file(tiny_model_dir, "replay").name in {p.name for p in (tmp_path / "home").rglob("*.jsonl")}
+
+
+def test_a_full_fine_tune_mixes_replay_too(replay_home, tiny_model_dir, chat_data, capsys):
+    run = tunery.train(
+        model=str(tiny_model_dir), data=chat_data[0], output=replay_home / "full", adapter="full",
+        replay=0.25, max_steps=2, final_eval=False, seed=3,
+    )  # fmt: skip
+    assert "48 yours + 12 replay" in capsys.readouterr().err
+    assert json.loads((run.path / "final" / "tunery.json").read_text())["replay_examples"] == 12

@@ -13,6 +13,9 @@ failure modes are too few optimizer steps and too timid a learning rate:
   at the same rank (QLoRA, Dettmers et al. 2023, §4), and fused ones (Phi-3's `qkv_proj`) are
   projections too;
 * cosine decay to zero after 5 % linear warmup;
+* early stopping with a validation file (SFT, DPO): stop after 3 validation passes (of about 10)
+  without a lower loss and publish the best step, since easy tasks stop improving long before the
+  last epoch (docs/training.md);
 * device and precision per machine: bf16 autocast with fp32 master weights where the hardware computes
   bf16 natively (GPUs that support it; CPUs with AVX512-BF16 or AMX, 1.3-1.6x faster there), fp32
   elsewhere (emulated bf16 is slower than fp32); no gradient checkpointing on CPU (checkpointing only

@@ -151,6 +151,16 @@ def test_select_best_then_chooses_among_the_checkpoints_saved_before_the_stop(st
     assert all(torch.equal(final[k], chosen[k]) for k in chosen)
 
 
+def test_a_run_planned_before_early_stopping_existed_resumes_without_it(stopped_run, tmp_path):
+    from tunery.train.prepare import prepare
+
+    run = tmp_path / "old"
+    shutil.copytree(stopped_run[0], run)
+    config = run / "config.yaml"
+    config.write_text("".join(line for line in config.read_text().splitlines(True) if "early_stopping" not in line))
+    assert prepare(None, resume_dir=run).config.early_stopping == "off"
+
+
 def test_a_patience_without_a_validation_file_is_refused(tiny_model_dir, small_data, tmp_path, cli):
     result = cli(
         "train", "--model", tiny_model_dir, "--data", small_data[0], "--output", tmp_path / "r", "early_stopping=3"

@@ -326,6 +326,8 @@ def prepare(config: RunConfig, *, resume_dir: Path | None = None) -> Prepared:
         if not run.config_file.is_file():
             raise TuneryError(f"{resume_dir} is not a tunery run directory (no config.yaml)")
         config = load_config(run.config_file)
+        if "early_stopping" not in config.model_fields_set:  # planned before early stopping existed
+            config = config.model_copy(update={"early_stopping": "off"})
     else:
         # Absolute paths, so the saved config means the same thing from any working directory.
         config = config.model_copy(

@@ -67,7 +67,8 @@ def finished_job(alpha, files, long_job):
             "supervised": {
                 # A high rate, so that six steps visibly change the tiny model's answers.
                 "hyperparameters": {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 30},
-                "tunery": {"max_steps": 6, "save_every": 2, "eval_every": 3, "lora": {"r": 4}},
+                # Early stopping off: its saves of each new best would join the checkpoints listed below.
+                "tunery": {"max_steps": 6, "save_every": 2, "eval_every": 3, "lora": {"r": 4}, "early_stopping": "off"},
             },
         },
     )

@@ -292,10 +292,11 @@ def run_tunery(spec: dict, side: str) -> dict:
     for step, record in enumerate(records):
         chosen = examples[step * spec["batch_size"] : (step + 1) * spec["batch_size"]]
         work = micro_batch_work(step_batches(chosen, plan, pad_id))
-        if work["trained_tokens"] != record["trained_tokens"]:
+        # The loop logs the positions it took the loss on as loss_tokens ("tokens" is what OpenAI bills).
+        if work["trained_tokens"] != record["loss_tokens"]:
             raise RuntimeError(
                 f"step {step + 1}: counted {work['trained_tokens']} trained tokens, "
-                f"tunery logged {record['trained_tokens']}"
+                f"tunery logged {record['loss_tokens']}"
             )
         cpu = clock.ends[step][1]
         steps.append(

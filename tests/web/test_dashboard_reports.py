@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 from browsing import api_get as get
@@ -214,3 +215,70 @@ def test_the_browsers_curves_are_the_results_csv_and_what_tunery_plot_draws(dash
     done = run_cli("plot", run, "--output", tmp_path / "loss.png")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_the_job_page_shows_task_score_against_forgetting_per_checkpoint(dashboard, open_page):
+    """Before `tunery compare --checkpoints` the job page says how to get it; after, it shows the
+    CLI's table cell for cell and its PNG byte for byte, with each step a link to its checkpoint
+    model. No server path reaches the browser, and another organisation gets nothing."""
+    import base64
+
+    from playwright.sync_api import expect
+
+    job, _ = dashboard.evaluated.result(timeout=600)
+    page = open_page()
+    page.goto(f"/jobs/{job.id}")
+    expect(page.locator("#tradeoff-how")).to_have_text(
+        f"Task score against forgetting for each: tunery compare --checkpoints HOME/jobs/{job.id}/run --data HELD_OUT.jsonl"
+    )
+    expect(page.locator("#tradeoff")).to_have_count(0)
+    assert get(dashboard, f"/v1/tunery/jobs/{job.id}/checkpoints.png").status_code == 404
+
+    run = dashboard.server.home / "jobs" / job.id / "run"
+    # The answers to the general prompts were cached by the session's compare: forward passes only.
+    done = run_cli(
+        "compare", "--checkpoints", run, "--data", dashboard.valid, env={"TUNERY_HOME": str(dashboard.tunery_home)}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((run / "checkpoints.json").read_text())
+    rows = report["checkpoints"]
+    assert len(rows) >= 2
+
+    details = get(dashboard, f"/v1/tunery/jobs/{job.id}/details").json()
+    assert str(dashboard.server.home) not in json.dumps(details["checkpoint_tradeoff"])
+    assert details["checkpoint_tradeoff"]["data"] == "valid.jsonl" and details["checkpoint_tradeoff"]["plot"]
+    assert get(dashboard, f"/v1/tunery/jobs/{job.id}/checkpoints.png", key="sk-beta").status_code == 404
+
+    page.reload()
+    table = page.locator("#tradeoff")
+    expect(table.locator("tbody tr")).to_have_count(len(rows))
+    metric = rows[0]["metric"]
+    header = ["checkpoint", "held-out loss", *([metric] if metric else []), "KL from base (95% CI)", "extra NLL"]
+    assert table.locator("thead th").all_inner_texts() == header
+    models = {
+        c.step_number: c.fine_tuned_model_checkpoint
+        for c in dashboard.server.client().fine_tuning.jobs.checkpoints.list(job.id)
+    }
+    for row, r in zip(table.locator("tbody tr").all(), rows, strict=True):
+        kl = r["kl"]
+        cells = [
+            f"step {r['step']}",
+            f"{r['loss']:.4f}",
+            *([f"{r['score']:.3f}"] if metric else []),
+            f"{kl['mean']:.4f} ({kl['low']:.4f}..{kl['high']:.4f})",
+            f"{r['extra_nll']['mean']:+.4f}",
+        ]
+        assert row.locator("td").all_inner_texts() == cells
+        # The same cells the CLI printed (rich may wrap a long cell, so its parts are looked for).
+        for cell in cells:
+            assert all(part in done.stdout for part in cell.split(" ")), (cell, done.stdout)
+        if r["step"] in models:
+            link = row.locator("td a").first
+            expect(link).to_have_attribute("href", f"/playground?model={quote(models[r['step']], safe='')}")
+    image = page.locator("#tradeoff-plot img")
+    expect(image).to_be_visible()
+    assert page.evaluate("() => document.querySelector('#tradeoff-plot img').naturalWidth") > 0
+    source = image.get_attribute("src")
+    assert source.startswith("data:image/png;base64,")
+    assert base64.b64decode(source.split(",", 1)[1]) == (run / "checkpoints.png").read_bytes()
+    screenshot(page, "22-job-checkpoint-tradeoff")

@@ -3,6 +3,10 @@
 The curves come from the run's `metrics.jsonl`, the file `tunery plot` and the results CSV are
 made from, so the browser shows exactly what the CSV holds. Server paths in configs are replaced
 by what the client knows them as (file ids, the base model's served name).
+
+Task score against forgetting per checkpoint is what `tunery compare --checkpoints
+HOME/jobs/JOB/run --data HELD_OUT.jsonl` wrote into the run (checkpoints.json and
+checkpoints.png), shown as it is, with names for the server's paths.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import os
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ValidationError
 
+from tunery.eval.tradeoff import TradeoffReport
 from tunery.jobs.states import TRANSITIONS
 from tunery.serve.auth import current_org
 from tunery.serve.deps import server_of
@@ -42,6 +48,7 @@ class JobDetails(BaseModel):
     log_tail: list[str]  # the trainer's last output lines, for failed jobs only
     actions: dict[str, list[str]]  # status → the buttons that apply (cancel, pause, resume)
     trackers: list[dict]  # the job's tracker runs: type, what (no server path), url when online
+    checkpoint_tradeoff: dict | None = None  # `tunery compare --checkpoints` on the run, if it was run
 
 
 class Progress(BaseModel):
@@ -152,7 +159,36 @@ def job_details(job_id: str, request: Request, org: str = Depends(current_org)) 
         log_tail=tail,
         actions=job_actions(),
         trackers=tracker_links(home.run_dir(job_id)),
+        checkpoint_tradeoff=checkpoint_tradeoff(home.run_dir(job_id)),
     )
+
+
+TRADEOFF_JSON, TRADEOFF_PNG = "checkpoints.json", "checkpoints.png"
+
+
+def checkpoint_tradeoff(run_dir: Path) -> dict | None:
+    """The run's checkpoints.json as `tunery compare --checkpoints` wrote it, with each path
+    replaced by its name (the checkpoint's folder, the held-out file); None when there is none."""
+    try:
+        report = TradeoffReport.model_validate_json((run_dir / TRADEOFF_JSON).read_text())
+    except (FileNotFoundError, ValidationError):
+        return None
+    shown = report.model_dump(mode="json", exclude={"run", "plot"})
+    shown["data"] = Path(report.data).name
+    for row in shown["checkpoints"]:
+        row["path"] = Path(row["path"]).name
+    shown["plot"] = (run_dir / TRADEOFF_PNG).is_file()
+    return shown
+
+
+@router.get("/{job_id}/checkpoints.png", response_class=FileResponse)
+def checkpoint_tradeoff_plot(job_id: str, request: Request, org: str = Depends(current_org)) -> FileResponse:
+    """The PNG `tunery compare --checkpoints` drew beside the run's loss.png."""
+    _own_job(request, job_id, org)
+    path = server_of(request).home.run_dir(job_id) / TRADEOFF_PNG
+    if not path.is_file():
+        raise not_found("checkpoint comparison of job", job_id, param="fine_tuning_job_id")
+    return FileResponse(path, media_type="image/png")
 
 
 def tracker_links(run_dir: Path) -> list[dict]:

@@ -1,6 +1,7 @@
 // One job: its settings, live curves from the run's metrics.jsonl (the file `tunery plot` and
-// the results CSV are made from), events as they arrive, checkpoints, and cancel/pause/resume.
-import { api, badge, card, el, failed, fill, fmt, loading, modelLink, progressBar, servedModels, startPage, table } from "./app.js";
+// the results CSV are made from), events as they arrive, checkpoints, and cancel/pause/resume;
+// and, once `tunery compare --checkpoints` has run on it, task score against forgetting per checkpoint.
+import { api, authHeaders, badge, card, el, errorOf, failed, fill, fmt, loading, modelLink, progressBar, servedModels, startPage, table } from "./app.js";
 import { lineChart } from "./chart.js";
 
 const POLL_MS = 1500;
@@ -142,9 +143,45 @@ function eventsList() {
 
 function checkpointsTable() {
   if (!state.checkpoints.length) return el("p", { class: "muted" }, "No checkpoints yet. The trainer saves one every save_every steps and at the end; the newest three are kept and servable.");
-  return table(["step", "model", "train loss", "valid loss", "created"], state.checkpoints.map((c) => [
+  const rows = table(["step", "model", "train loss", "valid loss", "created"], state.checkpoints.map((c) => [
     String(c.step_number), modelLink(c.fine_tuned_model_checkpoint), fmt.num(c.metrics.train_loss), fmt.num(c.metrics.valid_loss), fmt.ago(c.created_at),
   ]), { id: "checkpoints" });
+  if (state.details.checkpoint_tradeoff || state.job.status !== "succeeded") return rows;
+  return [rows, el("p", { class: "muted small", id: "tradeoff-how" }, "Task score against forgetting for each: ",
+    el("code", {}, `tunery compare --checkpoints HOME/jobs/${jobId}/run --data HELD_OUT.jsonl`))];
+}
+
+const ci = (s, digits = 4) => `${s.mean.toFixed(digits)} (${s.low.toFixed(digits)}..${s.high.toFixed(digits)})`;
+
+// What `tunery compare --checkpoints` printed and drew for this run: the table and its PNG.
+function tradeoffCard() {
+  const report = state.details.checkpoint_tradeoff;
+  if (!report) return null;
+  const metric = report.checkpoints[0]?.metric;
+  const model = (step) => state.checkpoints.find((c) => c.step_number === step)?.fine_tuned_model_checkpoint;
+  const rows = report.checkpoints.map((r) => [
+    // A kept checkpoint is served: its step opens it in the playground.
+    model(r.step) ? el("a", { href: `/playground?model=${encodeURIComponent(model(r.step))}`, title: model(r.step) }, `step ${r.step}`) : `step ${r.step}`,
+    r.loss.toFixed(4),
+    ...(metric ? [r.score.toFixed(3)] : []),
+    ci(r.kl),
+    `${r.extra_nll.mean >= 0 ? "+" : ""}${r.extra_nll.mean.toFixed(4)}`,
+  ]);
+  const plot = el("div", { id: "tradeoff-plot" });
+  if (report.plot) showPlot(plot);
+  return card("Task score against forgetting",
+    el("p", { class: "muted" }, `Every kept checkpoint on ${report.data}: the held-out score, and the KL from the base model on its own answers to general prompts (lower forgets less). From tunery compare --checkpoints.`),
+    el("div", { class: "scroll" }, table(["checkpoint", "held-out loss", ...(metric ? [metric] : []), "KL from base (95% CI)", "extra NLL"], rows, { id: "tradeoff" })),
+    plot);
+}
+
+async function showPlot(slot) {
+  // The PNG needs the API key, which an <img src> cannot send: fetch it, show it as a data: URL.
+  const response = await fetch(`/v1/tunery/jobs/${jobId}/checkpoints.png`, { headers: authHeaders() });
+  if (!response.ok) return slot.replaceChildren(el("p", { class: "muted" }, (await errorOf(response)).message));
+  const reader = new FileReader();
+  reader.onload = () => slot.replaceChildren(el("img", { src: reader.result, class: "plot", alt: "task score against KL from the base, one point per checkpoint" }));
+  reader.readAsDataURL(await response.blob());
 }
 
 async function act(verb) {
@@ -212,7 +249,7 @@ function render() {
     el("div", { class: "grid2" },
       card("Events", el("div", { class: "row" }, hide), eventsList()),
       card("Checkpoints", checkpointsTable())),
-    el("div", { class: "stack" }, configCard()),
+    el("div", { class: "stack" }, tradeoffCard(), configCard()),
   );
 }
 

@@ -166,3 +166,88 @@ def test_tunery_plot_draws_the_reward_curves(finished_rft, cli):
     assert result.returncode == 0, result.stderr
     png = finished_rft[0] / "rewards.png"
     assert f"wrote {png}" in result.stdout and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_step_whose_groups_all_tie_runs_no_backward_and_still_steps_adamw(tiny_model_dir, rft_files, tmp_path, cli):
+    """No answer of a tiny random model is exactly "§", so every group ties at 0: the loop skips the
+    forward and backward, yet AdamW steps on zero gradients, as it would after an all-zero backward
+    (a gradient of None would make it skip the weights: no step count, no decay of the moments)."""
+    never = {"type": "string_check", "name": "never", "input": "{{sample.output_text}}", "reference": "§",
+             "operation": "eq"}  # fmt: skip
+    (tmp_path / "never.json").write_text(json.dumps(never))
+    out = tmp_path / "tied"
+    args = rft_args(tiny_model_dir, rft_files, out, "max_steps=2", "save_every=2")
+    args[args.index("--grader") + 1] = tmp_path / "never.json"
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train = [r for r in RunDir(out).read_metrics() if r["type"] == "train"]
+    assert [(r["zero_variance_fraction"], r["train_loss"], r["grad_norm"]) for r in train] == [(1.0, 0.0, 0.0)] * 2
+    optimizer = torch.load(out / "checkpoints" / "step-000002" / "trainer_state.pt", weights_only=False)["optimizer"]
+    moments = list(optimizer["state"].values())
+    assert moments and all(float(s["step"]) == 2 and not s["exp_avg"].any() for s in moments)
+
+
+def test_answers_with_zero_advantage_add_nothing_to_the_gradient(tiny_model_dir):
+    """The loop runs forward and backward only over answers whose advantage is not 0 (without a KL
+    term): the gradient equals the one over every answer, the loss still divided by all tokens."""
+    from tunery.data.render import ChatTokenizer, render_prompt
+    from tunery.train.config import RunConfig
+    from tunery.train.modeling import build_model, step_batches
+    from tunery.train.plan import resolve
+    from tunery.train.rft import Rollout, policy_step, rollout_sequences
+
+    config = RunConfig(model=str(tiny_model_dir), data="unused.jsonl", method="rft", rft={"grader": "unused.json"})
+    plan = resolve(config, n_examples=4, longest=64, context_length=512, cuda_available=False, bf16_supported=False)
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    rng = random.Random(0)
+    prompts = [render_prompt(prompt(i)["messages"], tok) for i in range(2)]
+    rollouts = [
+        Rollout(prompts[k // 3], [rng.randrange(5, 200) for _ in range(rng.randint(2, 9))], "") for k in range(6)
+    ]
+    advantages = torch.tensor([2 / 3, -1 / 3, -1 / 3, 0.0, 0.0, 0.0])  # one group learns, one tied
+    sequences = rollout_sequences(rollouts, None)
+    n_tokens = sum(s.trained_tokens for s in sequences)
+
+    def gradients(chosen):
+        torch.manual_seed(0)
+        model = build_model(plan, tiny_model_dir)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.1)  # away from the start, where lora_B = 0 hides lora_A's gradient
+        batches = step_batches([sequences[i] for i in chosen], plan, tok.pad_id)
+        loss = policy_step(model, batches, advantages[chosen], n_tokens, plan)["loss"]
+        return loss, {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    all_loss, all_grads = gradients(list(range(6)))
+    some_loss, some_grads = gradients([0, 1, 2])
+    assert some_loss == pytest.approx(all_loss, abs=1e-7)
+    assert any(g.abs().max() > 0 for g in all_grads.values())
+    for name, g in all_grads.items():
+        torch.testing.assert_close(some_grads[name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_auto_recipe_samples_fewer_shorter_answers_and_evaluates_twice_on_a_cpu(cuda):
+    from tunery.train.config import RunConfig
+    from tunery.train.plan import resolve
+
+    def plan(**rft):
+        config = RunConfig(
+            model="m", data="d.jsonl", method="rft", validation="v.jsonl", rft={"grader": "g.json", **rft}
+        )
+        return resolve(
+            config, n_examples=48, longest=200, context_length=2048, cuda_available=cuda, bf16_supported=False
+        )
+
+    p = plan()
+    assert (p.config.batch_size, p.config.n_epochs, p.total_steps) == (4, 3, 36)
+    rft = p.config.rft
+    assert (rft.group_size, rft.max_new_tokens, rft.temperature, rft.kl_coef) == ((8, 128) if cuda else (4, 32)) + (
+        1.0,
+        0.0,
+    )
+    assert p.config.eval_every == (9 if cuda else 36)  # on a CPU only the base (step 0) and the end
+    assert all(key in p.reasons for key in ("rft.group_size", "rft.max_new_tokens", "eval_every"))
+    assert plan(compute_multiplier=2.0).config.rft.group_size == (16 if cuda else 8)  # OpenAI's knob scales G
+    assert plan(group_size=3, max_new_tokens=7).config.rft.max_new_tokens == 7  # a value set is kept

@@ -151,8 +151,8 @@ class RftConfig(_Strict):
         description="grader JSON (OpenAI's grader object); required for method=rft",
         json_schema_extra=names("file"),
     )
-    group_size: int | Auto = Field("auto", description="completions sampled per prompt (G); auto = 8")
-    max_new_tokens: int | Auto = Field("auto", description="longest completion sampled; auto = 128")
+    group_size: int | Auto = Field("auto", description="completions sampled per prompt (G); auto = 8 (4 on a CPU)")
+    max_new_tokens: int | Auto = Field("auto", description="longest completion sampled; auto = 128 (32 on a CPU)")
     temperature: float | Auto = Field("auto", description="sampling temperature of the rollouts; auto = 1.0")
     kl_coef: float | Auto = Field("auto", description="weight of the KL term to the base model; auto = 0 (off)")
     scale_rewards: bool = Field(
@@ -161,7 +161,7 @@ class RftConfig(_Strict):
     compute_multiplier: float | None = Field(
         None, gt=0.0, le=100.0, description="OpenAI's field: scales the completions sampled per prompt (group_size)"
     )
-    eval_samples: int | Auto = Field("auto", description="held-out prompts graded (greedy) at each eval; auto = 64")
+    eval_samples: int | Auto = Field("auto", description="held-out prompts graded (greedy) at each eval; auto = 100")
     pass_threshold: float | None = Field(
         None, description="reward at which an answer counts as a pass; default the grader's top score"
     )

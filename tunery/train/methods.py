@@ -57,7 +57,10 @@ class Method:
     batch_size_reason: str = ""
     evals_per_run: int = 10
     evals_reason: str = "about 10 validation passes per run"
-    recipe: str | None = None  # "module:function" resolving the autos of `config_section` (torch-free)
+    evals_per_run_cpu: int | None = None  # on a CPU, when it differs (a validation pass that generates is dear)
+    evals_reason_cpu: str = ""
+    # "module:function" resolving the autos of `config_section` (torch-free): f(config, why, device)
+    recipe: str | None = None
     load_data: str | None = None  # "module:function" loading (train, validation) instead of the format rules
     early_stopping: bool = True  # its validation pass yields a loss that early stopping can watch
     final_eval: bool = True  # after training, `tunery eval` grades the model's answers on the validation set
@@ -139,6 +142,9 @@ METHODS: dict[str, Method] = {
             batch_size_reason="4 prompts per step: rollouts (prompts x group size) are most of a step's cost",
             evals_per_run=4,
             evals_reason="about 4 held-out evaluations per run (each generates)",
+            evals_per_run_cpu=1,
+            evals_reason_cpu="on a CPU, the held-out prompts are answered by the base (step 0) and the final model "
+            "only: each greedy pass costs several training steps",
             recipe="tunery.train.plan:resolve_rft",
             load_data="tunery.train.rft:load_data",  # prompts checked against the grader's {{item.x}} fields
             early_stopping=False,  # its held-out check is a reward, not a loss

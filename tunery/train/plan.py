@@ -43,9 +43,9 @@ DPO_DEFAULT_REASONS = {
 }
 # Validation passes without a lower loss before early stopping ends a run (about 10 passes per run).
 EARLY_STOPPING_PATIENCE = 3
-RFT_GROUP_SIZE = 8
-RFT_MAX_NEW_TOKENS = 128
-RFT_EVAL_SAMPLES = 64
+RFT_GROUP_SIZE, RFT_GROUP_SIZE_CPU = 8, 4
+RFT_MAX_NEW_TOKENS, RFT_MAX_NEW_TOKENS_CPU = 128, 32
+RFT_EVAL_SAMPLES = 100
 # Llama's linear layers: the auto targets when the caller does not pass the model's own.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -174,7 +174,7 @@ def resolve(
 
     recipe = method.hook("recipe")
     if recipe is not None:  # the autos of the method's own block, e.g. rft.group_size
-        values[method.config_section] = recipe(config, why)
+        values[method.config_section] = recipe(config, why, device)
 
     lora = config.lora.model_dump()
     if config.adapter == "lora":
@@ -224,7 +224,10 @@ def resolve(
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     if config.eval_every == "auto":
-        pick("eval_every", max(1, total_steps // method.evals_per_run), method.evals_reason)
+        if device == "cpu" and method.evals_per_run_cpu:
+            pick("eval_every", max(1, total_steps // method.evals_per_run_cpu), method.evals_reason_cpu)
+        else:
+            pick("eval_every", max(1, total_steps // method.evals_per_run), method.evals_reason)
     if config.save_every == "auto":
         pick("save_every", max(1, total_steps // 5), "about 5 checkpoints per run")
 
@@ -269,7 +272,7 @@ def resolve_replay(config: RunConfig) -> tuple[float | str, str | None]:
     )
 
 
-def resolve_dpo(config: RunConfig, why: dict[str, str]) -> dict:
+def resolve_dpo(config: RunConfig, why: dict[str, str], device: str) -> dict:
     """DPO's block has no "auto" values, but every default the user left alone is printed with its reason."""
     for key in DPO_DEFAULT_REASONS.keys() - config.dpo.model_fields_set:
         why[f"dpo.{key}"] = DPO_DEFAULT_REASONS[key]
@@ -280,21 +283,38 @@ def resolve_dpo(config: RunConfig, why: dict[str, str]) -> dict:
     return config.dpo.model_dump()
 
 
-def resolve_rft(config: RunConfig, why: dict[str, str]) -> dict:
-    """The `auto` recipe for reinforcement fine-tuning (GRPO); each value with its reason."""
+def resolve_rft(config: RunConfig, why: dict[str, str], device: str) -> dict:
+    """The `auto` recipe for reinforcement fine-tuning (GRPO); each value with its reason.
+
+    Rollouts are most of a step, and far dearer on a CPU, so there the recipe samples fewer and
+    shorter answers (G = 4, at most 32 new tokens): a run on a small task takes minutes, not hours
+    (docs/rft.md measures one).
+    """
     rft = config.rft.model_dump()
+    cpu = device == "cpu"
     if rft["group_size"] == "auto":
         multiplier = config.rft.compute_multiplier or 1.0
-        rft["group_size"] = max(2, round(RFT_GROUP_SIZE * multiplier))
+        base = RFT_GROUP_SIZE_CPU if cpu else RFT_GROUP_SIZE
+        rft["group_size"] = max(2, round(base * multiplier))
         why["rft.group_size"] = (
-            f"{RFT_GROUP_SIZE} completions per prompt (TRL's default): a task the base solves 1 time in 8 "
-            "still gives most groups a success to learn from"
+            f"{base} completions per prompt"
+            + (
+                " on a CPU, where sampling is most of a step: a task the base solves 1 time in 4 still gives "
+                "2 groups in 3 a success to learn from"
+                if cpu
+                else " (TRL's default): a task the base solves 1 time in 8 still gives most groups a success to learn from"
+            )
             + (f"; x {multiplier:g} compute_multiplier" if multiplier != 1 else "")
         )
         rft["compute_multiplier"] = None  # folded into group_size
     if rft["max_new_tokens"] == "auto":
-        rft["max_new_tokens"] = RFT_MAX_NEW_TOKENS
-        why["rft.max_new_tokens"] = "room for a short working and the answer; longer answers are cut (and graded)"
+        rft["max_new_tokens"] = RFT_MAX_NEW_TOKENS_CPU if cpu else RFT_MAX_NEW_TOKENS
+        why["rft.max_new_tokens"] = (
+            "a short answer (a label, a number, a sentence): on a CPU every token of the longest answer in a "
+            "batch is paid by all of them; longer answers are cut (and graded); raise it for tasks with working"
+            if cpu
+            else "room for a short working and the answer; longer answers are cut (and graded)"
+        )
     if rft["temperature"] == "auto":
         rft["temperature"] = 1.0
         why["rft.temperature"] = "sampling the policy itself, so the policy gradient is unbiased"

@@ -232,13 +232,21 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
                 advantages = group_advantages(rewards, scale=rft.scale_rewards).flatten()
                 zero_variance = float((rewards.std(dim=1) == 0).float().mean()) if rft.group_size > 1 else 1.0
 
-                # 4. One policy-gradient step over every completion token of the step.
+                # 4. One policy-gradient step over every completion token of the step. Without a KL
+                # term an answer whose advantage is 0 adds exactly 0 to the gradient, so only the
+                # others are run forward and backward (a step whose groups all tied runs none); the
+                # loss is still divided by all the step's tokens. AdamW then steps on zero gradients
+                # where nothing ran, as it would after a backward: its moments decay, its count goes on.
                 sequences = rollout_sequences(rollouts, cfg.max_seq_len)
                 n_tokens = sum(s.trained_tokens for s in sequences)
+                learned = [i for i, a in enumerate(advantages.tolist()) if a != 0 or rft.kl_coef > 0]
                 metrics = {"loss": 0.0, "kl": 0.0}
-                if n_tokens:
-                    batches = step_batches(sequences, plan, tok.pad_id)
-                    metrics = policy_step(model, batches, advantages.to(cfg.device), n_tokens, plan)
+                if n_tokens and learned:
+                    batches = step_batches([sequences[i] for i in learned], plan, tok.pad_id)
+                    metrics = policy_step(model, batches, advantages[learned].to(cfg.device), n_tokens, plan)
+                for p in trainable:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
                 grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm or float("inf")).item()
                 if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)):
                     raise TrainingFailed(

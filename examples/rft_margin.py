@@ -1,6 +1,6 @@
 """The held-out pass rate a reinforcement fine-tuning run gained over its base, with a bootstrap interval.
 
-    python examples/arithmetic-rft/margin.py RUN_DIR
+    python examples/rft_margin.py RUN_DIR
 
 Reads RUN_DIR/metrics.jsonl: the greedy held-out evaluation at step 0 (the base model) and the
 last one, each prompt passed or not. The margin is the mean of the per-prompt differences, and

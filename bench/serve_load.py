@@ -1,19 +1,32 @@
-"""Benchmark: concurrent chat requests on two LoRA adapters of one base, through `tunery serve`.
+"""Benchmark: concurrent chat through `tunery serve`, base alone and 1/2/8 LoRA adapters, against a peer.
 
-Everything is real and on loopback only: a `tunery serve` subprocess (local mode, temp home), two
-fine-tuning jobs run by its worker — adapter A learns to answer every question with one word,
-adapter B with another — then a load phase per concurrency level: that many client threads,
-each with the official `openai` client, send chat requests alternating between the two adapters
-for a fixed time. A response is correct when it is exactly its adapter's word, so a request served
-with the wrong adapter (say, rows mixed up in a micro-batch) counts as wrong, not just slow.
+Everything is real and on loopback only. A `tunery serve` subprocess (local mode) trains eight
+adapters with its own worker, each answering every question with its own word ("pineapple",
+"penguin", ...), all two tokens long in SmolLM2's tokenizer. Then one load phase per scenario and
+concurrency: that many client threads, each with the official `openai` client, send chat requests
+for a fixed time, while a probe asks `/health` every 50 ms.
 
-    .venv/bin/python bench/serve_load.py                          # SmolLM2-135M, concurrency 1 and 8
-    .venv/bin/python bench/serve_load.py --concurrency 1 4 16 --duration 60 --home /tmp/bench-home  # reusable
-    .venv/bin/python bench/serve_load.py --model ./my-model --train-steps 30
+Scenarios: `base` (the base model, no adapter loaded: run first, so the model is not yet wrapped by
+peft), `one` (adapter A), `two` (A and B alternating per request, so most batches mix them), `eight`
+(A to H in turn). A reply is correct only if it is exactly its adapter's word, so a request served
+with the wrong adapter (rows mixed up in a micro-batch) counts as wrong, not just slow.
 
-Reported per concurrency level: requests, errors, wrong answers, requests/s, p50/p95 latency.
-The server's generation thread batches concurrent requests on the same base (rows on different
-adapters included), so requests/s should rise with concurrency while latency grows slower.
+The peer, `transformers serve` (OpenAI-compatible, one process per model), runs after tunery's
+server has stopped, on the same base model, prompts, max_tokens and thread count: as shipped (one
+request at a time) and with `--continuous-batching`. It has no per-request adapters, so it
+compares with the `base` rows.
+
+`--max-tokens` defaults to 3: an adapter's word and its end-of-turn token are three decoding steps,
+and the base model, which does not stop that early, also runs three. So every request costs the
+same forward passes, and req/s compares across rows; output tok/s counts only text tokens.
+
+    .venv/bin/python bench/serve_load.py --home /tmp/serve-bench       # everything (~15 min on 2 cores)
+    .venv/bin/python bench/serve_load.py --home /tmp/serve-bench --scenarios base two --peer transformers
+    .venv/bin/python bench/serve_load.py --home /tmp/serve-bench --scenarios one eight --peer none
+    .venv/bin/python bench/serve_load.py --home /tmp/serve-bench --train-only   # just train the adapters
+
+`--home` keeps the server's home, so adapters trained once are reused by later runs (split a long
+matrix into shorter runs that way). Prints one line per phase as it goes, then a Markdown block.
 """
 
 from __future__ import annotations
@@ -31,11 +44,22 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = {"A": "pineapple", "B": "volcano"}
+# Two tokens each in SmolLM2's tokenizer, so every adapter's answer costs the same decoding steps.
+WORDS = {
+    "A": "pineapple",
+    "B": "penguin",
+    "C": "lantern",
+    "D": "cactus",
+    "E": "walrus",
+    "F": "violin",
+    "G": "falcon",
+    "H": "orchid",
+}
+SCENARIOS = {"base": "", "one": "A", "two": "AB", "eight": "ABCDEFGH"}
 TOPICS = [
     "the weather",
     "my order",
@@ -51,6 +75,7 @@ TOPICS = [
     "a late parcel",
 ]
 SYSTEM = "Answer with one word."
+HEALTH_EVERY_S = 0.05
 
 
 def question(rng: random.Random) -> str:
@@ -76,79 +101,102 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
 @dataclass
 class Phase:
+    server: str
+    scenario: str
     concurrency: int
-    requests: int
-    errors: int
-    wrong: int
-    seconds: float
-    latencies: list[float]
+    requests: int = 0
+    errors: int = 0
+    wrong: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    health: list[float] = field(default_factory=list)
 
     def row(self) -> dict:
-        import numpy as np
-
-        latencies = np.asarray(self.latencies) if self.latencies else np.asarray([np.nan])
         return {
+            "server": self.server,
+            "scenario": self.scenario,
             "concurrency": self.concurrency,
             "requests": self.requests,
             "errors": self.errors,
             "wrong": self.wrong,
             "requests_per_s": round(self.requests / self.seconds, 2),
-            "p50_s": round(float(np.percentile(latencies, 50)), 3),
-            "p95_s": round(float(np.percentile(latencies, 95)), 3),
+            "output_tokens_per_s": round(self.completion_tokens / self.seconds, 1),
+            "p50_s": round(percentile(self.latencies, 50), 3),
+            "p95_s": round(percentile(self.latencies, 95), 3),
+            "health_p50_ms": round(1000 * percentile(self.health, 50), 1),
+            "health_p95_ms": round(1000 * percentile(self.health, 95), 1),
+            "health_max_ms": round(1000 * max(self.health, default=float("nan")), 1),
         }
 
 
-def start_server(home: Path, model: str, port: int, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "TUNERY_API_KEYS"}  # local mode: loopback only
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tunery",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--home",
-            str(home),
-            "--workers",
-            "1",
-            "--model",
-            f"bench={model}",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path, what: str, timeout_s: float = 300) -> None:
     import httpx
 
-    for _ in range(600):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"tunery serve exited; see {log}")
+            raise SystemExit(f"{what} exited; see {log}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
         except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"tunery serve did not start; see {log}")
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not start; see {log}")
+
+
+def start_server(home: Path, model: str, port: int, log: Path, threads: int | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "TUNERY_API_KEYS"}  # local mode: loopback only
+    command = [sys.executable, "-m", "tunery", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--home", str(home), "--workers", "1", "--model", f"bench={model}"]
+    if threads:
+        command += ["--threads", str(threads)]
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_healthy(proc, f"http://127.0.0.1:{port}/health", log, "tunery serve")
+    return proc
+
+
+def start_transformers_serve(model_dir: Path, port: int, log: Path, threads: int, batching: bool) -> subprocess.Popen:
+    command = [str(Path(sys.executable).with_name("transformers")), "serve", str(model_dir)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    command += ["--continuous-batching" if batching else "--no-continuous-batching", "--log-level", "warning"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    wait_healthy(proc, f"http://127.0.0.1:{port}/health", log, "transformers serve")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def train_adapters(client, tmp: Path, steps: int, lr_multiplier: float) -> dict[str, str]:
-    """One job per word, run by the server's worker; returns {"A": model name, "B": model name}."""
+    """One job per word, run by the server's worker; returns {"A": model name, ...}."""
     jobs = {}
     for job in client.fine_tuning.jobs.list(limit=100):  # a reused --home may hold them already
         for key in WORDS:
             if job.status == "succeeded" and f":word-{key.lower()}:" in job.fine_tuned_model and key not in jobs:
                 jobs[key] = job.id
-    for key, word in WORDS.items():
+    for index, (key, word) in enumerate(WORDS.items()):
         if key in jobs:
             continue
-        data = write_dataset(tmp / f"{key}.jsonl", word, 40, seed=len(jobs))
+        data = write_dataset(tmp / f"{key}.jsonl", word, 40, seed=index)
         uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
         jobs[key] = client.fine_tuning.jobs.create(
             model="bench",
@@ -164,118 +212,225 @@ def train_adapters(client, tmp: Path, steps: int, lr_multiplier: float) -> dict[
             },
         ).id
     models = {}
+    started = time.monotonic()
     for key, job_id in jobs.items():
-        started = time.monotonic()
         while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
             time.sleep(1)
         if job.status != "succeeded":
             raise SystemExit(f"training adapter {key} ended {job.status}: {job.error}")
         models[key] = job.fine_tuned_model
         print(
-            f"adapter {key} ({WORDS[key]!r}): {job.fine_tuned_model} after {time.monotonic() - started:.0f}s wait",
-            flush=True,
+            f"adapter {key} ({WORDS[key]!r}): {job.fine_tuned_model} at {time.monotonic() - started:.0f}s", flush=True
         )
     return models
 
 
-def ask(client, model: str, text: str, max_tokens: int) -> str:
-    reply = client.chat.completions.create(
+def ask(client, model: str, text: str, max_tokens: int):
+    return client.chat.completions.create(
         model=model,
         temperature=0,
         max_tokens=max_tokens,
         messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
     )
-    return reply.choices[0].message.content.strip()
 
 
-def load_phase(base_url: str, models: dict[str, str], concurrency: int, duration: float, max_tokens: int) -> Phase:
+def probe_health(url: str, stop_event: threading.Event, out: list[float]) -> None:
+    import httpx
+
+    with httpx.Client(timeout=30) as client:
+        while not stop_event.is_set():
+            started = time.perf_counter()
+            try:
+                client.get(url).raise_for_status()
+                out.append(time.perf_counter() - started)
+            except httpx.HTTPError as exc:
+                print(f"health error: {exc}", file=sys.stderr)
+                out.append(float("inf"))
+            stop_event.wait(HEALTH_EVERY_S)
+
+
+def load_phase(
+    server: str,
+    scenario: str,
+    root_url: str,
+    targets: list[tuple[str, str | None]],
+    concurrency: int,
+    duration: float,
+    max_tokens: int,
+) -> Phase:
+    """`concurrency` clients for `duration` s, each cycling through `targets` (model, expected word or None)."""
     from openai import OpenAI
 
-    deadline = time.monotonic() + duration
+    phase = Phase(server, scenario, concurrency)
     lock = threading.Lock()
-    phase = Phase(concurrency, 0, 0, 0, 0.0, [])
+    deadline = time.monotonic() + duration
+    stop_probe = threading.Event()
+    prober = threading.Thread(target=probe_health, args=(f"{root_url}/health", stop_probe, phase.health))
 
     def client_loop(index: int) -> None:
-        client = OpenAI(base_url=base_url, api_key="local", max_retries=0, timeout=600)
+        client = OpenAI(base_url=f"{root_url}/v1", api_key="local", max_retries=0, timeout=600)
         rng = random.Random(index)
         turn = index
         while time.monotonic() < deadline:
-            key = "AB"[turn % 2]
+            model, word = targets[turn % len(targets)]
             turn += 1
             started = time.monotonic()
             try:
-                answer = ask(client, models[key], question(rng), max_tokens)
-                error, wrong = 0, int(answer != WORDS[key])
+                reply = ask(client, model, question(rng), max_tokens)
+                answer = (reply.choices[0].message.content or "").strip()
+                error, wrong, tokens = 0, int(word is not None and answer != word), reply.usage.completion_tokens
             except Exception as exc:  # counted and reported, never hidden
                 print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-                error, wrong = 1, 0
+                error, wrong, tokens = 1, 0, 0
             elapsed = time.monotonic() - started
             with lock:
                 phase.requests += 1
                 phase.errors += error
                 phase.wrong += wrong
+                phase.completion_tokens += tokens
                 if not error:
                     phase.latencies.append(elapsed)
 
+    prober.start()
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(client_loop, range(concurrency)))
     phase.seconds = time.monotonic() - started
+    stop_probe.set()
+    prober.join()
+    row = phase.row()
+    print(
+        f"{server} {scenario} c={concurrency}: {row['requests_per_s']} req/s, {row['output_tokens_per_s']} tok/s, "
+        f"p50 {row['p50_s']} s, p95 {row['p95_s']} s, {phase.errors} errors, {phase.wrong} wrong, "
+        f"/health p95 {row['health_p95_ms']} ms max {row['health_max_ms']} ms",
+        flush=True,
+    )
     return phase
+
+
+def run_tunery(args, tmp: Path) -> list[Phase]:
+    from openai import OpenAI
+
+    port = free_port()
+    log = tmp / "tunery-serve.log"
+    server = start_server(args.home or tmp / "home", args.model, port, log, threads=args.threads)
+    root = f"http://127.0.0.1:{port}"
+    phases = []
+    try:
+        client = OpenAI(base_url=f"{root}/v1", api_key="local", max_retries=0, timeout=600)
+        models = {}
+        if args.train_only or any(SCENARIOS[s] for s in args.scenarios):
+            models = train_adapters(client, tmp, args.train_steps, args.lr_multiplier)
+        if args.train_only:
+            return []
+        # The base model first, before any adapter is loaded: a server with no fine-tuned model.
+        for scenario in sorted(args.scenarios, key=list(SCENARIOS).index):
+            keys = SCENARIOS[scenario]
+            targets = [(models[k], WORDS[k]) for k in keys] or [("bench", None)]
+            for model, word in targets:  # loads each adapter, and checks it answers its word before any load
+                answer = (
+                    ask(client, model, question(random.Random(99)), args.max_tokens).choices[0].message.content or ""
+                ).strip()
+                if word is not None and answer != word:
+                    raise SystemExit(f"{model} answers {answer!r}, not {word!r}: raise --train-steps")
+            for concurrency in args.concurrency:
+                phases.append(
+                    load_phase("tunery", scenario, root, targets, concurrency, args.duration, args.max_tokens)
+                )
+    finally:
+        stop(server)
+    return phases
+
+
+def run_peer(args, tmp: Path, batching: bool) -> list[Phase]:
+    from openai import OpenAI
+
+    from tunery.models import resolve_model
+
+    model_dir = resolve_model(args.model)
+    name = "transformers serve" + (" --continuous-batching" if batching else "")
+    port = free_port()
+    log = tmp / f"transformers-serve-{int(batching)}.log"
+    server = start_transformers_serve(model_dir, port, log, args.threads, batching)
+    root = f"http://127.0.0.1:{port}"
+    phases = []
+    try:
+        client = OpenAI(base_url=f"{root}/v1", api_key="local", max_retries=0, timeout=600)
+        ask(client, str(model_dir), question(random.Random(99)), args.max_tokens)  # loads the model
+        for concurrency in args.concurrency:
+            phases.append(
+                load_phase(name, "base", root, [(str(model_dir), None)], concurrency, args.duration, args.max_tokens)
+            )
+    except SystemExit:
+        raise
+    except Exception as exc:  # a peer that cannot run is reported, and the rest of the run kept
+        print(f"{name} failed: {type(exc).__name__}: {exc}; see {log}:\n{log.read_text()[-2000:]}", file=sys.stderr)
+    finally:
+        stop(server)
+    return phases
+
+
+def report(args, phases: list[Phase]) -> str:
+    rows = [p.row() for p in phases]
+    base = {r["concurrency"]: r["requests_per_s"] for r in rows if r["server"] == "tunery" and r["scenario"] == "base"}
+    lines = [
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        f"`{' '.join(['.venv/bin/python', 'bench/serve_load.py', *sys.argv[1:]])}`",
+        f"model {args.model}, {args.threads} threads per server, max_tokens {args.max_tokens}, "
+        f"{args.duration:g} s per phase, temperature 0",
+        "",
+        "| server | scenario | concurrency | requests | errors | wrong | req/s | × tunery base | output tok/s "
+        "| p50 s | p95 s | /health p50 / p95 / max ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = f"{r['requests_per_s'] / base[r['concurrency']]:.2f}" if base.get(r["concurrency"]) else ""
+        lines.append(
+            f"| {r['server']} | {r['scenario']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['wrong']} "
+            f"| {r['requests_per_s']} | {ratio} | {r['output_tokens_per_s']} | {r['p50_s']} | {r['p95_s']} "
+            f"| {r['health_p50_ms']} / {r['health_p95_ms']} / {r['health_max_ms']} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="base model reference")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="client threads per phase")
-    parser.add_argument("--duration", type=float, default=30, help="seconds of load per phase")
-    parser.add_argument("--max-tokens", type=int, default=4, help="completion tokens per request at most")
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument(
+        "--peer",
+        nargs="+",
+        choices=["transformers", "transformers-cb", "none"],
+        default=["transformers", "transformers-cb"],
+        help="peers to run after tunery: transformers serve as shipped, and with --continuous-batching",
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16], help="client threads per phase")
+    parser.add_argument("--duration", type=float, default=20, help="seconds of load per phase")
+    parser.add_argument("--max-tokens", type=int, default=3, help="completion tokens per request at most")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of each server")
     parser.add_argument("--train-steps", type=int, default=10, help="optimizer steps per adapter")
+    parser.add_argument("--train-only", action="store_true", help="train the adapters (into --home) and stop")
     parser.add_argument("--home", type=Path, help="server home to keep (and reuse trained adapters from)")
-    parser.add_argument("--lr-multiplier", type=float, default=2.0, help="learning_rate_multiplier of both jobs")
+    parser.add_argument("--lr-multiplier", type=float, default=2.0, help="learning_rate_multiplier of every job")
+    parser.add_argument("--json", type=Path, help="also write every row here")
     args = parser.parse_args()
-    # Let `kill` run the cleanup below, which stops the server (it runs in its own session).
+    # Let `kill` run the cleanup below, which stops the servers (each runs in its own session).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    from openai import OpenAI
 
     with tempfile.TemporaryDirectory(prefix="tunery-serve-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        port = free_port()
-        log = tmp / "server.log"
-        server = start_server(args.home or tmp / "home", args.model, port, log)
-        base_url = f"http://127.0.0.1:{port}/v1"
-        try:
-            client = OpenAI(base_url=base_url, api_key="local", max_retries=0, timeout=600)
-            models = train_adapters(client, tmp, args.train_steps, args.lr_multiplier)
-            for key, model in models.items():  # both adapters answer their own word before any load
-                answer = ask(client, model, question(random.Random(99)), args.max_tokens)
-                if answer != WORDS[key]:
-                    raise SystemExit(f"adapter {key} answers {answer!r}, not {WORDS[key]!r}: raise --train-steps")
-            results = [load_phase(base_url, models, c, args.duration, args.max_tokens).row() for c in args.concurrency]
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(120)
-    print(
-        json.dumps(
-            {
-                "model": args.model,
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                "duration_s": args.duration,
-                "max_tokens": args.max_tokens,
-                "results": results,
-            },
-            indent=2,
-        )
-    )
-    header = f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'wrong':>5} {'req/s':>7} {'p50 s':>7} {'p95 s':>7}"
-    print(header)
-    for r in results:
-        print(
-            f"{r['concurrency']:>11} {r['requests']:>8} {r['errors']:>6} {r['wrong']:>5} "
-            f"{r['requests_per_s']:>7} {r['p50_s']:>7} {r['p95_s']:>7}"
-        )
-    return 1 if any(r["errors"] or r["wrong"] for r in results) else 0
+        phases = run_tunery(args, tmp)
+        if args.train_only:
+            return 0
+        for peer in args.peer:
+            if peer != "none":
+                phases += run_peer(args, tmp, batching=peer == "transformers-cb")
+    text = report(args, phases)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({"report": text, "rows": [p.row() for p in phases]}, indent=2))
+    return 1 if any(p.errors or p.wrong for p in phases) else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Requests never run on the event loop. They wait in one FIFO queue; the generation thread takes
 the oldest, adds every queued request it can run in the same forward passes (same base model,
 same sampling settings, no per-request seed), and generates them together. Requests on
-different LoRA adapters of one base batch too: peft applies each row's adapter (`adapter_names`).
+different LoRA adapters of one base batch too: each row gets its own adapter through the batch's
+stacked LoRA weights (`stacked_lora`), or peft's `adapter_names` for adapters those cannot express.
 
 Loaded weights are two LRU caches: base models (`base_cache_size`) and, per base, adapters
 (`adapter_cache_size`). A model that finished training a second ago is loaded on first use.
@@ -11,6 +12,7 @@ Loaded weights are two LRU caches: base models (`base_cache_size`) and, per base
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -23,6 +25,7 @@ from pathlib import Path
 from tunery.constraints import Constraint
 from tunery.serve.catalog import ServedModel
 from tunery.serve.decoding import TextStream
+from tunery.serve.stacked_lora import StackedLora, stackable
 
 log = logging.getLogger("tunery.serve")
 
@@ -244,7 +247,10 @@ class ChatEngine:
         self._stopping = False
         self._bases: OrderedDict[Path, object] = OrderedDict()  # base dir → Generator
         self._adapters: dict[Path, OrderedDict[Path, str]] = {}  # base dir → adapter dir → adapter name
+        self._stacked: dict[Path, StackedLora] = {}  # base dir → its adapters' stacked weights
+        self._stackable: dict[str, bool] = {}  # adapter name → whether stacking can express it
         self._adapter_ids = 0
+        self._last_batch = max_batch_size  # requests in the last batch: how many to wait for in the next
         self._thread: threading.Thread | None = None
 
     # -- called from request handlers -----------------------------------------------------------
@@ -277,10 +283,12 @@ class ChatEngine:
             with self._cond:
                 while not self._queue and not self._forget and not self._stopping:
                     self._cond.wait()
-                # Clients answered by one batch send their next requests a few ms apart: wait for
-                # them briefly, or the next batch would be one request followed by the rest.
+                # Clients answered by one batch send their next requests a few ms apart: wait briefly
+                # for as many as that batch held, or the next batch would be one request followed
+                # by the rest. A lone client, whose last batch was its own request, never waits.
                 deadline = time.monotonic() + GATHER_S
-                while 0 < len(self._queue) < self.max_batch_size and not self._stopping:
+                expected = min(self.max_batch_size, self._last_batch)
+                while 0 < len(self._queue) < expected and not self._stopping:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -291,6 +299,7 @@ class ChatEngine:
                     return
                 forget, self._forget = self._forget, set()
                 batch = self._take_batch() if self._queue else []
+                self._last_batch = len(batch) or self._last_batch
             for path in forget:
                 self._unload(path)
             if batch:
@@ -334,6 +343,7 @@ class ChatEngine:
         if len(self._bases) >= self.base_cache_size:
             old, _ = self._bases.popitem(last=False)
             self._adapters.pop(old, None)
+            self._stacked.pop(old, None)
             log.info("unloaded base model %s", old)
         device = pick_device(self.device_setting)
         import torch
@@ -345,6 +355,7 @@ class ChatEngine:
         generator = Generator(base_dir, device=device, dtype=dtype)
         self._bases[base_dir] = generator
         self._adapters[base_dir] = OrderedDict()
+        self._stacked[base_dir] = StackedLora()
         log.info("loaded base model %s on %s", base_dir, device)
         return generator
 
@@ -357,10 +368,13 @@ class ChatEngine:
         name = f"adapter{self._adapter_ids}"
         generator.add_adapter(name, adapter_dir)
         loaded[adapter_dir] = name
+        self._stackable[name] = stackable(generator.model, name)
+        self._stacked[base_dir].forget()
         # Evict after adding: peft cannot go back to a model with no adapter at all.
         while len(loaded) > self.adapter_cache_size:
             old_dir, old_name = loaded.popitem(last=False)
             generator.remove_adapter(old_name)
+            self._stackable.pop(old_name, None)
             log.info("unloaded adapter %s", old_dir)
         return name
 
@@ -368,10 +382,14 @@ class ChatEngine:
         if path in self._bases:
             del self._bases[path]
             self._adapters.pop(path, None)
+            self._stacked.pop(path, None)
         for base_dir, loaded in self._adapters.items():
             # peft cannot drop a model's last adapter; an unreachable one ages out of the LRU instead.
             if path in loaded and len(loaded) > 1:
-                self._bases[base_dir].remove_adapter(loaded.pop(path))
+                name = loaded.pop(path)
+                self._bases[base_dir].remove_adapter(name)
+                self._stackable.pop(name, None)
+                self._stacked[base_dir].forget()
 
     def _generate(self, batch: list[ChatJob]) -> None:
         import torch
@@ -388,7 +406,7 @@ class ChatEngine:
                 constraint = Constraint(job.controls.grammar, tok) if job.controls.grammar else None
                 rows.append(_Row(job, index, TextStream(tok.decode, job.stop), constraint))
                 prompts.append(job.prompt)
-                row_names.append(name or BASE)
+                row_names.append(name)
         width = max(len(p) for p in prompts)
         pad = tok.pad_id
         device = generator.device
@@ -399,8 +417,11 @@ class ChatEngine:
             options = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         else:
             options = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        if generator.adapters:
-            options["adapter_names"] = row_names  # per-row adapters; BASE rows get none
+        row_adapters = contextlib.nullcontext()
+        if generator.adapters and all(self._stackable[n] for n in row_names if n):
+            row_adapters = self._stacked[base_dir].rows(generator.model, row_names)
+        elif generator.adapters:
+            options["adapter_names"] = [n or BASE for n in row_names]  # peft's per-row adapters
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -408,7 +429,7 @@ class ChatEngine:
         if any(job.controls.active() for job in batch):
             options["logits_processor"] = LogitsProcessorList([_row_controls(rows)])
 
-        with torch.inference_mode():
+        with torch.inference_mode(), row_adapters:
             generator.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,

@@ -1,0 +1,117 @@
+"""Batches whose rows use different LoRA adapters, at one pair of matmuls per layer.
+
+peft serves such a batch (`generate(adapter_names=...)`) by looping, in every adapted layer, over the
+adapters present: it gathers that adapter's rows, runs its two small matmuls and adds the result
+back into those rows. Each of those is a small op, and on a CPU a small op's dispatch costs about as
+much as its arithmetic: with every linear layer of SmolLM2-135M adapted (210 of them), two adapters
+cost about 1 600 extra ops per decoding step, far more than the forward pass itself has.
+
+Here the adapters of one batch are stacked instead: their A matrices one above the other
+([sum of ranks, in]), their B matrices side by side with each one's scaling folded in
+([out, sum of ranks]), and a 0/1 mask per row keeps each row to its own adapter's slice of the rank
+dimension (all zeros for a row on the base model):
+
+    delta = ((x @ A.T) * mask) @ B.T
+
+Four ops per layer, however many adapters the batch holds; the masked-out slots add exact zeros.
+It runs as a forward hook on each peft LoRA layer while peft's own adapters are disabled
+(`PeftModel.disable_adapter`), so peft still loads, names and evicts the adapters. Adapters this
+cannot express (DoRA and other variants, trained biases, modules_to_save, non-Linear layers) are
+left to peft's `adapter_names` path (`stackable`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import ExitStack, contextmanager
+
+
+def stackable(model, name: str) -> bool:
+    """Whether adapter `name` of the PeftModel `model` is plain LoRA on Linear layers only."""
+    from peft.tuners.lora.layer import Linear, LoraLayer
+
+    config = model.peft_config[name]
+    if (
+        config.bias != "none"
+        or config.modules_to_save
+        or getattr(config, "trainable_token_indices", None)
+        or getattr(config, "lora_bias", False)
+    ):
+        return False
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+    return bool(layers) and all(type(m) is Linear and name not in m.lora_variant for m in layers)
+
+
+class StackedLora:
+    """The stacked weights of the adapter sets recent batches used, for one PeftModel.
+
+    Stacking every layer's weights costs a few hundred small copies, so the last `cache_size`
+    adapter sets are kept; `forget()` drops them when an adapter is added or removed.
+    """
+
+    def __init__(self, cache_size: int = 4):
+        self.cache_size = cache_size
+        self._stacks: OrderedDict[tuple[str, ...], tuple[list, dict]] = OrderedDict()
+
+    def forget(self) -> None:
+        self._stacks.clear()
+
+    @contextmanager
+    def rows(self, model, row_adapters: list[str | None]):
+        """Within this context, `model` gives row i adapter `row_adapters[i]` (None: the base model)."""
+        import torch
+
+        names = tuple(sorted({n for n in row_adapters if n is not None}))
+        layers, layouts = self._stacked(model, names)
+        index = torch.tensor([names.index(n) if n is not None else -1 for n in row_adapters])
+        # One mask per layout of the rank dimension (which adapter owns each slot): usually one for all layers.
+        dtype = layers[0][1].dtype if layers else None
+        masks = {
+            layout: (index.to(owner.device)[:, None] == owner[None, :]).to(dtype)[:, None, :]
+            for layout, owner in layouts.items()
+        }
+        with ExitStack() as stack:
+            stack.enter_context(model.disable_adapter())
+            for module, a, b, layout in layers:
+                stack.enter_context(module.register_forward_hook(_AddDelta(a, b, masks[layout])))
+            yield
+
+    def _stacked(self, model, names: tuple[str, ...]) -> tuple[list, dict]:
+        """Per adapted layer (module, A, B, layout), and each layout's owner of every rank slot."""
+        if names in self._stacks:
+            self._stacks.move_to_end(names)
+            return self._stacks[names]
+        import torch
+        from peft.tuners.lora.layer import LoraLayer
+
+        layers, layouts = [], {}
+        with torch.no_grad():
+            for module in model.modules() if names else ():
+                if not isinstance(module, LoraLayer):
+                    continue
+                present = [(i, n) for i, n in enumerate(names) if n in module.lora_A]
+                if not present:
+                    continue
+                dtype = module.get_base_layer().weight.dtype
+                a = torch.cat([module.lora_A[n].weight for _, n in present]).to(dtype)
+                b = torch.cat([module.lora_B[n].weight * module.scaling[n] for _, n in present], dim=1).to(dtype)
+                layout = tuple((i, module.r[n]) for i, n in present)
+                if layout not in layouts:
+                    layouts[layout] = torch.cat([torch.full((r,), i) for i, r in layout]).to(a.device)
+                layers.append((module, a, b, layout))
+        self._stacks[names] = (layers, layouts)
+        while len(self._stacks) > self.cache_size:
+            self._stacks.popitem(last=False)
+        return layers, layouts
+
+
+class _AddDelta:
+    """Forward hook: adds each row's own adapter's LoRA output to the base layer's."""
+
+    def __init__(self, a, b, mask):
+        self.a, self.b, self.mask = a, b, mask
+
+    def __call__(self, module, args, output):
+        x = args[0]
+        mask = self.mask if x.dim() == 3 else self.mask.view(x.shape[0], *[1] * (x.dim() - 2), -1)
+        return output + ((x @ self.a.T) * mask) @ self.b.T

@@ -91,3 +91,17 @@ def test_stackable_leaves_dora_and_trained_biases_to_peft(tiny_model_dir):
     model.add_adapter("bias", LoraConfig(r=4, target_modules=["q_proj"], bias="lora_only"))
     model.add_adapter("saved", LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["lm_head"]))
     assert [stackable(model, n) for n in ("plain", "dora", "bias", "saved")] == [True, False, False, False]
+
+
+def test_cached_stacks_serve_each_adapter_set(model):
+    """Sets of adapters come and go between batches; each batch still gets exactly its own."""
+    import torch
+
+    input_ids = torch.randint(3, 200, (2, 5), generator=torch.Generator().manual_seed(2))
+    stacked = StackedLora(cache_size=1)
+    for rows in [["green", "green"], ["blue", "red"], ["red", None], ["green", "green"], [None, None]]:
+        if rows == [None, None]:
+            stacked.forget()
+        expected = torch.cat([alone(model, name, input_ids[i : i + 1]) for i, name in enumerate(rows)])
+        with torch.inference_mode(), stacked.rows(model, rows):
+            torch.testing.assert_close(model(input_ids).logits, expected, atol=2e-5, rtol=1e-4)

@@ -45,15 +45,20 @@ def stackable(model, name: str) -> bool:
 class StackedLora:
     """The stacked weights of the adapter sets recent batches used, for one PeftModel.
 
-    Stacking every layer's weights costs a few hundred small copies, so the last `cache_size`
-    adapter sets are kept; `forget()` drops them when an adapter is added or removed.
+    Each adapter's per-layer A and scaled B are prepared once; a set's stack is then one
+    concatenation per layer and matrix, and the last `cache_size` sets are kept. `forget()` drops
+    everything when an adapter is added or removed.
     """
 
     def __init__(self, cache_size: int = 4):
         self.cache_size = cache_size
+        self._layers: list | None = None  # the model's LoRA layers
+        self._parts: dict[str, dict[int, tuple]] = {}  # adapter → layer index → (A, scaled B, rank)
         self._stacks: OrderedDict[tuple[str, ...], tuple[list, dict]] = OrderedDict()
 
     def forget(self) -> None:
+        self._layers = None
+        self._parts.clear()
         self._stacks.clear()
 
     @contextmanager
@@ -82,27 +87,45 @@ class StackedLora:
             self._stacks.move_to_end(names)
             return self._stacks[names]
         import torch
-        from peft.tuners.lora.layer import LoraLayer
 
+        parts = [self._adapter_parts(model, n) for n in names]
         layers, layouts = [], {}
-        with torch.no_grad():
-            for module in model.modules() if names else ():
-                if not isinstance(module, LoraLayer):
-                    continue
-                present = [(i, n) for i, n in enumerate(names) if n in module.lora_A]
-                if not present:
-                    continue
-                dtype = module.get_base_layer().weight.dtype
-                a = torch.cat([module.lora_A[n].weight for _, n in present]).to(dtype)
-                b = torch.cat([module.lora_B[n].weight * module.scaling[n] for _, n in present], dim=1).to(dtype)
-                layout = tuple((i, module.r[n]) for i, n in present)
-                if layout not in layouts:
-                    layouts[layout] = torch.cat([torch.full((r,), i) for i, r in layout]).to(a.device)
-                layers.append((module, a, b, layout))
+        for i, module in enumerate(self._lora_layers(model) if names else ()):
+            present = [(k, p[i]) for k, p in enumerate(parts) if i in p]
+            if not present:
+                continue
+            a = torch.cat([a for _, (a, _, _) in present])
+            b = torch.cat([b for _, (_, b, _) in present], dim=1)
+            layout = tuple((k, r) for k, (_, _, r) in present)
+            if layout not in layouts:
+                layouts[layout] = torch.cat([torch.full((r,), k) for k, r in layout]).to(a.device)
+            layers.append((module, a, b, layout))
         self._stacks[names] = (layers, layouts)
         while len(self._stacks) > self.cache_size:
             self._stacks.popitem(last=False)
         return layers, layouts
+
+    def _lora_layers(self, model) -> list:
+        from peft.tuners.lora.layer import LoraLayer
+
+        if self._layers is None:
+            self._layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        return self._layers
+
+    def _adapter_parts(self, model, name: str) -> dict[int, tuple]:
+        if name not in self._parts:
+            import torch
+
+            parts = {}
+            with torch.no_grad():
+                for i, module in enumerate(self._lora_layers(model)):
+                    if name in module.lora_A:
+                        dtype = module.get_base_layer().weight.dtype
+                        a = module.lora_A[name].weight.to(dtype)
+                        b = (module.lora_B[name].weight * module.scaling[name]).to(dtype)
+                        parts[i] = (a, b, module.r[name])
+            self._parts[name] = parts
+        return self._parts[name]
 
 
 class _AddDelta:

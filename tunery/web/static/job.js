@@ -13,7 +13,7 @@ const state = {
   job: null,
   details: null,
   offset: 0,
-  series: { train: [], valid: [], full_valid: [] },
+  series: { train: [], valid: [], full_valid: [], early_stop: [] },
   events: [],
   seenEvents: new Set(),
   checkpoints: [],
@@ -78,12 +78,14 @@ function rewardCharts(train, valid) {
 function tiles() {
   const last = state.series.train[state.series.train.length - 1];
   const lastValid = state.series.valid[state.series.valid.length - 1];
+  const stopped = state.series.early_stop[state.series.early_stop.length - 1]?.early_stopping;
   const tile = (k, v) => el("div", { class: "tile" }, el("div", { class: "v" }, v), el("div", { class: "k" }, k));
   if (!last) return el("p", { class: "muted", id: "no-metrics" }, state.job && LIVE.has(state.job.status) ? "Waiting for the first training step…" : "This job logged no training steps.");
   return el(
     "div",
     { class: "metric-tiles", id: "latest" },
-    tile("step", `${last.step} / ${last.total_steps}`),
+    // A run that stopped early ends before its planned steps: say so rather than show it unfinished.
+    tile(stopped ? "step (stopped early)" : "step", `${last.step} / ${last.total_steps}`),
     tile("epoch", fmt.num(last.epoch, 3)),
     ...(last.reward_mean !== undefined
       ? [tile("mean reward", fmt.num(last.reward_mean, 3)),
@@ -262,7 +264,7 @@ async function fetchNew() {
     servedModels(),
   ]);
   state.served = served;
-  if (metrics.reset) state.series = { train: [], valid: [], full_valid: [] };
+  if (metrics.reset) state.series = { train: [], valid: [], full_valid: [], early_stop: [] };
   addRecords(metrics.records);
   state.offset = metrics.offset;
   const fresh = events.data.filter((e) => !state.seenEvents.has(e.id));

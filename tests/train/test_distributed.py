@@ -1,11 +1,12 @@
-"""Data-parallel SFT through the real CLI: 2 gloo processes on loopback, tiny model, CPU.
+"""Data-parallel SFT and DPO through the real CLI: 2 gloo processes on loopback, tiny model, CPU.
 
 Two processes must train exactly the run one process trains (same global batch per step), up to
 float reduction order: each rank sums the loss and gradients of its half of the step in fp32,
 and the halves are then added, where one process adds the same terms in another order (its
 micro-batches pack the examples differently). So losses agree to ~1e-6 and weights to ~1e-6,
 not bitwise. A killed and resumed 2-process run repeats the same reductions in the same order,
-so it must match an uninterrupted 2-process run bitwise.
+so it must match an uninterrupted 2-process run bitwise. DPO likewise, with whole pairs split
+over the ranks and the reference log-probs computed by both ranks together and cached once.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def test_two_processes_train_the_same_run_as_one(reference_runs):
     assert sorted(p.name for p in RunDir(two).checkpoints.iterdir()) == ["step-000016", "step-000018"]
 
 
-def kill_at_random_step(out: Path, args: list) -> int:
+def kill_at_random_step(out: Path, args: list, env: dict | None = None) -> int:
     """Start a 2-process run, SIGKILL its launcher group at a random step after a checkpoint."""
     kill_after = random.Random().randint(3, 9)  # the first checkpoint is at step 2
     launcher = subprocess.Popen(
@@ -92,7 +93,7 @@ def kill_at_random_step(out: Path, args: list) -> int:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **ONE_THREAD},
+        env={**os.environ, **ONE_THREAD, **(env or {})},
         start_new_session=True,
     )
     wait_for_step(out, kill_after, launcher)
@@ -143,12 +144,12 @@ def test_a_two_process_checkpoint_resumes_in_one_process(reference_runs, killed_
 
 
 def test_nproc_is_refused_where_it_would_not_be_data_parallel(tiny_model_dir, preference_data, tmp_path, cli):
-    args = ["train", "--model", tiny_model_dir, "--data", preference_data[0], "--output", tmp_path / "dpo"]
-    result = cli(*args, "--method", "dpo", "--nproc", "2")
-    assert result.returncode == 2 and "--nproc trains --method sft only" in result.stderr
+    args = ["train", "--model", tiny_model_dir, "--data", preference_data[0], "--output", tmp_path / "run"]
+    result = cli(*args, "--method", "rft", "rft.grader=grader.json", "--nproc", "2")
+    assert result.returncode == 2 and "--nproc trains --method sft or dpo only; rft runs" in result.stderr
     result = cli(*args, "--nproc", "0")
     assert result.returncode == 2 and "--nproc must be at least 1" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "dpo").exists()
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
 def test_killed_two_process_run_with_lora_dropout_resumes_exactly(tiny_model_dir, chat_data, tmp_path, cli):
@@ -164,4 +165,74 @@ def test_killed_two_process_run_with_lora_dropout_resumes_exactly(tiny_model_dir
     assert result.returncode == 0, result.stderr[-3000:]
     assert run_losses(out) == run_losses(reference), f"killed after step {kill_after}"
     for name, weight in adapter(reference).items():
+        assert torch.equal(adapter(out)[name], weight), f"{name} differs (killed after step {kill_after})"
+
+
+# --- DPO: whole pairs split over the ranks -------------------------------------------------------
+
+DPO_SETTINGS = [*SETTINGS, "n_epochs=2", "batch_size=4", "learning_rate=1e-2", "eval_every=8"]  # 16 steps
+
+
+def dpo_args(model: Path, data: tuple[Path, Path], out: Path, *options: str) -> list:
+    args = ["train", "--method", "dpo", "--model", model, "--data", data[0], "--validation", data[1]]
+    return [*args, "--output", out, *options, *DPO_SETTINGS]
+
+
+def reference_cache(home: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The cached reference log-probs (training and validation pairs) by file name."""
+    return {p.name: torch.load(p, weights_only=True) for p in (home / "cache" / "dpo-reference").iterdir()}
+
+
+@pytest.fixture(scope="module")
+def dpo_runs(tiny_model_dir, preference_data, tmp_path_factory):
+    """The same DPO run trained by one process and by two, each filling its own reference cache."""
+    from builders import run_cli
+
+    root = tmp_path_factory.mktemp("dpo-distributed")
+    for name, extra in (("one", ()), ("two", ("--nproc", "2"))):
+        env = {**ONE_THREAD, "TUNERY_HOME": str(root / f"home-{name}")}
+        result = run_cli(*dpo_args(tiny_model_dir, preference_data, root / name, *extra), env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def test_two_processes_train_the_same_dpo_run_as_one(dpo_runs):
+    one, two = dpo_runs / "one", dpo_runs / "two"
+    assert RunDir(two).read_status()["state"] == "succeeded"
+    # Both ranks scored half the pairs for the reference cache; rank 0 wrote the sum once. Each
+    # micro-batch is scored as one process scores it, so the values are the same bit for bit.
+    cache_one, cache_two = reference_cache(dpo_runs / "home-one"), reference_cache(dpo_runs / "home-two")
+    assert cache_two.keys() == cache_one.keys() and len(cache_one) == 2  # no leftover temporary files
+    for name, saved in cache_one.items():
+        for key, values in saved.items():
+            assert torch.equal(cache_two[name][key], values), f"{name}: {key}"
+
+    records_one, records_two = RunDir(one).read_metrics(), RunDir(two).read_metrics()
+    assert [(r["type"], r["step"]) for r in records_two] == [(r["type"], r["step"]) for r in records_one]
+    assert [r["step"] for r in records_two if r["type"] == "train"] == list(range(1, 17))
+    for key in ("train_loss", "reward_margin", "reward_accuracy", "logps_chosen", "grad_norm", "tokens"):
+        for a, b in zip(records_one, records_two, strict=True):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=LOSS_TOLERANCE, rel=LOSS_TOLERANCE), (
+                    f"{key}, step {a['step']}"
+                )
+    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):
+        assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
+    weights_one, weights_two = adapter(one), adapter(two)
+    assert weights_one.keys() == weights_two.keys()
+    for name in weights_one:
+        torch.testing.assert_close(weights_two[name], weights_one[name], atol=WEIGHT_TOLERANCE, rtol=0)
+    assert max((w.abs().max().item() for n, w in weights_one.items() if "lora_B" in n)) > 100 * WEIGHT_TOLERANCE
+
+
+def test_killed_two_process_dpo_run_resumes_exactly(dpo_runs, tiny_model_dir, preference_data, tmp_path, cli):
+    env = {"TUNERY_HOME": str(dpo_runs / "home-two")}  # the reference cache is there: both ranks load it
+    out = tmp_path / "run"
+    args = dpo_args(tiny_model_dir, preference_data, out, "--nproc", "2")
+    kill_after = kill_at_random_step(out, args, env=env)
+    result = cli("train", "--resume", out, "--nproc", "2", env={**ONE_THREAD, **env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = dpo_runs / "two"
+    assert run_losses(out) == run_losses(two), f"killed after step {kill_after}"
+    for name, weight in adapter(two).items():
         assert torch.equal(adapter(out)[name], weight), f"{name} differs (killed after step {kill_after})"

@@ -151,7 +151,10 @@ def test_a_rank_without_examples_still_joins_every_collective(tiny_model_dir, ch
         torch.testing.assert_close(got[name], expected[name], atol=WEIGHT_TOLERANCE, rtol=0)
 
 
-def test_fsdp_is_refused_where_it_cannot_shard(tiny_model_dir, chat_data, tmp_path, cli):
+def test_fsdp_is_refused_where_it_cannot_shard(tiny_model_dir, chat_data, preference_data, tmp_path, cli):
+    args = ["train", "--model", tiny_model_dir, "--data", preference_data[0], "--output", tmp_path / "run"]
+    result = cli(*args, "--method", "dpo", "--adapter", "full", "distributed.strategy=fsdp", "--nproc", "2")
+    assert result.returncode == 2 and "distributed.strategy=fsdp shards --method sft only; method=dpo" in result.stderr
     args = ["train", "--model", tiny_model_dir, "--data", chat_data[0], "--output", tmp_path / "run"]
     result = cli(*args, "distributed.strategy=fsdp", "--nproc", "2")  # the default adapter is LoRA
     assert result.returncode == 2 and "fsdp shards full fine-tuning only" in result.stderr

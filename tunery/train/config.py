@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunery.data.rules import SpecialTokens
 from tunery.errors import TuneryError
 from tunery.models import DEFAULT_MODEL
-from tunery.train.methods import ADAPTERS, METHODS, either
+from tunery.train.methods import ADAPTERS, METHODS, either, fsdp_names
 
 Auto = Literal["auto"]
 MethodName = Literal[tuple(METHODS)]  # the names in tunery/train/methods.py
@@ -204,7 +204,7 @@ class DistributedConfig(_Strict):
         "ddp",
         description="ddp = each process holds the whole model and the gradients are summed; "
         "fsdp = weights, gradients and optimizer state sharded over the processes (FSDP2), "
-        "for full fine-tunes of models too big for one device; needs adapter=full and 2+ processes",
+        "for full fine-tunes of models too big for one device; needs adapter=full, method=sft and 2+ processes",
     )
 
 
@@ -345,6 +345,11 @@ class RunConfig(_Strict):
             raise ValueError(f"learning_rate must be positive or 'auto', got {self.learning_rate}")
         if self.learning_rate != "auto" and self.learning_rate_multiplier is not None:
             raise ValueError("set learning_rate or learning_rate_multiplier, not both")
+        if self.distributed.strategy == "fsdp" and not METHODS[self.method].fsdp:
+            raise ValueError(
+                f"distributed.strategy=fsdp shards --method {fsdp_names()} only; method={self.method} runs "
+                "data-parallel with distributed.strategy=ddp (the default), each process holding the whole model"
+            )
         if self.distributed.strategy == "fsdp" and self.adapter != "full":
             raise ValueError("distributed.strategy=fsdp shards full fine-tuning only; set adapter=full (LoRA uses ddp)")
         flat = flatten(self.model_dump())

@@ -2,7 +2,7 @@
 
 `tunery train --nproc N` starts N local processes through torch's elastic launcher (the one behind
 `torchrun`); `torchrun ... -m tunery train ...` starts them across nodes. Every process runs the
-same loop (tunery/train/sft.py) on its share of each step's examples; the pieces here are the few
+same loop (tunery/train/sft.py, dpo.py) on its share of each step's examples; the pieces here are the few
 collective operations that loop needs. With one process every helper is the identity and no
 collective runs, so single-process training is unchanged bit for bit.
 
@@ -110,6 +110,14 @@ def all_sum(*values: float) -> tuple[float, ...]:
     tensor = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(tensor)
     return tuple(tensor.tolist())
+
+
+def sum_tensors(*tensors: torch.Tensor) -> None:
+    """Add up tensors over all ranks, in place: e.g. each rank filled its own rows, zeros elsewhere."""
+    if world_size() == 1:
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor)
 
 
 def gather_objects(obj: T) -> list[T]:

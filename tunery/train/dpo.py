@@ -14,6 +14,12 @@ cached, tunery.models), so SFT then DPO needs no manual merge. Reference log-pro
 computed once up front and cached on disk (keyed by the reference's weights and every pair's
 tokens), so the frozen model is freed before training, and later epochs and re-runs skip the
 reference forward entirely.
+
+Data-parallel (`--nproc N`, torchrun): each process takes every N-th of the step's pairs, every
+pair loss is still divided by the pairs of the whole step, and the gradients and metrics are
+summed over the processes; so N processes compute the step a single one would, as SFT's loop does
+(tunery/train/sft.py). The reference cache is filled by all processes (each scores its share of
+the pairs, then the shares are summed) and written once, by rank 0. Rank 0 logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from tunery.data.formats import PreferenceExample
 from tunery.data.render import ChatTokenizer, Rendered, render_chat
 from tunery.home import tunery_home
 from tunery.models import weights_hash
+from tunery.train import distributed as dist
 from tunery.train.config import RunConfig
 from tunery.train.early_stopping import EarlyStopping
 from tunery.train.losses import (
@@ -206,31 +213,43 @@ class Reference:
         return out
 
     def _cached(self, pairs: list[Pair], key: str):
-        """All reference log-probs, computed once and stored under $TUNERY_HOME/cache/dpo-reference."""
+        """All reference log-probs, computed once and stored under $TUNERY_HOME/cache/dpo-reference.
+
+        With several processes each scores its share of the micro-batches and the shares are summed
+        (the other rows are exact zeros), so every rank holds the values one process computes, bit
+        for bit; rank 0 alone writes the file.
+        """
         device = self.plan.config.device
         path = tunery_home() / "cache" / "dpo-reference" / f"{key}.pt"
-        if path.is_file():
+        if not dist.any_rank(not path.is_file()):  # all ranks load it, or all compute it together
             saved = torch.load(path, weights_only=True)
             return saved["sums"].to(device), saved["counts"].to(device)
         sums = torch.zeros(len(pairs), 2, dtype=torch.float64)
         counts = torch.zeros(len(pairs), 2, dtype=torch.float64)
-        for group in pair_groups(list(range(len(pairs))), pairs, self.plan.config.micro_batch_tokens):
+        for group in dist.shard(pair_groups(list(range(len(pairs))), pairs, self.plan.config.micro_batch_tokens)):
             s, c = self.compute(group, pairs)
             k = len(group)
             sums[group, 0], sums[group, 1] = s[:k].double().cpu(), s[k:].double().cpu()
             counts[group, 0], counts[group, 1] = c[:k].double().cpu(), c[k:].double().cpu()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        torch.save({"sums": sums, "counts": counts}, tmp)
-        tmp.replace(path)
+        dist.sum_tensors(sums, counts)
+        if dist.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp-{os.getpid()}")
+            torch.save({"sums": sums, "counts": counts}, tmp)
+            tmp.replace(path)
         return sums.to(device), counts.to(device)
 
 
 def preference_step(
-    model, groups, pairs, reference: Reference | None, plan: Plan, pad_id: int, *, backward: bool
+    model, groups, pairs, reference: Reference | None, plan: Plan, pad_id: int, *, backward: bool, n_pairs: int
 ) -> dict:
-    """Forward (and backward) over one step's pairs; metrics averaged over all its pairs."""
-    n_pairs = sum(len(g) for g in groups)
+    """Forward (and backward) over the micro-batches `groups` of one step.
+
+    Args:
+        n_pairs: the pairs to average over: those of the whole step on all ranks.
+    Returns the metrics summed over `groups` and divided by `n_pairs`, so the ranks' values add up
+    to the step's (`summed`).
+    """
     totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "correct": 0, "logps_chosen": 0.0, "logps_rejected": 0.0}
     for group in groups:
         ref = reference.compute(group, pairs) if reference is not None else None
@@ -258,13 +277,19 @@ def preference_step(
     }
 
 
+def summed(metrics: dict) -> dict:
+    """The step's metrics from every rank's share of them (the identity with one process)."""
+    return dict(zip(metrics, dist.all_sum(*metrics.values()), strict=True))
+
+
 @torch.no_grad()
 def validate(model, pairs: list[Pair], reference: Reference | None, plan: Plan, pad_id: int) -> dict:
+    """The metrics averaged over `pairs`, in eval mode; each rank takes its share."""
     model.eval()
-    groups = pair_groups(list(range(len(pairs))), pairs, plan.config.micro_batch_tokens)
-    metrics = preference_step(model, groups, pairs, reference, plan, pad_id, backward=False)
+    groups = pair_groups(dist.shard(range(len(pairs))), pairs, plan.config.micro_batch_tokens)
+    metrics = preference_step(model, groups, pairs, reference, plan, pad_id, backward=False, n_pairs=len(pairs))
     model.train()
-    return metrics
+    return summed(metrics)
 
 
 def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
@@ -304,16 +329,23 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
     step, started, elapsed_before = state["step"], time.monotonic(), state.get("elapsed_s", 0.0)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    dist.broadcast_parameters(trainable)  # every rank starts from rank 0's weights
+    main = dist.is_main()  # only rank 0 writes metrics and prints progress
     watch = EarlyStopping.for_plan(plan, run.read_metrics(), upto=step)  # resumed: replays the passes so far
     early = None
 
-    progress = Progress(plan.total_steps, step, run=run)
+    progress = Progress(plan.total_steps, step, run=run) if main else None
     with StopRequest() as stop:
         while step < plan.total_steps:
             epoch, index, chosen = step_examples(step, plan, len(train_pairs))
-            groups = pair_groups(chosen, train_pairs, cfg.micro_batch_tokens)
+            mine = dist.shard(chosen)  # this rank's share of the step; all of it with one process
+            groups = pair_groups(mine, train_pairs, cfg.micro_batch_tokens)
 
-            metrics = preference_step(model, groups, train_pairs, reference, plan, tok.pad_id, backward=True)
+            metrics = preference_step(
+                model, groups, train_pairs, reference, plan, tok.pad_id, backward=True, n_pairs=len(chosen)
+            )
+            dist.sum_gradients(trainable)
+            metrics = summed(metrics)
             grad_norm = clip_and_check(trainable, metrics["loss"], plan, step)
             learning_rate = optimizer_step(optimizer, scheduler)
             step += 1
@@ -328,35 +360,39 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
             }
             elapsed = elapsed_before + time.monotonic() - started
             record = train_record(step, plan, epoch, index, elapsed, state["step"], logged)
-            run.log(record)
-            progress.update(
-                step,
-                f"loss {metrics['loss']:.4f} margin {metrics['reward_margin']:.3f} acc {metrics['reward_accuracy']:.2f}",
-            )
+            if main:
+                run.log(record)
+                progress.update(
+                    step,
+                    f"loss {metrics['loss']:.4f} margin {metrics['reward_margin']:.3f} "
+                    f"acc {metrics['reward_accuracy']:.2f}",
+                )
 
             if valid_pairs and (step % cfg.eval_every == 0 or step == plan.total_steps):
                 v = validate(model, valid_pairs[:VALID_SUBSET], valid_reference, plan, tok.pad_id)
-                run.log(
-                    {
-                        "type": "valid",
-                        "step": step,
-                        "valid_loss": v["loss"],
-                        "valid_mean_token_accuracy": v["reward_accuracy"],
-                        **{f"valid_{k}": x for k, x in v.items()},
-                    }
-                )
-                progress.message(
-                    f"step {step}: validation loss {v['loss']:.4f}, preference accuracy {v['reward_accuracy']:.2f}"
-                )
+                if main:
+                    run.log(
+                        {
+                            "type": "valid",
+                            "step": step,
+                            "valid_loss": v["loss"],
+                            "valid_mean_token_accuracy": v["reward_accuracy"],
+                            **{f"valid_{k}": x for k, x in v.items()},
+                        }
+                    )
+                    progress.message(
+                        f"step {step}: validation loss {v['loss']:.4f}, preference accuracy {v['reward_accuracy']:.2f}"
+                    )
                 if watch is not None:
-                    watch.observe(step, v["loss"])
+                    watch.observe(step, v["loss"])  # every rank: the loss is summed over all of them
             stopped = save_or_stop(prepared, plan, step, stop, model, optimizer, scheduler, elapsed, progress, watch)
             if stopped is not None:
                 return stopped
             early = stop_early(prepared, plan, watch, step, model, optimizer, progress)
             if early is not None:
                 break
-    progress.close()
+    if main:
+        progress.close()
 
     final = {}
     if valid_pairs:
@@ -366,5 +402,6 @@ def train(config: RunConfig, *, resume_dir: Path | None = None) -> Path:
             "full_valid_mean_token_accuracy": v["reward_accuracy"],
             "full_valid_reward_margin": v["reward_margin"],
         }
-        run.log({"type": "full_valid", "step": step, **final})
+        if main:
+            run.log({"type": "full_valid", "step": step, **final})
     return finish_run(prepared, plan, model, final, early_stopping=early)

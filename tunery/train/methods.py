@@ -52,6 +52,7 @@ class Method:
     required_settings: dict[str, str] = field(default_factory=dict)  # run-config key → what to give when unset
     input_files: dict[str, str] = field(default_factory=dict)  # role → run-config key of a file the run reads
     data_parallel: bool = False  # runs under `--nproc N` / torchrun with more than one process
+    fsdp: bool = False  # shards the model over the processes with distributed.strategy=fsdp
     # The `auto` recipe's method-specific parts (tunery/train/plan.py):
     batch_size: int | None = None  # examples per step, instead of the n/40 rule
     batch_size_reason: str = ""
@@ -95,6 +96,7 @@ METHODS: dict[str, Method] = {
             reference_flops_per_token=0,
             openai_type="supervised",
             data_parallel=True,
+            fsdp=True,
             replay=True,
         ),
         Method(
@@ -113,6 +115,9 @@ METHODS: dict[str, Method] = {
             openai_hyperparameters={"beta": "dpo.beta"},
             config_section="dpo",
             recipe="tunery.train.plan:resolve_dpo",  # no autos: prints why each default is what it is
+            # Plain data parallel only: FSDP would have to shard the frozen reference too, and the
+            # loop's forward (answer_logps) is not the FSDP root that sharding needs.
+            data_parallel=True,
         ),
         Method(
             name="rft",
@@ -164,8 +169,13 @@ def either(names) -> str:
 
 
 def data_parallel_names() -> str:
-    """The methods that train in several processes, for messages: "sft"."""
+    """The methods that train in several processes, for messages: "sft or dpo"."""
     return either(m.name for m in METHODS.values() if m.data_parallel)
+
+
+def fsdp_names() -> str:
+    """The methods that shard the model with distributed.strategy=fsdp, for messages: "sft"."""
+    return either(m.name for m in METHODS.values() if m.fsdp)
 
 
 def method_for_format(data_format: str) -> Method | None:

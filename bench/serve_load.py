@@ -6,15 +6,17 @@ adapters with its own worker, each answering every question with its own word ("
 concurrency: that many client threads, each with the official `openai` client, send chat requests
 for a fixed time, while a probe asks `/health` every 50 ms.
 
-Scenarios: `base` (the base model, no adapter loaded: run first, so the model is not yet wrapped by
-peft), `one` (adapter A), `two` (A and B alternating per request, so most batches mix them), `eight`
-(A to H in turn). A reply is correct only if it is exactly its adapter's word, so a request served
-with the wrong adapter (rows mixed up in a micro-batch) counts as wrong, not just slow.
+Scenarios: `base` (the base model on a second `tunery serve` that never loads an adapter), `one`
+(adapter A), `two` (A and B alternating per request, so most batches mix them), `eight` (A to H in
+turn). A reply is correct only if it is exactly its adapter's word, so a request served with the
+wrong adapter (rows mixed up in a micro-batch) counts as wrong, not just slow.
 
-The peer, `transformers serve` (OpenAI-compatible, one process per model), runs after tunery's
-server has stopped, on the same base model, prompts, max_tokens and thread count: as shipped (one
-request at a time) and with `--continuous-batching`. It has no per-request adapters, so it
-compares with the `base` rows.
+The peer, `transformers serve` (OpenAI-compatible), runs on the same base model, prompts,
+max_tokens and thread count: as shipped (one request at a time) and with `--continuous-batching`.
+It cannot load a peft adapter directory (it reads the model's config.json), so it compares with the
+`base` rows. All servers start first and stay up; each concurrency then runs every row back to back,
+so rows compared were measured minutes apart at most, and the load average at each phase's end is
+in the table (a shared machine's load moves).
 
 `--max-tokens` defaults to 3: an adapter's word and its end-of-turn token are three decoding steps,
 and the base model, which does not stop that early, also runs three. So every request costs the
@@ -44,6 +46,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +79,7 @@ TOPICS = [
 ]
 SYSTEM = "Answer with one word."
 HEALTH_EVERY_S = 0.05
+START_LOAD = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def question(rng: random.Random) -> str:
@@ -119,6 +123,7 @@ class Phase:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     health: list[float] = field(default_factory=list)
+    load: float = 0.0  # 1-minute load average at the end
 
     def row(self) -> dict:
         return {
@@ -135,6 +140,7 @@ class Phase:
             "health_p50_ms": round(1000 * percentile(self.health, 50), 1),
             "health_p95_ms": round(1000 * percentile(self.health, 95), 1),
             "health_max_ms": round(1000 * max(self.health, default=float("nan")), 1),
+            "load": round(self.load, 1),
         }
 
 
@@ -154,10 +160,12 @@ def wait_healthy(proc: subprocess.Popen, url: str, log: Path, what: str, timeout
     raise SystemExit(f"{what} did not start; see {log}")
 
 
-def start_server(home: Path, model: str, port: int, log: Path, threads: int | None = None) -> subprocess.Popen:
+def start_server(
+    home: Path, model: str, port: int, log: Path, threads: int | None = None, workers: int = 1
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "TUNERY_API_KEYS"}  # local mode: loopback only
     command = [sys.executable, "-m", "tunery", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--home", str(home), "--workers", "1", "--model", f"bench={model}"]
+    command += ["--home", str(home), "--workers", str(workers), "--model", f"bench={model}"]
     if threads:
         command += ["--threads", str(threads)]
     proc = subprocess.Popen(
@@ -296,78 +304,81 @@ def load_phase(
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(client_loop, range(concurrency)))
     phase.seconds = time.monotonic() - started
+    phase.load = os.getloadavg()[0]
     stop_probe.set()
     prober.join()
     row = phase.row()
     print(
         f"{server} {scenario} c={concurrency}: {row['requests_per_s']} req/s, {row['output_tokens_per_s']} tok/s, "
         f"p50 {row['p50_s']} s, p95 {row['p95_s']} s, {phase.errors} errors, {phase.wrong} wrong, "
-        f"/health p95 {row['health_p95_ms']} ms max {row['health_max_ms']} ms",
+        f"/health p95 {row['health_p95_ms']} ms max {row['health_max_ms']} ms, load {row['load']}",
         flush=True,
     )
     return phase
 
 
-def run_tunery(args, tmp: Path) -> list[Phase]:
+@dataclass
+class Side:
+    """One row of the matrix: a server, and the models its clients cycle through."""
+
+    server: str
+    scenario: str
+    root: str
+    targets: list[tuple[str, str | None]]
+
+
+def tunery_sides(args, tmp: Path, servers: ExitStack) -> list[Side]:
+    """Two `tunery serve`: one that never loads an adapter (the base rows), one for the adapter rows."""
     from openai import OpenAI
 
-    port = free_port()
-    log = tmp / "tunery-serve.log"
-    server = start_server(args.home or tmp / "home", args.model, port, log, threads=args.threads)
-    root = f"http://127.0.0.1:{port}"
-    phases = []
-    try:
+    sides = []
+    adapter_scenarios = [s for s in args.scenarios if SCENARIOS[s]]
+    if adapter_scenarios or args.train_only:
+        port = free_port()
+        server = start_server(args.home or tmp / "home", args.model, port, tmp / "tunery.log", threads=args.threads)
+        servers.callback(stop, server)
+        root = f"http://127.0.0.1:{port}"
         client = OpenAI(base_url=f"{root}/v1", api_key="local", max_retries=0, timeout=600)
-        models = {}
-        if args.train_only or any(SCENARIOS[s] for s in args.scenarios):
-            models = train_adapters(client, tmp, args.train_steps, args.lr_multiplier)
-        if args.train_only:
-            return []
-        # The base model first, before any adapter is loaded: a server with no fine-tuned model.
-        for scenario in sorted(args.scenarios, key=list(SCENARIOS).index):
-            keys = SCENARIOS[scenario]
-            targets = [(models[k], WORDS[k]) for k in keys] or [("bench", None)]
-            for model, word in targets:  # loads each adapter, and checks it answers its word before any load
-                answer = (
-                    ask(client, model, question(random.Random(99)), args.max_tokens).choices[0].message.content or ""
-                ).strip()
-                if word is not None and answer != word:
-                    raise SystemExit(f"{model} answers {answer!r}, not {word!r}: raise --train-steps")
-            for concurrency in args.concurrency:
-                phases.append(
-                    load_phase("tunery", scenario, root, targets, concurrency, args.duration, args.max_tokens)
-                )
-    finally:
-        stop(server)
-    return phases
+        models = train_adapters(client, tmp, args.train_steps, args.lr_multiplier)
+        for scenario in adapter_scenarios:
+            sides.append(Side("tunery", scenario, root, [(models[k], WORDS[k]) for k in SCENARIOS[scenario]]))
+    if "base" in args.scenarios and not args.train_only:
+        port = free_port()
+        server = start_server(
+            tmp / "base-home", args.model, port, tmp / "tunery-base.log", threads=args.threads, workers=0
+        )
+        servers.callback(stop, server)
+        sides.insert(0, Side("tunery", "base", f"http://127.0.0.1:{port}", [("bench", None)]))
+    return sides
 
 
-def run_peer(args, tmp: Path, batching: bool) -> list[Phase]:
-    from openai import OpenAI
-
+def peer_sides(args, tmp: Path, servers: ExitStack) -> list[Side]:
     from tunery.models import resolve_model
 
-    model_dir = resolve_model(args.model)
-    name = "transformers serve" + (" --continuous-batching" if batching else "")
-    port = free_port()
-    log = tmp / f"transformers-serve-{int(batching)}.log"
-    server = start_transformers_serve(model_dir, port, log, args.threads, batching)
-    root = f"http://127.0.0.1:{port}"
-    phases = []
-    try:
-        client = OpenAI(base_url=f"{root}/v1", api_key="local", max_retries=0, timeout=600)
-        ask(client, str(model_dir), question(random.Random(99)), args.max_tokens)  # loads the model
-        for concurrency in args.concurrency:
-            phases.append(
-                load_phase(name, "base", root, [(str(model_dir), None)], concurrency, args.duration, args.max_tokens)
-            )
-    except SystemExit:
-        raise
-    except Exception as exc:  # a peer that cannot run is reported, and the rest of the run kept
-        print(f"{name} failed: {type(exc).__name__}: {exc}; see {log}:\n{log.read_text()[-2000:]}", file=sys.stderr)
-    finally:
-        stop(server)
-    return phases
+    model_dir = str(resolve_model(args.model))
+    sides = []
+    for peer in args.peer:
+        if peer == "none":
+            continue
+        batching = peer == "transformers-cb"
+        port = free_port()
+        log = tmp / f"{peer}.log"
+        server = start_transformers_serve(Path(model_dir), port, log, args.threads, batching)
+        servers.callback(stop, server)
+        label = "transformers serve" + (" --continuous-batching" if batching else "")
+        sides.append(Side(label, "base", f"http://127.0.0.1:{port}", [(model_dir, None)]))
+    return sides
+
+
+def warm_up(side: Side, max_tokens: int) -> None:
+    """Loads each model (and adapter), and checks each adapter answers its word, before any load."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{side.root}/v1", api_key="local", max_retries=0, timeout=600)
+    for model, word in side.targets:
+        answer = (ask(client, model, question(random.Random(99)), max_tokens).choices[0].message.content or "").strip()
+        if word is not None and answer != word:
+            raise SystemExit(f"{model} answers {answer!r}, not {word!r}: raise --train-steps")
 
 
 def report(args, phases: list[Phase]) -> str:
@@ -375,21 +386,22 @@ def report(args, phases: list[Phase]) -> str:
     base = {r["concurrency"]: r["requests_per_s"] for r in rows if r["server"] == "tunery" and r["scenario"] == "base"}
     lines = [
         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        f"{os.cpu_count()} CPUs, load average at the start {START_LOAD}, at the end "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"`{' '.join(['.venv/bin/python', 'bench/serve_load.py', *sys.argv[1:]])}`",
         f"model {args.model}, {args.threads} threads per server, max_tokens {args.max_tokens}, "
         f"{args.duration:g} s per phase, temperature 0",
         "",
         "| server | scenario | concurrency | requests | errors | wrong | req/s | × tunery base | output tok/s "
-        "| p50 s | p95 s | /health p50 / p95 / max ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 s | p95 s | /health p50 / p95 / max ms | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = f"{r['requests_per_s'] / base[r['concurrency']]:.2f}" if base.get(r["concurrency"]) else ""
         lines.append(
             f"| {r['server']} | {r['scenario']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['wrong']} "
             f"| {r['requests_per_s']} | {ratio} | {r['output_tokens_per_s']} | {r['p50_s']} | {r['p95_s']} "
-            f"| {r['health_p50_ms']} / {r['health_p95_ms']} / {r['health_max_ms']} |"
+            f"| {r['health_p50_ms']} / {r['health_p95_ms']} / {r['health_max_ms']} | {r['load']} |"
         )
     return "\n".join(lines)
 
@@ -418,14 +430,24 @@ def main() -> int:
     # Let `kill` run the cleanup below, which stops the servers (each runs in its own session).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    with tempfile.TemporaryDirectory(prefix="tunery-serve-bench-") as tmp_name:
+    phases: list[Phase] = []
+    with tempfile.TemporaryDirectory(prefix="tunery-serve-bench-") as tmp_name, ExitStack() as servers:
         tmp = Path(tmp_name)
-        phases = run_tunery(args, tmp)
+        sides = tunery_sides(args, tmp, servers)
         if args.train_only:
             return 0
-        for peer in args.peer:
-            if peer != "none":
-                phases += run_peer(args, tmp, batching=peer == "transformers-cb")
+        sides += peer_sides(args, tmp, servers)
+        for side in sides:
+            warm_up(side, args.max_tokens)
+        # Every server stays up and idle between its phases, and each concurrency runs all of them
+        # back to back, so that the rows compared are measured minutes apart at most.
+        for concurrency in args.concurrency:
+            for side in sides:
+                phases.append(
+                    load_phase(
+                        side.server, side.scenario, side.root, side.targets, concurrency, args.duration, args.max_tokens
+                    )
+                )
     text = report(args, phases)
     print(text)
     if args.json:

@@ -14,6 +14,8 @@ from tunery.graders.objects import load_grader
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TASK = EXAMPLES / "ticket-labels-rft"
+LABELS = ["billing.refund", "billing.invoice", "account.login", "account.delete", "shipping.delay",
+          "shipping.address", "product.defect", "other"]  # fmt: skip
 
 
 def test_files_are_valid_disjoint_and_reproducible(tmp_path):
@@ -21,12 +23,16 @@ def test_files_are_valid_disjoint_and_reproducible(tmp_path):
     assert item_fields(grader) == {"label"}
     train, issues = validate_rft_file(TASK / "prompts.jsonl", {"label"})
     held_out, more = validate_rft_file(TASK / "heldout.jsonl", {"label"})
-    assert not issues and not more and (len(train), len(held_out)) == (48, 100)
+    assert not issues and not more and (len(train), len(held_out)) == (32, 100)
     messages = lambda rows: {r.messages[-1]["content"] for r in rows}  # noqa: E731
-    assert not messages(train) & messages(held_out)
+    shots = train[0].messages[1:-1]  # one solved example per label, the same in every conversation
+    assert all(r.messages[1:-1] == shots for r in train + held_out)
+    assert sorted(m["content"] for m in shots if m["role"] == "assistant") == sorted(LABELS)
+    asked = {m["content"] for m in shots if m["role"] == "user"}
+    assert not messages(train) & messages(held_out) and not asked & (messages(train) | messages(held_out))
     assert all(r.messages[-1]["role"] == "user" for r in train + held_out)
     labels = [r.item["label"] for r in train]
-    assert {labels.count(label) for label in labels} == {6}  # 8 labels, 6 prompts each
+    assert {labels.count(label) for label in labels} == {4}  # 8 labels, 4 prompts each
 
     copy = tmp_path / "examples"
     (copy / "ticket-labels-rft").mkdir(parents=True)

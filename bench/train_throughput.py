@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "steps": args.steps,
             "max_seq_len": args.max_seq_len,
-            "micro_batch_tokens": 4096,  # tunery's CPU default, stated explicitly
+            "micro_batch_tokens": "auto",  # tunery's own choice (1024 on CPU since the first round; was 4096 here)
             "tunery_overrides": {},
             "learning_rate": 1e-4,
             "r": 16,

@@ -53,7 +53,10 @@ def test_memory_adds_up_by_hand():
     per_token_layer = 4 * 64 + 64 + 2 * 32 + 4 * 128  # norms/outputs, q, k and v, the SwiGLU MLP
     assert memory.activations == 256 * per_token_layer * 2 * FP32
     assert memory.weights == 10_000 * FP32 and memory.trained_state == 1000 * 16  # grad, 2 moments, fp32 copy
-    assert memory.logits == 3 * 256 * 100 * FP32 and memory.reference == 0
+    assert memory.logits == 2 * 256 * 100 * FP32 and memory.reference == 0  # LoRA SFT: the head in chunks
+    full = resolve(run.model_copy(update={"adapter": "full"}), n_examples=8, longest=64, context_length=512,
+                   cuda_available=False, bf16_supported=False)  # fmt: skip
+    assert training_memory(shape, config, full, 1000).logits == 3 * 256 * 100 * FP32
     checkpointed = resolve(run.model_copy(update={"gradient_checkpointing": True}), n_examples=8, longest=64,
                            context_length=512, cuda_available=False, bf16_supported=False)  # fmt: skip
     assert training_memory(shape, config, checkpointed, 1000).activations == 256 * (64 * 2 + per_token_layer) * FP32

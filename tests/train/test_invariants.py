@@ -259,3 +259,34 @@ def test_sliding_window_attention_is_the_same_packed_unpacked_and_in_the_models_
     assert all((b["segments"][:, :16] == SHARED_PREFIX).all() for b in shared)
     got = torch.cat([_token_nll(model, b) for b in shared])
     torch.testing.assert_close(got.sort().values, torch.cat(expected).sort().values, atol=1e-5, rtol=0)
+
+
+def test_lora_head_in_chunks_gives_the_loss_and_gradients_of_the_full_logits(tiny_model_dir):
+    """With LoRA the head is frozen, and the step's loss goes through it in chunks of positions
+    (losses.frozen_head_nll_sum): the same loss and adapter gradients as cross-entropy on all logits."""
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    torch.manual_seed(0)
+    plan = _plan(tiny_model_dir, micro_batch_tokens=150)
+    model = build_model(plan, tiny_model_dir)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    batches = step_batches(_examples(tok), plan, tok.pad_id)
+    n_targets = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
+
+    model.zero_grad(set_to_none=True)
+    loss, _, _ = step_loss(model, batches, plan, backward=True)
+    chunked = _grads(model)
+
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for batch in batches:
+        nll = _token_nll(model, batch).sum()
+        (nll / n_targets).backward()
+        total += nll.item()
+    full = _grads(model)
+    assert len(batches) > 1 and any("lora_A" in n for n in chunked)
+    assert loss == pytest.approx(total / n_targets, rel=1e-6)
+    for name in full:
+        torch.testing.assert_close(chunked[name], full[name], atol=1e-6, rtol=1e-4)

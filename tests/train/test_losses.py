@@ -10,6 +10,7 @@ import torch
 from tunery.train.losses import (
     chosen_nll,
     dpo_sigmoid_loss,
+    frozen_head_nll_sum,
     ipo_loss,
     select_targets,
     sequence_logps,
@@ -85,3 +86,47 @@ def test_rpo_chosen_nll_by_hand():
     Per-token NLL 2.0 and 0.5; weighted 1.0 and 0.25."""
     nll = chosen_nll(torch.tensor([-6.0, -2.0]), torch.tensor([3.0, 4.0]), weight=0.5)
     assert nll.tolist() == pytest.approx([1.0, 0.25])
+
+
+def test_frozen_head_nll_sum_by_hand():
+    """h = (1, 0), W = rows (1, 0), (0, 1), (0, 0): logits (1, 0, 0), target 0.
+    NLL = ln(e + 2) − 1 = 0.551445; argmax 0 is correct.
+    d NLL / d logits = softmax − one-hot = (e/(e+2) − 1, 1/(e+2), 1/(e+2)); with e/(e+2) = 0.576117
+    and 1/(e+2) = 0.211942 that is (−0.423883, 0.211942, 0.211942);
+    d NLL / d h = that × W = (−0.423883, 0.211942)."""
+    h = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    nll, correct = frozen_head_nll_sum(h, w, torch.tensor([0]), chunk_elements=3)
+    assert nll.item() == pytest.approx(0.551445, abs=1e-6)
+    assert correct.item() == 1
+    nll.backward()
+    assert h.grad.tolist()[0] == pytest.approx([-0.423883, 0.211942], abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 7 * 50, 10_000])
+def test_frozen_head_nll_sum_equals_the_full_logits_loss(chunk_elements):
+    """Chunked (one position at a time, 7 at a time, all at once): the same loss, count and gradient
+    as cross-entropy over the whole [n, vocab] logits, also scaled by a later division."""
+    torch.manual_seed(0)
+    hidden = torch.randn(19, 8, requires_grad=True)
+    weight = torch.randn(50, 8)
+    targets = torch.randint(0, 50, (19,))
+    full_nll, full_correct = token_nll_sum(hidden @ weight.T, targets)
+    (full_nll / 3).backward()
+    full_grad, hidden.grad = hidden.grad.clone(), None
+
+    nll, correct = frozen_head_nll_sum(hidden, weight, targets, chunk_elements=chunk_elements)
+    (nll / 3).backward()
+    assert nll.item() == pytest.approx(full_nll.item(), rel=1e-6)
+    assert correct.item() == full_correct.item()
+    torch.testing.assert_close(hidden.grad, full_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_head_nll_sum_refuses_a_trained_head_and_makes_no_gradient_without_grad():
+    weight = torch.randn(5, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="token_nll_sum"):
+        frozen_head_nll_sum(torch.randn(2, 3), weight, torch.tensor([0, 1]), chunk_elements=10)
+    hidden = torch.randn(2, 3, requires_grad=True)
+    with torch.no_grad():
+        nll, _ = frozen_head_nll_sum(hidden, weight.detach(), torch.tensor([0, 1]), chunk_elements=10)
+    assert not nll.requires_grad

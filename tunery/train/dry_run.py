@@ -17,7 +17,7 @@ from tunery.models import decoder_linear_layers, describe_model, resolve_model
 from tunery.train.config import RunConfig
 from tunery.train.estimate import Estimate, EstimateSettings, ModelShape, estimate, model_shape
 from tunery.train.methods import METHODS
-from tunery.train.plan import Plan, resolve
+from tunery.train.plan import HEAD_CHUNK_ELEMENTS, Plan, resolve
 
 FP32 = 4
 ADAMW_STATE = 2 * FP32  # first and second moments per trained parameter
@@ -31,7 +31,7 @@ class Memory:
     weights: int  # the model's fp32 master weights
     trained_state: int  # gradients and AdamW moments of the trained parameters (+ their fp32 copy for LoRA)
     activations: int  # tensors the forward saves for backward, one micro-batch
-    logits: int  # LM-head output, its log-softmax and its gradient, one micro-batch
+    logits: int  # LM-head output, its log-softmax and its gradient, one micro-batch (one chunk: LoRA SFT)
     reference: int  # full DPO: the frozen reference copy
 
     @property
@@ -71,11 +71,14 @@ def training_memory(shape: ModelShape, config: dict, plan: Plan, trained_params:
         activations = tokens * per_token_layer * shape.layers * FP32
     vocab = config.get("vocab_size", 0)
     lora = run.adapter == "lora"
+    logits = 3 * tokens * vocab  # the LM head's output, its log-softmax and its gradient
+    if lora and run.method == "sft":  # a frozen head runs in chunks: one chunk's logits and exp
+        logits = 2 * min(tokens * vocab, HEAD_CHUNK_ELEMENTS)
     return Memory(
         weights=shape.parameters * FP32,
         trained_state=trained_params * (FP32 + ADAMW_STATE + (FP32 if lora else 0)),
         activations=activations,
-        logits=3 * tokens * vocab * FP32,
+        logits=logits * FP32,
         reference=shape.parameters * FP32
         if method.reference_flops_per_token and not lora and run.dpo.reference not in ("none",)
         else 0,

@@ -43,6 +43,61 @@ def token_nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
     return nll, correct
 
 
+class _FrozenHeadNLL(torch.autograd.Function):
+    """Forward of `frozen_head_nll_sum`; the gradient w.r.t. `hidden` is made in forward, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk, with_grad):
+        nll = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        grad = torch.empty_like(hidden) if with_grad else None  # none in validation (no_grad)
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = F.linear(h, weight).float()
+            correct += (logits.argmax(-1) == t).sum()
+            lse = torch.logsumexp(logits, dim=-1)
+            nll += (lse - logits.gather(-1, t[:, None]).squeeze(-1)).sum()
+            if grad is not None:
+                # d(Σ nll)/d logits = softmax − one-hot; then through the head: × W
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(len(t), device=t.device), t] -= 1.0
+                grad[start : start + chunk] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(correct)
+        return nll, correct
+
+    @staticmethod
+    def backward(ctx, grad_nll, _grad_correct):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_nll, None, None, None, None
+
+
+def frozen_head_nll_sum(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, chunk_elements: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_nll_sum(hidden @ weight.T, targets)` for a frozen LM head, without all the logits at once.
+
+    The fused linear cross-entropy of Liger Kernel (Hsu et al. 2024, arXiv:2410.10989, §3.3): the
+    trained positions go through the head a chunk at a time, and each chunk's logits give its share
+    of the loss and, at once, the loss's gradient w.r.t. its hidden rows ((softmax − one-hot) × W).
+    Only that [n, dim] gradient is kept for backward, instead of the [n, vocab] log-probabilities
+    and the two [n, vocab] gradients that cross-entropy's backward makes; the FLOPs are the same.
+    The head's weight gets no gradient: it must not require one (LoRA, where the head is frozen).
+
+    Args:
+        hidden: [n, dim] hidden rows at the trained positions; weight: [vocab, dim] (no bias).
+        targets: [n] token ids. chunk_elements: logits computed at once (positions × vocab).
+    Returns:
+        (sum of cross-entropy, count of tokens whose argmax equals the target), as token_nll_sum.
+    """
+    if weight.requires_grad:
+        raise ValueError(
+            "frozen_head_nll_sum gives the head's weight no gradient; use token_nll_sum for a trained head"
+        )
+    chunk = max(1, chunk_elements // weight.shape[0])
+    return _FrozenHeadNLL.apply(hidden, weight, targets, chunk, torch.is_grad_enabled() and hidden.requires_grad)
+
+
 def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, segment: torch.Tensor, n_segments: int):
     """Sum of target log-probabilities per sequence (for DPO), and the token count per sequence.
 

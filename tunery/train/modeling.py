@@ -26,7 +26,7 @@ from tunery.data.pack import (
 )
 from tunery.data.render import Rendered
 from tunery.train.attention import per_example_attention, row_layouts, use_segment_attention, uses_segment_attention
-from tunery.train.plan import Plan
+from tunery.train.plan import HEAD_CHUNK_ELEMENTS, Plan
 
 
 def seed_everything(seed: int) -> None:
@@ -104,11 +104,14 @@ class TokenLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        from tunery.train.losses import select_targets, token_nll_sum
+        from tunery.train.losses import frozen_head_nll_sum, select_targets, token_nll_sum
 
         _, head = backbone_and_head(self.model)
         hidden = hidden_states(self.model, batch)
         rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
+        # A plain frozen head (LoRA, unless it adapts the head too): never all the logits at once
+        if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
+            return frozen_head_nll_sum(rows, head.weight, targets, chunk_elements=HEAD_CHUNK_ELEMENTS)
         return token_nll_sum(head(rows), targets)
 
 

@@ -72,7 +72,9 @@ def test_the_plan_says_the_fraction_and_why():
     assert plan.config.replay == 0.2
     assert "0.2 × the examples per epoch are the base model's own greedy answers" in plan.reasons["replay"]
     auto = resolve(RunConfig(data="train.jsonl"), **facts)
-    assert auto.config.replay == "none" and auto.reasons["replay"].startswith("opt-in: replay is not yet measured")
+    assert auto.config.replay == "none" and auto.reasons["replay"].startswith(
+        "opt-in: on the bundled task replay=0.2 cut forgetting"
+    )
     dpo = resolve(RunConfig(data="train.jsonl", method="dpo"), **facts)
     assert dpo.config.replay == "none" and "preference data" in dpo.reasons["replay"]
     assert "replay" not in resolve(RunConfig(data="train.jsonl", replay="none"), **facts).reasons

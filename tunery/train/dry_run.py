@@ -72,7 +72,7 @@ def training_memory(shape: ModelShape, config: dict, plan: Plan, trained_params:
     vocab = config.get("vocab_size", 0)
     lora = run.adapter == "lora"
     logits = 3 * tokens * vocab  # the LM head's output, its log-softmax and its gradient
-    if lora and run.method == "sft":  # a frozen head runs in chunks: one chunk's logits and exp
+    if lora and method.head_in_chunks:  # a frozen head runs in chunks: one chunk's logits and exp
         logits = 2 * min(tokens * vocab, HEAD_CHUNK_ELEMENTS)
     return Memory(
         weights=shape.parameters * FP32,

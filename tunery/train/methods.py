@@ -68,6 +68,9 @@ class Method:
     # Trains on chat examples, so the base model's own answers to general prompts can be mixed in
     # (`replay`, tunery/train/replay.py); pairs and rollouts have no place for them.
     replay: bool = False
+    # Its loss goes through modeling.TokenLoss, where a frozen LM head (LoRA) runs in chunks of
+    # positions, so the dry run charges one chunk's logits rather than all of them.
+    head_in_chunks: bool = False
 
     def load_loop(self) -> Callable:
         """The method's `train` function (imports torch)."""
@@ -98,6 +101,7 @@ METHODS: dict[str, Method] = {
             data_parallel=True,
             fsdp=True,
             replay=True,
+            head_in_chunks=True,
         ),
         Method(
             name="dpo",

@@ -11,9 +11,9 @@ synthetic chats, 8 per step, and reports for each of the first steps:
 - the tensors each micro-batch's forward saves for backward, per layer and per module, from
   autograd's saved-tensor hooks, each storage counted once and the frozen weights not at all.
 
-    .venv/bin/python bench/train_memory.py                              # defaults, ~1 min
-    .venv/bin/python bench/train_memory.py --set micro_batch_tokens=4096
-    MALLOC_ARENA_MAX=2 .venv/bin/python bench/train_memory.py           # allocator settings: env
+    .venv/bin/python bench/train_step_anatomy.py                              # defaults, ~1 min
+    .venv/bin/python bench/train_step_anatomy.py --set micro_batch_tokens=4096
+    MALLOC_ARENA_MAX=2 .venv/bin/python bench/train_step_anatomy.py           # allocator settings: env
 
 `--model DIR` runs on any converted model (the tests' tiny one, to try the script).
 """

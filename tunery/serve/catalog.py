@@ -21,6 +21,19 @@ from tunery.serve.settings import ServerSettings
 from tunery.store import Store
 
 
+def _resolve_elsewhere(ref: str) -> Path:
+    """`resolve_model` in a child process that exits when done. Converting an embedded model on a
+    fresh home loads it whole (over a GiB with its libraries), which the API process would keep for
+    its lifetime although it may never serve that model (a file report needs only its tokenizer)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tunery.models import resolve_model
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(resolve_model, ref).result()
+
+
 @dataclass(frozen=True)
 class ServedModel:
     name: str
@@ -41,10 +54,8 @@ class Catalog:
         """Resolve a configured base model (converting an embedded one on first use)."""
         with self._lock:
             if name not in self._resolved:
-                from tunery.models import resolve_model
-
                 try:
-                    self._resolved[name] = resolve_model(self.settings.models[name]).resolve()
+                    self._resolved[name] = _resolve_elsewhere(self.settings.models[name]).resolve()
                 except TuneryError as exc:
                     raise APIError(500, f"base model {name!r} cannot be loaded: {exc}", type="server_error") from None
             return self._resolved[name]

@@ -57,6 +57,18 @@ def reference_runs(tiny_model_dir, chat_data, tmp_path_factory):
     return one, two, result
 
 
+def assert_same_training(one: Path, two: Path) -> None:
+    """Run `two` logged the losses of run `one` and ended at its adapter, within the tolerances."""
+    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):
+        assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
+    weights_one, weights_two = adapter(one), adapter(two)
+    assert weights_one.keys() == weights_two.keys()
+    for name in weights_one:
+        torch.testing.assert_close(weights_two[name], weights_one[name], atol=WEIGHT_TOLERANCE, rtol=0)
+    # Guards the comparison: training moved the weights far beyond the tolerance.
+    assert max((w.abs().max().item() for n, w in weights_one.items() if "lora_B" in n)) > 100 * WEIGHT_TOLERANCE
+
+
 def test_two_processes_train_the_same_run_as_one(reference_runs):
     one, two, result = reference_runs
     assert re.search(r"processes\s+│\s+2\s", result.stderr)  # the resolved settings say it
@@ -73,14 +85,7 @@ def test_two_processes_train_the_same_run_as_one(reference_runs):
     ]
     assert tokens[0] == tokens[1]
 
-    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):
-        assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
-    weights_one, weights_two = adapter(one), adapter(two)
-    assert weights_one.keys() == weights_two.keys()
-    for name in weights_one:
-        torch.testing.assert_close(weights_two[name], weights_one[name], atol=WEIGHT_TOLERANCE, rtol=0)
-    # Guards the comparison: training moved the weights far beyond the tolerance.
-    assert max((w.abs().max().item() for n, w in weights_one.items() if "lora_B" in n)) > 100 * WEIGHT_TOLERANCE
+    assert_same_training(one, two)
 
     assert sorted(p.name for p in RunDir(two).checkpoints.iterdir()) == ["step-000016", "step-000018"]
 
@@ -216,13 +221,7 @@ def test_two_processes_train_the_same_dpo_run_as_one(dpo_runs):
                 assert b[key] == pytest.approx(a[key], abs=LOSS_TOLERANCE, rel=LOSS_TOLERANCE), (
                     f"{key}, step {a['step']}"
                 )
-    for (kind, step, expected), (_, _, got) in zip(run_losses(one), run_losses(two), strict=True):
-        assert got == pytest.approx(expected, abs=LOSS_TOLERANCE, rel=0), f"{kind} loss at step {step}"
-    weights_one, weights_two = adapter(one), adapter(two)
-    assert weights_one.keys() == weights_two.keys()
-    for name in weights_one:
-        torch.testing.assert_close(weights_two[name], weights_one[name], atol=WEIGHT_TOLERANCE, rtol=0)
-    assert max((w.abs().max().item() for n, w in weights_one.items() if "lora_B" in n)) > 100 * WEIGHT_TOLERANCE
+    assert_same_training(one, two)
 
 
 def test_killed_two_process_dpo_run_resumes_exactly(dpo_runs, tiny_model_dir, preference_data, tmp_path, cli):

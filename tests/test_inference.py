@@ -69,8 +69,9 @@ def test_tools_reach_the_prompt_as_in_training(tiny_model_dir, tmp_path):
 
 
 def test_groups_share_each_prompt_pass_and_answer_as_alone(tiny_model_dir):
-    """n answers per prompt in one batch (each prompt run once, its cache repeated n times, rows of
-    different lengths left-padded): greedy rows equal each prompt's answer alone."""
+    """n answers per prompt in one batch (the prompts' shared system prompt run once, the rest of
+    each prompt once, its cache repeated n times, rows of different lengths padded after the shared
+    prefix): greedy rows equal each prompt's answer alone."""
     from tunery.inference import generate_tokens
 
     generator = Generator(tiny_model_dir)
@@ -80,6 +81,7 @@ def test_groups_share_each_prompt_pass_and_answer_as_alone(tiny_model_dir):
         for q in QUESTIONS[:3]
     ]
     assert len({len(p) for p in prompts}) > 1  # padding is exercised
+    assert shared_prefix_length(prompts) >= MIN_SHARED_PREFIX  # and the shared prefix
     alone = [generate_tokens(generator.model, tok, [p], max_new_tokens=10)[0] for p in prompts]
     grouped = generate_tokens(generator.model, tok, prompts, n=2, max_new_tokens=10)
     assert grouped == [row for row in alone for _ in range(2)]

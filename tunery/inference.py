@@ -72,17 +72,17 @@ def generate_tokens(
 
     With `n` > 1 every prompt is answered n times (rows prompt-major: n rows of the first prompt,
     then of the second, ...), all in one batch: each prompt is run once, and its KV cache is
-    repeated for its n rows. Otherwise the prompts' shared prefix (a system prompt) is run once
-    and its KV cache repeated for every row. Greedy when temperature is 0; the sampling draws
-    from torch's global generator, seeded here when `seed` is given. A row's ids are cut after
-    its first stop token, which is kept. With `grammar` (`tunery.constraints`), every
+    repeated for its n rows. In both cases the prompts' shared prefix (a system prompt, few-shot
+    turns) is run once and its KV cache repeated for every row. Greedy when temperature is 0;
+    the sampling draws from torch's global generator, seeded here when `seed` is given. A row's
+    ids are cut after its first stop token, which is kept. With `grammar` (`tunery.constraints`), every
     row is constrained to it, as the server constrains a `response_format`.
     """
     import torch
 
     width = max(len(p) for p in prompts)
     pad = tokenizer.pad_id
-    prefix = shared_prefix_length(prompts) if n == 1 else 0
+    prefix = shared_prefix_length(prompts)
     input_ids, attention = prefix_batch(prompts, prefix, pad, device)
     if seed is not None:
         torch.manual_seed(seed)
@@ -103,7 +103,7 @@ def generate_tokens(
         if n == 1:
             cache = prefill_prefix(model, prompts[0][:prefix], len(prompts), device)
         else:
-            cache = prefill_groups(model, input_ids, attention, n)
+            cache = prefill_groups(model, input_ids, attention, n, prefix)
             input_ids, attention = input_ids.repeat_interleave(n, 0), attention.repeat_interleave(n, 0)
         out = model.generate(
             input_ids=input_ids,
@@ -121,21 +121,27 @@ def generate_tokens(
     return rows
 
 
-def prefill_groups(model, input_ids, attention, n: int):
+def prefill_groups(model, input_ids, attention, n: int, prefix: int = 0):
     """The KV cache of every prompt but its last token, run once per prompt and repeated n times.
 
     `generate` then runs only each row's last prompt token before sampling, so the n samples of
-    one prompt share one prompt pass. Positions come from the attention mask, as `generate`
-    derives them, so a left-padded row sees the positions it would alone.
+    one prompt share one prompt pass. The rows' first `prefix` tokens (the layout of
+    `prefix_batch`) are the same in every prompt: they are run once, for all prompts, and the
+    rest of each prompt attends to their cache. With the few-shot turns every prompt of a task
+    starts with, that is most of the prompt. Positions come from the attention mask, as
+    `generate` derives them, so a left-padded row sees the positions it would alone.
     """
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    cache = model(
-        input_ids=input_ids[:, :-1],
-        attention_mask=attention[:, :-1],
-        position_ids=positions[:, :-1],
-        use_cache=True,
-        logits_to_keep=1,
-    ).cache
+    cache = prefill_prefix(model, input_ids[0, :prefix].tolist(), input_ids.shape[0], str(input_ids.device))
+    if input_ids.shape[1] - 1 > prefix:
+        cache = model(
+            input_ids=input_ids[:, prefix:-1],
+            attention_mask=attention[:, :-1],
+            position_ids=positions[:, prefix:-1],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).cache
     cache.batch_repeat_interleave(n)
     return cache
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tunery.data.prompt_sets import first_per_skill, load_prompt_set
+from tunery.data.prompt_sets import cached_answers, cached_lines, first_per_skill, load_prompt_set
 from tunery.eval import general_prompts
 from tunery.eval.forgetting import (
     base_answers,
@@ -104,8 +104,8 @@ def test_a_sample_per_skill_keeps_every_skill_and_the_line_each_item_came_from(
     for skill, item in answered:  # `where` names the prompt's own line of general.jsonl
         line = prompts[int(item.where.rsplit(":", 1)[1]) - 1]
         assert (line["skill"], line["messages"]) == (skill, item.prompt)
-    cached = {p.name for p in (tmp_path / "home" / "cache" / "forgetting").glob("general-*.jsonl")}
-    assert len(cached) == 1 and next(iter(cached)).endswith("-first3.jsonl")  # a sample never passes for the full set
+    assert len(cached_lines(tiny_model_dir, "general")) == 3 * 6  # the sample's answers (empty ones too), by line
+    assert cached_answers(tiny_model_dir, "general") is None  # a sample never passes for the full set
     with pytest.raises(ValueError, match="1 or more"):
         first_per_skill(prompts, 0)
 

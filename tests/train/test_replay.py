@@ -10,7 +10,7 @@ import pytest
 
 import tunery
 from tunery.data.formats import ChatExample
-from tunery.data.prompt_sets import cache_file, load_prompt_set
+from tunery.data.prompt_sets import base_answers, cache_file, cached_answers, cached_lines, load_prompt_set
 from tunery.data.render import ChatTokenizer, render_chat
 from tunery.errors import TuneryError
 from tunery.train.config import RunConfig, load_config
@@ -50,6 +50,49 @@ def test_the_draw_is_the_fraction_of_finished_answers_fixed_by_the_seed(replay_h
     # More wanted than the set holds: each finished answer (206 of 310) once before any twice.
     many = Counter(e.line for e in replay_examples(0.5, 1000, seed=3, model_dir=tiny_model_dir))
     assert sum(many.values()) == 500 and set(many.values()) == {2, 3} and len(many) == 206
+
+
+def test_the_draw_needs_no_answer_beyond_its_own(replay_home, tiny_model_dir):
+    """A cache holding only the drawn answers and the unfinished ones is enough: nothing is
+    generated, and the same examples come out; so a run answers only what it draws."""
+    drawn = replay_examples(0.25, 48, seed=3, model_dir=tiny_model_dir)
+    path = cache_file(tiny_model_dir, "replay")
+    kept = {e.line for e in drawn} | {
+        line for line, row in cached_lines(tiny_model_dir, "replay").items() if row["finish_reason"] == "length"
+    }
+    rows = [
+        {
+            "line": line,
+            "answer": f" Replay answer {line - 1}. ",
+            "finish_reason": "length" if (line - 1) % 3 == 0 else "stop",
+        }
+        for line in sorted(kept)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before = path.read_text()
+    assert len(kept) < 310 and replay_examples(0.25, 48, seed=3, model_dir=tiny_model_dir) == drawn
+    assert path.read_text() == before
+
+
+def test_the_cache_grows_by_the_prompts_asked_for(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNERY_HOME", str(tmp_path / "home"))
+    from tunery.inference import Generator
+
+    generator, said = Generator(tiny_model_dir), []
+    first = base_answers(generator, "replay", lines=[5, 3], log=said.append)
+    assert [row["line"] for row in first] == [5, 3] and said == [
+        "the base model answers 2 prompts of replay.jsonl (0 already cached for this base model)"
+    ]
+    assert cached_answers(tiny_model_dir, "replay") is None  # two answers never pass for the set
+    again = base_answers(generator, "replay", lines=[3, 9], log=said.append)
+    assert said[1] == "the base model answers 1 prompt of replay.jsonl (2 already cached for this base model)"
+    assert again[0] == first[1]  # read back, not generated again
+    written = [json.loads(line) for line in cache_file(tiny_model_dir, "replay").read_text().splitlines()]
+    assert [row["line"] for row in written] == [3, 5, 9]
+    assert not list(cache_file(tiny_model_dir, "replay").parent.glob(".*tmp*"))  # written atomically
+    assert cached_answers(tiny_model_dir, "replay", lines=[9, 5]) == [again[1], first[0]]
+    with pytest.raises(ValueError, match="replay.jsonl has lines 1..310, not 311"):
+        base_answers(generator, "replay", lines=[311])
 
 
 def test_a_replay_example_is_masked_like_any_assistant_turn(tiny_model_dir):
@@ -128,18 +171,21 @@ def test_a_replay_run_trains_the_mixed_stream_and_resumes_it_exactly(replay_home
 
 
 def test_the_base_model_answers_the_replay_set_at_the_start_and_a_cut_answer_is_never_trained(
-    tiny_model_dir, chat_data, tmp_path, cli
+    tiny_model_dir, chat_data, tmp_path, cli, monkeypatch
 ):
     result = cli(
         "train", "--data", chat_data[0], "--model", tiny_model_dir, "--output", tmp_path / "run", "replay=0.1", "max_steps=1",
         env={"TUNERY_HOME": str(tmp_path / "home")},
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
-    assert "replay: the base model answers 310 general prompts of replay.jsonl (once per base model)" in result.stderr
-    assert "replay: 310/310 answered" in result.stderr
-    # The tiny random model never stops by itself: every answer is cut at the limit, so none is used.
+    # It starts with the few prompts it would draw (5 examples, if one in two answers ends) ...
+    assert "replay: the base model answers 10 prompts of replay.jsonl (0 already cached" in result.stderr
+    assert "replay: 10/10 answered" in result.stderr
+    # ... but the tiny random model never stops by itself: every answer is cut at the limit, so none
+    # is used, and it goes on answering until the whole set is, then says so.
     assert "finished none of its 310 answers" in result.stderr and "set replay=none" in result.stderr
-    assert cache_file(tiny_model_dir, "replay").name in {p.name for p in (tmp_path / "home").rglob("*.jsonl")}
+    monkeypatch.setenv("TUNERY_HOME", str(tmp_path / "home"))
+    assert len(cached_lines(tiny_model_dir, "replay")) == 310
 
 
 def test_a_full_fine_tune_mixes_replay_too(replay_home, tiny_model_dir, chat_data, capsys):

@@ -49,17 +49,16 @@ def test_each_row_gets_its_own_adapter(model):
     input_ids = torch.randint(3, 200, (len(ROWS), 9), generator=torch.Generator().manual_seed(1))
     expected = torch.cat([alone(model, name, input_ids[i : i + 1]) for i, name in enumerate(ROWS)])
     base = alone(model, None, input_ids)
+    expected_green = alone(model, "green", input_ids[:2])
     for i, name in enumerate(ROWS):  # the adapters do change the output, so a mix-up would show
         assert (name is None) == torch.allclose(expected[i], base[i], atol=1e-4)
     stacked = StackedLora()
     with torch.inference_mode(), stacked.rows(model, ROWS):
         mixed = model(input_ids).logits
     torch.testing.assert_close(mixed, expected, atol=2e-5, rtol=1e-4)
-    # Hooks gone and peft's adapters enabled again afterwards.
-    torch.testing.assert_close(
-        alone(model, "green", input_ids), torch.cat([alone(model, "green", r[None]) for r in input_ids])
-    )
-    assert not any(m._forward_hooks for m in model.modules())
+    # Every layer's own forward back afterwards, and peft's adapters as they were.
+    assert not any("forward" in vars(m) for m in model.modules())
+    torch.testing.assert_close(alone(model, "green", input_ids[:2]), expected_green)
 
 
 def test_generation_equals_peft_adapter_names(model):

@@ -14,10 +14,11 @@ dimension (all zeros for a row on the base model):
     delta = ((x @ A.T) * mask) @ B.T
 
 Three ops per layer (two when every row is on one adapter), however many adapters the batch holds;
-the masked-out slots add exact zeros.
-It runs as a forward hook on each peft LoRA layer while peft's own adapter path is off in those
-layers, so peft still loads, names and evicts the adapters. Adapters this
-cannot express (DoRA and other variants, trained biases, modules_to_save, non-Linear layers) are
+the masked-out slots add exact zeros. For the batch, each peft LoRA layer's forward is replaced by
+its base layer plus that delta (a layer no adapter of the batch adapts runs its base layer alone),
+so peft still loads, names and evicts the adapters but its per-layer Python is skipped (with
+peft's forward and a hook adding the delta, a three-token request on one adapter took 0.26 s
+where the base model took 0.20 s, on a 2-core CPU). Adapters this cannot express (DoRA and other variants, trained biases, modules_to_save, non-Linear layers) are
 left to peft's `adapter_names` path (`stackable`).
 """
 
@@ -78,10 +79,13 @@ class StackedLora:
         }
         if len(names) == 1 and None not in row_adapters:  # every row on one adapter: the mask is all ones
             masks = dict.fromkeys(masks)
+        stacked = {id(module): (a, b, masks[layout]) for module, a, b, layout in layers}
         with ExitStack() as stack:
-            stack.enter_context(_peft_path_off(self._lora_layers(model)))
-            for module, a, b, layout in layers:
-                stack.enter_context(module.register_forward_hook(_AddDelta(a, b, masks[layout])))
+            for module in self._lora_layers(model):
+                base = module.get_base_layer()
+                # (a bound method, not the module itself: a module assigned to an attribute becomes a submodule)
+                forward = _BasePlusDelta(base, *stacked[id(module)]) if id(module) in stacked else base.__call__
+                stack.enter_context(_forward_replaced(module, forward))
             yield
 
     def _stacked(self, model, names: tuple[str, ...]) -> tuple[list, dict]:
@@ -132,34 +136,25 @@ class StackedLora:
 
 
 @contextmanager
-def _peft_path_off(layers):
-    """peft's own adapter computation off in `layers` for the duration, restored after.
-
-    The layers' flag is set directly. `PeftModel.disable_adapter()` does the same but first inspects
-    every module of the model (`get_model_status`), and `enable_adapters(True)` resets requires_grad
-    on every adapter's weights: about 50 ms per batch, a quarter of a short request on a CPU, for a
-    flag that only forward() reads (the mixed-adapter tests fail if peft stops reading it).
-    """
-    before = [layer._disable_adapters for layer in layers]
-    for layer in layers:
-        layer._disable_adapters = True
+def _forward_replaced(module, forward):
+    """`module` runs `forward` instead of its own forward method for the duration."""
+    module.forward = forward  # an instance attribute, found before the class's method
     try:
         yield
     finally:
-        for layer, disabled in zip(layers, before, strict=True):
-            layer._disable_adapters = disabled
+        del module.forward
 
 
-class _AddDelta:
-    """Forward hook: adds each row's own adapter's LoRA output to the base layer's."""
+class _BasePlusDelta:
+    """A LoRA layer's forward for one batch: the base layer's output plus each row's own adapter's delta."""
 
-    def __init__(self, a, b, mask):
-        self.a, self.b, self.mask = a, b, mask
+    def __init__(self, base, a, b, mask):
+        self.base, self.a, self.b, self.mask = base, a, b, mask
 
-    def __call__(self, module, args, output):
+    def __call__(self, x, *args, **kwargs):
         # Two or three ops, in place on the base layer's fresh output: at a decoding step each op
         # costs more in dispatch than in arithmetic, and this runs in every adapted layer.
-        x = args[0]
+        output = self.base(x, *args, **kwargs)
         low = x @ self.a.T
         if self.mask is not None:
             low.mul_(self.mask if x.dim() == 3 else self.mask.view(x.shape[0], *[1] * (x.dim() - 2), -1))

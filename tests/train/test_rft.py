@@ -251,3 +251,29 @@ def test_auto_recipe_samples_fewer_shorter_answers_and_evaluates_twice_on_a_cpu(
     assert all(key in p.reasons for key in ("rft.group_size", "rft.max_new_tokens", "eval_every"))
     assert plan(compute_multiplier=2.0).config.rft.group_size == (16 if cuda else 8)  # OpenAI's knob scales G
     assert plan(group_size=3, max_new_tokens=7).config.rft.max_new_tokens == 7  # a value set is kept
+
+
+def test_log_probs_are_the_sampling_temperatures(tiny_model_dir):
+    """With rft.temperature T the answers come from softmax(logits / T), so the trained log-probs are
+    that distribution's (as TRL and verl compute them): log_softmax(logits / T) at each answer token."""
+    from tunery.data.render import ChatTokenizer, render_prompt
+    from tunery.train.config import RunConfig
+    from tunery.train.modeling import build_model, step_batches
+    from tunery.train.plan import resolve
+    from tunery.train.rft import Rollout, rollout_sequences, token_logps
+
+    config = RunConfig(model=str(tiny_model_dir), data="unused.jsonl", method="rft", rft={"grader": "unused.json"})
+    plan = resolve(config, n_examples=4, longest=64, context_length=512, cuda_available=False, bf16_supported=False)
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    (sequence,) = rollout_sequences([Rollout(render_prompt(prompt(0)["messages"], tok), [17, 42, 99, 5], "")], None)
+    torch.manual_seed(0)
+    model = build_model(plan, tiny_model_dir)
+    (batch,) = step_batches([sequence], plan, tok.pad_id)
+    ids = torch.tensor([sequence.input_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].float()
+        for temperature in (1.0, 0.5):
+            logps, _ = token_logps(model, batch, temperature)
+            expected = torch.log_softmax(logits / temperature, dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+            torch.testing.assert_close(logps, expected[-4:], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(token_logps(model, batch, 0.5)[0], token_logps(model, batch, 1.0)[0])

@@ -3,8 +3,9 @@ explicit loop.
 
 Per optimizer step:
 1. take `batch_size` prompts and sample `group_size` (G) completions of each from the current
-   policy (the adapter on, temperature 1), all in one batch, each prompt computed once and its
-   KV cache shared by its G rows (`tunery.inference.generate_tokens`, the server's sampler);
+   policy (the adapter on, temperature 1), all in one batch: the prompts' common beginning (a
+   system prompt, few-shot turns) computed once, the rest of each prompt once, and its KV cache
+   shared by its G rows (`tunery.inference.generate_tokens`, the server's sampler);
 2. grade every completion on a thread pool, so a slow python or model grader never serialises
    the step (`tunery.graders.grading`);
 3. group-relative advantages: reward minus the group's mean (`losses.group_advantages`);
@@ -85,8 +86,9 @@ class Rollout:
 def sample_groups(
     model, tok, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float
 ) -> list[Rollout]:
-    """`n` completions of each prompt from the current policy, in one batch; each prompt is run
-    once and its KV cache shared by its n rows (`tunery.inference.generate_tokens`)."""
+    """`n` completions of each prompt from the current policy, in one batch; the prompts' common
+    prefix is run once, each prompt once, and its KV cache shared by its n rows
+    (`tunery.inference.generate_tokens`)."""
     rows = generate_tokens(
         model, tok, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, device=str(model.device)
     )
@@ -108,27 +110,30 @@ def rollout_sequences(rollouts: list[Rollout], max_seq_len: int | None) -> list[
     return out
 
 
-def token_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of the batch's trained tokens and the sequence each belongs to."""
+def token_logps(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the batch's trained tokens and the sequence each belongs to, under the
+    distribution the rollouts were sampled from: the logits divided by the sampling temperature
+    (as TRL's GRPOTrainer and verl do), so the gradient is the policy gradient of that policy."""
     _, head = backbone_and_head(model)
     hidden = hidden_states(model, batch)
     rows, targets = select_targets(hidden, batch["input_ids"], batch["loss_mask"])
-    logps = torch.log_softmax(head(rows).float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    logits = head(rows).float() / temperature
+    logps = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
     segment = batch["segments"][:, 1:][batch["loss_mask"][:, 1:].bool()]
     return logps, segment
 
 
 def policy_step(model, batches, advantages: torch.Tensor, n_tokens: int, plan: Plan) -> dict:
     """Forward, loss and backward over one step's rollouts; the loss divided by all their tokens."""
-    kl_coef = plan.config.rft.kl_coef
+    kl_coef, temperature = plan.config.rft.kl_coef, plan.config.rft.temperature
     total_loss, total_kl = 0.0, 0.0
     for batch in batches:
         ref_logps = None
         if kl_coef > 0:
             with torch.no_grad(), model.disable_adapter(), autocast(plan):
-                ref_logps, _ = token_logps(model, batch)
+                ref_logps, _ = token_logps(model, batch, temperature)
         with autocast(plan):
-            logps, segment = token_logps(model, batch)
+            logps, segment = token_logps(model, batch, temperature)
             losses, kl = grpo_token_losses(logps, advantages[segment], ref_logps, kl_coef)
         (losses.sum() / n_tokens).backward()
         total_loss += losses.sum().item()

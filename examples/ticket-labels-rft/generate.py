@@ -3,8 +3,8 @@
 Each line is a support-ticket conversation ending on the customer's message, with the right
 `label` as a field for the grader; its answer is never in the conversation, so there is nothing
 to imitate. Every conversation starts with the same 8 solved examples, one per label (few-shot
-turns), so that the base model answers with a label, if not always the right one. The grader gives 1 for the exact label and 0.2 for a reply that names it among other
-text: partial credit the base model earns from the first step (docs/rft.md).
+turns), so that the base model answers with a label, if not always the right one. The grader
+gives 1 for the right label alone and 0 for anything else (docs/rft.md).
 
 - prompts.jsonl: 32 messages of support-tickets/train.jsonl, 4 per label, drawn with a fixed seed;
 - heldout.jsonl: all of support-tickets/valid.jsonl and test.jsonl (100), written from templates
@@ -20,26 +20,16 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SOURCE = HERE.parent / "support-tickets"
 PER_LABEL = 4
+# The reply must be the right label and nothing else: 1 or 0. Partial credit was measured and
+# dropped: 0.2 for any bare label, and the sampled answers soon agreed on one label for every
+# message (held-out pass rate 0.24 -> 0.13); 0.2 for naming the label among other words (`ilike`),
+# and answers grew longer without passing more often ("other" is also inside "another").
 GRADER = {
-    "type": "multi",
+    "type": "string_check",
     "name": "label",
-    "graders": {
-        "exact": {
-            "type": "string_check",
-            "name": "exact",
-            "input": "{{sample.output_text}}",
-            "reference": "{{item.label}}",
-            "operation": "eq",
-        },
-        "named": {
-            "type": "string_check",
-            "name": "named",
-            "input": "{{sample.output_text}}",
-            "reference": "{{item.label}}",
-            "operation": "ilike",
-        },
-    },
-    "calculate_output": "0.8 * exact + 0.2 * named",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.label}}",
+    "operation": "eq",
 }
 
 

@@ -265,7 +265,7 @@ class ChatEngine:
         self._stacked: dict[Path, StackedLora] = {}  # base dir → its adapters' stacked weights
         self._stackable: dict[str, bool] = {}  # adapter name → whether stacking can express it
         self._adapter_ids = 0
-        self._last_batch = max_batch_size  # requests in the last batch: how many to wait for in the next
+        self._expected = max_batch_size  # requests the next batch waits (briefly) for
         self._thread: threading.Thread | None = None
 
     # -- called from request handlers -----------------------------------------------------------
@@ -298,12 +298,10 @@ class ChatEngine:
             with self._cond:
                 while not self._queue and not self._forget and not self._stopping:
                     self._cond.wait()
-                # Clients answered by one batch send their next requests a few ms apart: wait briefly
-                # for as many as that batch held, or the next batch would be one request followed
-                # by the rest. A lone client, whose last batch was its own request, never waits.
+                # Wait briefly for as many requests as the last batch expects (see below), or the
+                # next batch would be one request followed by the rest.
                 deadline = time.monotonic() + GATHER_S
-                expected = min(self.max_batch_size, self._last_batch)
-                while 0 < len(self._queue) < expected and not self._stopping:
+                while 0 < len(self._queue) < self._expected and not self._stopping:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -314,7 +312,6 @@ class ChatEngine:
                     return
                 forget, self._forget = self._forget, set()
                 batch = self._take_batch() if self._queue else []
-                self._last_batch = len(batch) or self._last_batch
             for path in forget:
                 self._unload(path)
             if batch:
@@ -324,6 +321,17 @@ class ChatEngine:
                     log.exception("generation failed")
                     for job in batch:
                         job.emit(("error", exc))
+
+    def _expect_next(self, answering: int) -> None:
+        """Set how many requests the next batch waits for, just before `answering` requests get their answers.
+
+        Those clients send their next requests a few ms later; with the requests that arrived while
+        this batch ran, that is the next batch. Waiting for this batch's size alone let clients
+        settle into two cohorts that never merge: 8 clients served as alternating batches of 4, at
+        0.57x the throughput of batches of 8. A lone client, answered with nothing queued, never waits.
+        """
+        with self._cond:
+            self._expected = min(self.max_batch_size, len(self._queue) + answering)
 
     def _take_batch(self) -> list[ChatJob]:
         """The oldest request, plus queued ones that can share its forward passes."""
@@ -461,6 +469,7 @@ class ChatEngine:
                 stopping_criteria=StoppingCriteriaList([_row_stopping(rows)]),
                 **options,
             )
+        self._expect_next(len(batch))
         for row in rows:
             row.finish("length" if len(row.stream.ids) >= row.job.max_tokens else "stop")
         for job in batch:

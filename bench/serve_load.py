@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -242,19 +243,26 @@ def ask(client, model: str, text: str, max_tokens: int):
     )
 
 
-def probe_health(url: str, stop_event: threading.Event, out: list[float]) -> None:
+def probe_health(url: str, stop_event, out) -> None:
+    """Ask `url` every HEALTH_EVERY_S until `stop_event`, then put the latencies on the queue `out`.
+
+    It runs in a process of its own: in the load generator's process, its timings would include
+    waiting for the GIL behind the client threads.
+    """
     import httpx
 
+    latencies = []
     with httpx.Client(timeout=30) as client:
         while not stop_event.is_set():
             started = time.perf_counter()
             try:
                 client.get(url).raise_for_status()
-                out.append(time.perf_counter() - started)
+                latencies.append(time.perf_counter() - started)
             except httpx.HTTPError as exc:
                 print(f"health error: {exc}", file=sys.stderr)
-                out.append(float("inf"))
+                latencies.append(float("inf"))
             stop_event.wait(HEALTH_EVERY_S)
+    out.put(latencies)
 
 
 def load_phase(
@@ -272,8 +280,9 @@ def load_phase(
     phase = Phase(server, scenario, concurrency)
     lock = threading.Lock()
     deadline = time.monotonic() + duration
-    stop_probe = threading.Event()
-    prober = threading.Thread(target=probe_health, args=(f"{root_url}/health", stop_probe, phase.health))
+    processes = multiprocessing.get_context("spawn")
+    stop_probe, probed = processes.Event(), processes.Queue()
+    prober = processes.Process(target=probe_health, args=(f"{root_url}/health", stop_probe, probed))
 
     def client_loop(index: int) -> None:
         client = OpenAI(base_url=f"{root_url}/v1", api_key="local", max_retries=0, timeout=600)
@@ -306,6 +315,7 @@ def load_phase(
     phase.seconds = time.monotonic() - started
     phase.load = os.getloadavg()[0]
     stop_probe.set()
+    phase.health = probed.get(timeout=60)
     prober.join()
     row = phase.row()
     print(

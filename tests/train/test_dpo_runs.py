@@ -20,6 +20,7 @@ SETTINGS = [
     "save_every=2",
     "lora.r=4",
     "dpo.nll_weight=0",  # plain DPO: its loss is exactly log 2 at step 1
+    "precision=fp32",  # the default is bf16 on CPUs with native bf16, whose rounding is far above the tolerances
 ]
 
 

@@ -18,8 +18,9 @@ the masked-out slots add exact zeros. For the batch, each peft LoRA layer's forw
 its base layer plus that delta (a layer no adapter of the batch adapts runs its base layer alone),
 so peft still loads, names and evicts the adapters but its per-layer Python is skipped (with
 peft's forward and a hook adding the delta, a three-token request on one adapter took 0.26 s
-where the base model took 0.20 s, on a 2-core CPU). Adapters this cannot express (DoRA and other variants, trained biases, modules_to_save, non-Linear layers) are
-left to peft's `adapter_names` path (`stackable`).
+where the base model took 0.20 s, on a 2-core CPU). Adapters this cannot express (DoRA and other
+variants, trained biases, modules_to_save, non-Linear layers) are left to peft's `adapter_names`
+path (`stackable`).
 """
 
 from __future__ import annotations
@@ -73,12 +74,11 @@ class StackedLora:
         index = torch.tensor([names.index(n) if n is not None else -1 for n in row_adapters])
         # One mask per layout of the rank dimension (which adapter owns each slot): usually one for all layers.
         dtype = layers[0][1].dtype if layers else None
+        uniform = len(names) == 1 and None not in row_adapters  # every row on one adapter: no mask needed
         masks = {
-            layout: (index.to(owner.device)[:, None] == owner[None, :]).to(dtype)[:, None, :]
+            layout: None if uniform else (index.to(owner.device)[:, None] == owner[None, :]).to(dtype)[:, None, :]
             for layout, owner in layouts.items()
         }
-        if len(names) == 1 and None not in row_adapters:  # every row on one adapter: the mask is all ones
-            masks = dict.fromkeys(masks)
         stacked = {id(module): (a, b, masks[layout]) for module, a, b, layout in layers}
         with ExitStack() as stack:
             for module in self._lora_layers(model):
